@@ -1,0 +1,349 @@
+//! The catalog: which right each method (or routed namespace) needs, where it
+//! may be called, and what serves it. One data table, plus the namespaces a
+//! config adds with `[[catalog]]`; and `gate`, the one place that says yes or no.
+//!
+//! Must not know about sockets, sessions or handlers' internals: the gate sees
+//! a catalog entry, the caller's `RightSet` (none before login) and the endpoint.
+
+use crate::rights::{Right, RightSet};
+use crate::rpc::{Code, RpcError};
+
+/// Which endpoint a session came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Adjunct,
+    Portal,
+}
+
+impl Endpoint {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Endpoint::Adjunct => "adjunct",
+            Endpoint::Portal => "portal",
+        }
+    }
+}
+
+/// What a caller must hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Only before authentication (session.login, session.resume).
+    Anonymous,
+    /// Any authenticated session.
+    Authenticated,
+    /// This one right.
+    Right(Right),
+    /// At least one of these rights.
+    AnyOf(RightSet),
+}
+
+/// Where a method may be called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    Anywhere,
+    AdjunctOnly,
+}
+
+/// The gateway's own methods; each has one handler under `methods/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    SessionLogin,
+    SessionInfo,
+    SessionPing,
+    TurnCredentials,
+    AdjunctRegister,
+    AdjunctUnregister,
+    AdjunctPublish,
+    EventsSubscribe,
+    EventsUnsubscribe,
+}
+
+/// What serves a request once the gate lets it through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target<'a> {
+    Local(Method),
+    /// Sent to a provider of this namespace.
+    Routed(&'a str),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub need: Need,
+    pub reach: Reach,
+    pub target: Target<'a>,
+}
+
+const fn local(method: Method, need: Need, reach: Reach) -> Entry<'static> {
+    Entry {
+        need,
+        reach,
+        target: Target::Local(method),
+    }
+}
+
+use Need::{Anonymous, Authenticated};
+use Reach::{AdjunctOnly, Anywhere};
+
+/// The gateway's methods. A method missing here cannot be reached.
+const METHODS: &[(&str, Entry<'static>)] = &[
+    (
+        "session.ping",
+        local(Method::SessionPing, Authenticated, Anywhere),
+    ),
+    (
+        "session.login",
+        local(Method::SessionLogin, Anonymous, Anywhere),
+    ),
+    (
+        "session.info",
+        local(Method::SessionInfo, Authenticated, Anywhere),
+    ),
+    (
+        "turn.credentials",
+        local(
+            Method::TurnCredentials,
+            Need::Right(Right::TurnServerConnection),
+            Anywhere,
+        ),
+    ),
+    (
+        "adjunct.register",
+        local(
+            Method::AdjunctRegister,
+            Need::Right(Right::AdjunctServerConnection),
+            AdjunctOnly,
+        ),
+    ),
+    (
+        "adjunct.unregister",
+        local(
+            Method::AdjunctUnregister,
+            Need::Right(Right::AdjunctServerConnection),
+            AdjunctOnly,
+        ),
+    ),
+    (
+        "adjunct.publish",
+        local(
+            Method::AdjunctPublish,
+            Need::Right(Right::AdjunctServerConnection),
+            AdjunctOnly,
+        ),
+    ),
+    // Each topic is gated again by its namespace's need in the handler.
+    (
+        "events.subscribe",
+        local(Method::EventsSubscribe, Authenticated, Anywhere),
+    ),
+    (
+        "events.unsubscribe",
+        local(Method::EventsUnsubscribe, Authenticated, Anywhere),
+    ),
+];
+
+/// Namespaces served by providers (and topics of their events).
+const NAMESPACES: &[(&str, Need)] = &[("cti", Need::Right(Right::OneXCtiApi))];
+
+/// Namespaces of the gateway's own methods: never routed, never added by config.
+pub const RESERVED: &[&str] = &["session", "turn", "adjunct", "events", "admin", "event"];
+
+/// The built-in table plus namespaces from `[[catalog]]` entries in the config.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    extra: Vec<(String, Need)>,
+}
+
+impl Catalog {
+    /// `extra` must not name reserved or built-in namespaces (config validates).
+    pub fn new(extra: Vec<(String, Need)>) -> Self {
+        Catalog { extra }
+    }
+
+    /// Is `ns` a namespace of the built-in table or the config?
+    pub fn is_builtin_namespace(ns: &str) -> bool {
+        NAMESPACES.iter().any(|(n, _)| *n == ns)
+    }
+
+    /// The need of a routed namespace, if it is one.
+    pub fn namespace(&self, ns: &str) -> Option<Need> {
+        NAMESPACES
+            .iter()
+            .map(|(n, need)| (*n, *need))
+            .chain(self.extra.iter().map(|(n, need)| (n.as_str(), *need)))
+            .find(|(n, _)| *n == ns)
+            .map(|(_, need)| need)
+    }
+
+    /// Every routed namespace with its need (for docs and admin views).
+    pub fn namespaces(&self) -> impl Iterator<Item = (&str, Need)> {
+        NAMESPACES
+            .iter()
+            .map(|(n, need)| (*n, *need))
+            .chain(self.extra.iter().map(|(n, need)| (n.as_str(), *need)))
+    }
+
+    /// The entry for `method`, or `None`: -32601.
+    pub fn lookup<'m>(&self, method: &'m str) -> Option<Entry<'m>> {
+        if let Some((_, entry)) = METHODS.iter().find(|(name, _)| *name == method) {
+            return Some(*entry);
+        }
+        let (ns, rest) = method.split_once('.')?;
+        if rest.is_empty() {
+            return None;
+        }
+        self.namespace(ns).map(|need| Entry {
+            need,
+            reach: Anywhere,
+            target: Target::Routed(ns),
+        })
+    }
+}
+
+/// Why the gate said no.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Denied {
+    NotAuthenticated,
+    AlreadyAuthenticated,
+    Missing(Need),
+    WrongEndpoint,
+}
+
+/// The gate: `rights` is `None` before authentication.
+pub fn gate(entry: &Entry<'_>, rights: Option<RightSet>, endpoint: Endpoint) -> Result<(), Denied> {
+    let rights = match (entry.need, rights) {
+        (Need::Anonymous, None) => return Ok(()),
+        (Need::Anonymous, Some(_)) => return Err(Denied::AlreadyAuthenticated),
+        (_, None) => return Err(Denied::NotAuthenticated),
+        (_, Some(r)) => r,
+    };
+    if entry.reach == Reach::AdjunctOnly && endpoint != Endpoint::Adjunct {
+        return Err(Denied::WrongEndpoint);
+    }
+    if satisfies(rights, entry.need) {
+        Ok(())
+    } else {
+        Err(Denied::Missing(entry.need))
+    }
+}
+
+/// Does `rights` meet `need`? (`Anonymous` is never met by an authenticated set.)
+pub fn satisfies(rights: RightSet, need: Need) -> bool {
+    match need {
+        Need::Anonymous => false,
+        Need::Authenticated => true,
+        Need::Right(r) => rights.contains(r),
+        Need::AnyOf(set) => rights.intersects(set),
+    }
+}
+
+/// The right to name in `data.right` when `need` is missing.
+pub fn named_right(need: Need) -> Option<Right> {
+    match need {
+        Need::Right(r) => Some(r),
+        Need::AnyOf(set) => set.iter().next(),
+        _ => None,
+    }
+}
+
+impl Denied {
+    /// The wire answer for a refusal.
+    pub fn to_error(self) -> RpcError {
+        match self {
+            Denied::NotAuthenticated => RpcError::new(Code::NotAuthenticated),
+            Denied::AlreadyAuthenticated => {
+                RpcError::with_message(Code::InvalidRequest, "already authenticated")
+            }
+            Denied::WrongEndpoint => RpcError::new(Code::Forbidden).with_data(serde_json::json!({
+                "right": Right::AdjunctServerConnection.name(),
+                "endpoint": "adjunct",
+            })),
+            Denied::Missing(need) => match need {
+                Need::AnyOf(set) => RpcError::new(Code::Forbidden).with_data(serde_json::json!({
+                    "right": named_right(need).map(Right::name),
+                    "anyOf": set.names(),
+                })),
+                _ => match named_right(need) {
+                    Some(r) => RpcError::forbidden(r),
+                    None => RpcError::new(Code::Forbidden),
+                },
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_methods_are_unreachable() {
+        let c = Catalog::default();
+        assert_eq!(c.lookup("session.nope"), None);
+        assert_eq!(c.lookup("admin"), None);
+        assert_eq!(c.lookup("cti."), None);
+        assert_eq!(c.lookup(""), None);
+    }
+
+    #[test]
+    fn routed_namespaces_carry_their_right() {
+        let c = Catalog::new(vec![(
+            "voicemail".into(),
+            Need::AnyOf(RightSet::of(Right::VoicemailProBasic).with(Right::VoicemailProStandard)),
+        )]);
+        let e = c.lookup("cti.make_call").unwrap();
+        assert_eq!(e.target, Target::Routed("cti"));
+        assert_eq!(e.need, Need::Right(Right::OneXCtiApi));
+        let v = c.lookup("voicemail.list").unwrap();
+        assert!(gate(
+            &v,
+            Some(RightSet::of(Right::VoicemailProStandard)),
+            Endpoint::Portal
+        )
+        .is_ok());
+        assert!(gate(&v, Some(RightSet::of(Right::OneXCtiApi)), Endpoint::Portal).is_err());
+    }
+
+    #[test]
+    fn gate_before_and_after_login() {
+        let c = Catalog::default();
+        let login = c.lookup("session.login").unwrap();
+        let ping = c.lookup("session.ping").unwrap();
+        assert_eq!(gate(&login, None, Endpoint::Portal), Ok(()));
+        assert_eq!(
+            gate(&ping, None, Endpoint::Portal),
+            Err(Denied::NotAuthenticated)
+        );
+        assert_eq!(
+            gate(&login, Some(RightSet::EMPTY), Endpoint::Portal),
+            Err(Denied::AlreadyAuthenticated)
+        );
+        assert_eq!(gate(&ping, Some(RightSet::EMPTY), Endpoint::Portal), Ok(()));
+    }
+
+    #[test]
+    fn turn_needs_its_right_and_names_it() {
+        let c = Catalog::default();
+        let turn = c.lookup("turn.credentials").unwrap();
+        let err = gate(
+            &turn,
+            Some(RightSet::of(Right::OneXCtiApi)),
+            Endpoint::Portal,
+        )
+        .unwrap_err();
+        let rpc = err.to_error();
+        assert_eq!(rpc.code, Code::Forbidden);
+        assert_eq!(rpc.data.unwrap()["right"], "TURN Server Connection");
+    }
+
+    #[test]
+    fn adjunct_methods_only_on_adjunct() {
+        let c = Catalog::default();
+        let reg = c.lookup("adjunct.register").unwrap();
+        let asc = RightSet::of(Right::AdjunctServerConnection);
+        assert_eq!(
+            gate(&reg, Some(asc), Endpoint::Portal),
+            Err(Denied::WrongEndpoint)
+        );
+        assert_eq!(gate(&reg, Some(asc), Endpoint::Adjunct), Ok(()));
+    }
+}

@@ -1,0 +1,709 @@
+//! The TOML configuration: its model, its defaults, and validation that
+//! reports `file:line: problem`.
+//!
+//! Owns parsing and checking only; it produces a validated `Config` and never
+//! touches sockets or live sessions. Secrets read here (TURN secrets, static
+//! TURN password) are never printed: errors name the key, never the value.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::catalog::{Catalog, Need, RESERVED};
+use crate::rights::{Right, RightSet};
+
+/// A config problem, located where we can.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: ServerSection,
+    tls: TlsSection,
+    #[serde(default)]
+    rights_group: Vec<GroupSection>,
+    #[serde(default)]
+    service_user: Vec<UserSection>,
+    #[serde(default)]
+    network_topology: TopologySection,
+    #[serde(default)]
+    turn: TurnSection,
+    #[serde(default)]
+    portal: PortalSection,
+    #[serde(default)]
+    catalog: Vec<CatalogSection>,
+    #[serde(default)]
+    routing: RoutingSection,
+    #[serde(default)]
+    limits: Limits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ServerSection {
+    listen: Spanned<String>,
+    heartbeat_secs: u64,
+    auth_timeout_secs: u64,
+    max_message_bytes: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: Spanned::new(0..0, "127.0.0.1:8443".into()),
+            heartbeat_secs: 30,
+            auth_timeout_secs: 10,
+            max_message_bytes: 65536,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    cert: Spanned<PathBuf>,
+    key: Spanned<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupSection {
+    name: Spanned<String>,
+    #[serde(default)]
+    rights: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserSection {
+    name: Spanned<String>,
+    password: Spanned<String>,
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize, Default, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopologySection {
+    pub stun_urls: Vec<String>,
+    pub turn_urls: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TurnMode {
+    #[default]
+    Rest,
+    Static,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TurnSection {
+    mode: Spanned<TurnMode>,
+    secrets: Vec<String>,
+    secrets_file: Option<Spanned<PathBuf>>,
+    ttl_secs: u64,
+    max_ttl_secs: u64,
+    opaque_usernames: bool,
+    service_user: Option<Spanned<String>>,
+    password_file: Option<Spanned<PathBuf>>,
+}
+
+impl Default for TurnSection {
+    fn default() -> Self {
+        TurnSection {
+            mode: Spanned::new(0..0, TurnMode::Rest),
+            secrets: Vec::new(),
+            secrets_file: None,
+            ttl_secs: 3600,
+            max_ttl_secs: 86400,
+            opaque_usernames: false,
+            service_user: None,
+            password_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortalSection {
+    pub allowed_origins: Vec<String>,
+    pub demo_page: bool,
+}
+
+impl Default for PortalSection {
+    fn default() -> Self {
+        PortalSection {
+            allowed_origins: Vec::new(),
+            demo_page: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogSection {
+    namespace: Spanned<String>,
+    any_of: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingSection {
+    pub request_timeout_ms: u64,
+}
+
+impl Default for RoutingSection {
+    fn default() -> Self {
+        RoutingSection {
+            request_timeout_ms: 5000,
+        }
+    }
+}
+
+/// `[limits]`: every bound the gateway enforces, with its default.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Connections in total (TLS and WebSocket); past it new ones get 503.
+    pub max_connections: usize,
+    /// Connections from one source address.
+    pub max_connections_per_ip: usize,
+    /// Connections not yet authenticated (includes TLS and upgrade in progress).
+    pub max_unauthenticated: usize,
+    /// Deadline for the TLS handshake plus the HTTP upgrade request.
+    pub handshake_timeout_secs: u64,
+    /// Largest HTTP request head accepted (431 above).
+    pub max_header_bytes: usize,
+    /// Elements in one JSON-RPC batch.
+    pub max_batch: usize,
+    /// Routed requests one session may have waiting for providers.
+    pub max_pending_per_session: usize,
+    /// Messages waiting to be written to one session (events past it are dropped).
+    pub outbound_queue: usize,
+    /// A subscriber that keeps dropping events this long is closed (1008).
+    pub stalled_close_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 100_000,
+            max_connections_per_ip: 50_000,
+            max_unauthenticated: 10_000,
+            handshake_timeout_secs: 10,
+            max_header_bytes: 16 * 1024,
+            max_batch: 32,
+            max_pending_per_session: 64,
+            outbound_queue: 256,
+            stalled_close_secs: 30,
+        }
+    }
+}
+
+/// A rights group after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    pub rights: RightSet,
+}
+
+/// A service user after validation. `password` is a PHC string (never shown).
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub password: String,
+    pub groups: Vec<String>,
+    pub enabled: bool,
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("password", &"<redacted>")
+            .field("groups", &self.groups)
+            .field("enabled", &self.enabled)
+            .finish()
+    }
+}
+
+/// TURN settings after validation; secrets never print.
+#[derive(Clone)]
+pub struct TurnConfig {
+    pub mode: TurnMode,
+    pub secrets: Vec<String>,
+    pub ttl_secs: u64,
+    pub max_ttl_secs: u64,
+    pub opaque_usernames: bool,
+    /// Static mode: the account coturn knows, and its TURN password.
+    pub static_user: Option<(String, String)>,
+}
+
+impl fmt::Debug for TurnConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TurnConfig")
+            .field("mode", &self.mode)
+            .field(
+                "secrets",
+                &format_args!("<{} redacted>", self.secrets.len()),
+            )
+            .field("ttl_secs", &self.ttl_secs)
+            .field("max_ttl_secs", &self.max_ttl_secs)
+            .field("opaque_usernames", &self.opaque_usernames)
+            .field("static_user", &self.static_user.as_ref().map(|(u, _)| u))
+            .finish()
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub listen: SocketAddr,
+    pub heartbeat_secs: u64,
+    pub auth_timeout_secs: u64,
+    pub max_message_bytes: usize,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub groups: Vec<Group>,
+    pub users: Vec<User>,
+    pub topology: TopologySection,
+    pub turn: TurnConfig,
+    pub portal: PortalSection,
+    pub catalog: Catalog,
+    pub routing: RoutingSection,
+    pub limits: Limits,
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates `text` as if read from `path` (relative paths resolve beside it).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let v = Validator { path, text };
+        let raw: FileConfig =
+            toml::from_str(text).map_err(|e| v.err(e.span().map(|s| s.start), e.message()))?;
+        v.build(raw)
+    }
+
+    /// The rights of the group named `name`.
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+
+    /// A user's effective rights: the union over its groups.
+    pub fn rights_of(&self, user: &User) -> RightSet {
+        user.groups
+            .iter()
+            .filter_map(|g| self.group(g))
+            .fold(RightSet::EMPTY, |acc, g| acc.union(g.rights))
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Validator<'_> {
+    fn err(&self, offset: Option<usize>, message: impl fmt::Display) -> ConfigError {
+        let line = offset.map(|o| {
+            let upto = self
+                .text
+                .as_bytes()
+                .get(..o)
+                .unwrap_or(self.text.as_bytes());
+            upto.iter().filter(|b| **b == b'\n').count() + 1
+        });
+        ConfigError {
+            file: self.path.to_path_buf(),
+            line,
+            message: message.to_string().trim_end().to_owned(),
+        }
+    }
+
+    fn at<T>(&self, s: &Spanned<T>, message: impl fmt::Display) -> ConfigError {
+        let span = s.span();
+        self.err((span.end > 0).then_some(span.start), message)
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.path.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+
+    fn right(&self, name: &Spanned<String>) -> Result<Right, ConfigError> {
+        Right::from_name(name.get_ref())
+            .ok_or_else(|| self.at(name, format!("unknown service right {:?}", name.get_ref())))
+    }
+
+    fn build(&self, raw: FileConfig) -> Result<Config, ConfigError> {
+        let s = &raw.server;
+        let listen: SocketAddr = s.listen.get_ref().parse().map_err(|_| {
+            self.at(
+                &s.listen,
+                format!("listen: {:?} is not an address:port", s.listen.get_ref()),
+            )
+        })?;
+        if s.heartbeat_secs == 0 || s.auth_timeout_secs == 0 {
+            return Err(self.err(
+                None,
+                "[server] heartbeat_secs and auth_timeout_secs must be at least 1",
+            ));
+        }
+        if !(256..=16 * 1024 * 1024).contains(&s.max_message_bytes) {
+            return Err(self.err(
+                None,
+                "[server] max_message_bytes must be between 256 and 16777216",
+            ));
+        }
+
+        let mut groups: Vec<Group> = Vec::new();
+        for g in &raw.rights_group {
+            if g.name.get_ref().trim().is_empty() {
+                return Err(self.at(&g.name, "rights group name is empty"));
+            }
+            if groups.iter().any(|x| x.name == *g.name.get_ref()) {
+                return Err(self.at(
+                    &g.name,
+                    format!("duplicate rights group {:?}", g.name.get_ref()),
+                ));
+            }
+            let rights = g
+                .rights
+                .iter()
+                .map(|r| self.right(r))
+                .collect::<Result<RightSet, _>>()?;
+            groups.push(Group {
+                name: g.name.get_ref().clone(),
+                rights,
+            });
+        }
+
+        let mut users: Vec<User> = Vec::new();
+        for u in &raw.service_user {
+            let name = u.name.get_ref();
+            if !valid_user_name(name) {
+                return Err(self.at(&u.name, "service user name must be 1-64 printable characters without spaces at the ends"));
+            }
+            if users.iter().any(|x| x.name == *name) {
+                return Err(self.at(&u.name, format!("duplicate service user {name:?}")));
+            }
+            if argon2::PasswordHash::new(u.password.get_ref()).is_err() {
+                // Never echo the value: it may be a plaintext password typed by mistake.
+                return Err(self.at(&u.password, format!("service user {name:?}: password is not a PHC hash string (make one with `adjunct-gateway hash-password`)")));
+            }
+            for g in &u.groups {
+                if !groups.iter().any(|x| x.name == *g.get_ref()) {
+                    return Err(self.at(
+                        g,
+                        format!(
+                            "service user {name:?}: unknown rights group {:?}",
+                            g.get_ref()
+                        ),
+                    ));
+                }
+            }
+            users.push(User {
+                name: name.clone(),
+                password: u.password.get_ref().clone(),
+                groups: u.groups.iter().map(|g| g.get_ref().clone()).collect(),
+                enabled: u.enabled,
+            });
+        }
+
+        let mut extra = Vec::new();
+        let mut seen = HashSet::new();
+        for c in &raw.catalog {
+            let ns = c.namespace.get_ref();
+            if ns.is_empty()
+                || !ns
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+            {
+                return Err(self.at(
+                    &c.namespace,
+                    format!("catalog namespace {ns:?} must be letters, digits, '_' or '-'"),
+                ));
+            }
+            if RESERVED.contains(&ns.as_str())
+                || Catalog::is_builtin_namespace(ns)
+                || !seen.insert(ns.clone())
+            {
+                return Err(self.at(
+                    &c.namespace,
+                    format!("catalog namespace {ns:?} is already defined"),
+                ));
+            }
+            if c.any_of.is_empty() {
+                return Err(self.at(
+                    &c.namespace,
+                    format!("catalog namespace {ns:?}: any_of is empty"),
+                ));
+            }
+            let set = c
+                .any_of
+                .iter()
+                .map(|r| self.right(r))
+                .collect::<Result<RightSet, _>>()?;
+            extra.push((ns.clone(), Need::AnyOf(set)));
+        }
+
+        let turn = self.turn(&raw.turn, &groups, &users)?;
+        for url in raw.network_topology.stun_urls.iter() {
+            if !url.starts_with("stun:") && !url.starts_with("stuns:") {
+                return Err(self.err(
+                    None,
+                    format!(
+                        "[network_topology] stun_urls: {url:?} must start with stun: or stuns:"
+                    ),
+                ));
+            }
+        }
+        for url in raw.network_topology.turn_urls.iter() {
+            if !url.starts_with("turn:") && !url.starts_with("turns:") {
+                return Err(self.err(
+                    None,
+                    format!(
+                        "[network_topology] turn_urls: {url:?} must start with turn: or turns:"
+                    ),
+                ));
+            }
+        }
+        let l = &raw.limits;
+        if l.max_batch == 0
+            || l.outbound_queue < 8
+            || l.handshake_timeout_secs == 0
+            || l.max_header_bytes < 1024
+        {
+            return Err(self.err(None, "[limits]: max_batch >= 1, outbound_queue >= 8, handshake_timeout_secs >= 1, max_header_bytes >= 1024"));
+        }
+        if raw.routing.request_timeout_ms == 0 {
+            return Err(self.err(None, "[routing] request_timeout_ms must be at least 1"));
+        }
+
+        Ok(Config {
+            path: self.path.to_path_buf(),
+            listen,
+            heartbeat_secs: s.heartbeat_secs,
+            auth_timeout_secs: s.auth_timeout_secs,
+            max_message_bytes: s.max_message_bytes,
+            tls_cert: self.resolve(raw.tls.cert.get_ref()),
+            tls_key: self.resolve(raw.tls.key.get_ref()),
+            groups,
+            users,
+            topology: raw.network_topology,
+            turn,
+            portal: raw.portal,
+            catalog: Catalog::new(extra),
+            routing: raw.routing,
+            limits: raw.limits,
+        })
+    }
+
+    fn turn(
+        &self,
+        t: &TurnSection,
+        groups: &[Group],
+        users: &[User],
+    ) -> Result<TurnConfig, ConfigError> {
+        if t.ttl_secs == 0 || t.max_ttl_secs < t.ttl_secs {
+            return Err(self.err(
+                None,
+                "[turn] ttl_secs must be at least 1 and at most max_ttl_secs",
+            ));
+        }
+        let mut secrets = t.secrets.clone();
+        if let Some(file) = &t.secrets_file {
+            let text = std::fs::read_to_string(self.resolve(file.get_ref())).map_err(|e| {
+                self.at(
+                    file,
+                    format!("[turn] secrets_file: cannot read: {}", e.kind()),
+                )
+            })?;
+            secrets.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned),
+            );
+        }
+        if secrets.iter().any(|s| s.is_empty()) {
+            return Err(self.err(None, "[turn] secrets: a secret is empty"));
+        }
+        let mut static_user = None;
+        if *t.mode.get_ref() == TurnMode::Static {
+            let Some(name) = &t.service_user else {
+                return Err(self.at(&t.mode, "[turn] mode = \"static\" needs service_user"));
+            };
+            let Some(user) = users.iter().find(|u| u.name == *name.get_ref()) else {
+                return Err(self.at(
+                    name,
+                    format!(
+                        "[turn] service_user {:?} is not a service user",
+                        name.get_ref()
+                    ),
+                ));
+            };
+            let holds = user
+                .groups
+                .iter()
+                .filter_map(|g| groups.iter().find(|x| x.name == *g))
+                .any(|g| g.rights.contains(Right::TurnServerConnection));
+            if !holds {
+                return Err(self.at(name, format!("[turn] service_user {:?} holds no rights group with \"TURN Server Connection\"", user.name)));
+            }
+            let Some(pw_file) = &t.password_file else {
+                return Err(self.at(name, "[turn] mode = \"static\" needs password_file"));
+            };
+            let pw = std::fs::read_to_string(self.resolve(pw_file.get_ref())).map_err(|e| {
+                self.at(
+                    pw_file,
+                    format!("[turn] password_file: cannot read: {}", e.kind()),
+                )
+            })?;
+            let pw = pw.trim_end_matches(['\r', '\n']).to_owned();
+            if pw.is_empty() {
+                return Err(self.at(pw_file, "[turn] password_file is empty"));
+            }
+            static_user = Some((user.name.clone(), pw));
+        }
+        Ok(TurnConfig {
+            mode: *t.mode.get_ref(),
+            secrets,
+            ttl_secs: t.ttl_secs,
+            max_ttl_secs: t.max_ttl_secs,
+            opaque_usernames: t.opaque_usernames,
+            static_user,
+        })
+    }
+}
+
+/// User names reach logs and TURN usernames: no control characters, no ':'.
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.trim() == name
+        && !name.chars().any(|c| c.is_control() || c == ':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str =
+        "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/gw/gateway.toml"), text)
+    }
+
+    fn base() -> String {
+        format!(
+            "[tls]\ncert = \"c.pem\"\nkey = \"/k.key\"\n\n[[rights_group]]\nname = \"Apps\"\nrights = [\"Adjunct Server Connection\", \"one-X CTI API\"]\n\n[[service_user]]\nname = \"app1\"\npassword = \"{HASH}\"\ngroups = [\"Apps\"]\n"
+        )
+    }
+
+    #[test]
+    fn a_valid_config_resolves_paths_and_rights() {
+        let c = parse(&base()).unwrap();
+        assert_eq!(c.tls_cert, PathBuf::from("/etc/gw/c.pem"));
+        assert_eq!(c.tls_key, PathBuf::from("/k.key"));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8443");
+        let rights = c.rights_of(&c.users[0]);
+        assert!(rights.contains(Right::OneXCtiApi));
+        assert!(!rights.contains(Right::TurnServerConnection));
+    }
+
+    #[test]
+    fn unknown_right_is_reported_with_its_line() {
+        let text = base().replace("\"one-X CTI API\"", "\"one-X CTI Api\"");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.line, Some(7), "{e}");
+        assert!(e
+            .to_string()
+            .starts_with("/etc/gw/gateway.toml:7: unknown service right"));
+    }
+
+    #[test]
+    fn unknown_group_and_unknown_key_are_errors() {
+        let e = parse(&base().replace("groups = [\"Apps\"]", "groups = [\"Appz\"]")).unwrap_err();
+        assert_eq!(e.line, Some(12));
+        let e = parse(&format!(
+            "{}\n[server]\nlisten = \"127.0.0.1:1\"\nheartbeat = 3\n",
+            base()
+        ))
+        .unwrap_err();
+        assert_eq!(e.line, Some(16), "{e}");
+        assert!(e.message.contains("heartbeat"), "{e}");
+    }
+
+    #[test]
+    fn a_plaintext_password_is_refused_without_echoing_it() {
+        let e = parse(&base().replace(HASH, "hunter2-secret")).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert_eq!(e.line, Some(11));
+    }
+
+    #[test]
+    fn static_turn_needs_the_right() {
+        let text = format!("{}\n[turn]\nmode = \"static\"\nservice_user = \"app1\"\npassword_file = \"/nonexistent\"\n", base());
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("TURN Server Connection"), "{e}");
+    }
+
+    #[test]
+    fn catalog_entries_cannot_shadow_builtins() {
+        let text = format!(
+            "{}\n[[catalog]]\nnamespace = \"cti\"\nany_of = [\"Voicemail Pro Basic\"]\n",
+            base()
+        );
+        assert!(parse(&text).is_err());
+        let text = format!(
+            "{}\n[[catalog]]\nnamespace = \"voicemail\"\nany_of = [\"Voicemail Pro Basic\"]\n",
+            base()
+        );
+        let c = parse(&text).unwrap();
+        assert!(c.catalog.namespace("voicemail").is_some());
+    }
+}

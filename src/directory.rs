@@ -1,0 +1,322 @@
+//! Service users and rights groups as the gateway looks them up, and password
+//! checks.
+//!
+//! Owns: the per-user effective rights (union over groups), argon2id hashing
+//! and verification on a small bounded pool off the async workers, and the
+//! dummy verification that makes an unknown or disabled user cost the same as
+//! a wrong password. Must not log or return a password or a hash.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::rights::RightSet;
+
+/// One service user as sessions see it.
+pub struct Account {
+    pub name: Arc<str>,
+    pub groups: Vec<String>,
+    pub rights: RightSet,
+    pub enabled: bool,
+    hash: Arc<str>,
+}
+
+impl Account {
+    /// Changes whenever the password does (for binding tokens to it).
+    pub fn password_stamp(&self) -> &str {
+        // The salt+hash tail is unique per password setting; never shown.
+        &self.hash
+    }
+}
+
+/// Users by name, built from a validated config.
+#[derive(Default)]
+pub struct Directory {
+    users: HashMap<Arc<str>, Account>,
+}
+
+impl Directory {
+    pub fn from_config(config: &Config) -> Directory {
+        let users = config
+            .users
+            .iter()
+            .map(|u| {
+                let name: Arc<str> = Arc::from(u.name.as_str());
+                let account = Account {
+                    name: name.clone(),
+                    groups: u.groups.clone(),
+                    rights: config.rights_of(u),
+                    enabled: u.enabled,
+                    hash: Arc::from(u.password.as_str()),
+                };
+                (name, account)
+            })
+            .collect();
+        Directory { users }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Account> {
+        self.users.get(name)
+    }
+
+    /// The rights a live session of `name` holds now, or `None` if the user is
+    /// gone or disabled.
+    pub fn live_rights(&self, name: &str) -> Option<RightSet> {
+        self.users.get(name).filter(|a| a.enabled).map(|a| a.rights)
+    }
+}
+
+/// Why a login failed. All of them look the same on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginFailure {
+    UnknownUser,
+    WrongPassword,
+    Disabled,
+    /// The verification queue is full (a login storm); retry later.
+    Busy,
+}
+
+impl LoginFailure {
+    pub const fn reason(self) -> &'static str {
+        match self {
+            LoginFailure::UnknownUser => "unknown user",
+            LoginFailure::WrongPassword => "wrong password",
+            LoginFailure::Disabled => "disabled",
+            LoginFailure::Busy => "throttled",
+        }
+    }
+}
+
+/// Longest password we hash; longer ones fail like a wrong password.
+const MAX_PASSWORD_BYTES: usize = 1024;
+/// Logins waiting for a verification worker before we refuse more.
+const MAX_WAITING: usize = 4096;
+
+/// Verifies passwords on a bounded pool so a login storm cannot starve sessions.
+pub struct Verifier {
+    permits: Arc<Semaphore>,
+    workers: usize,
+    dummy: Arc<str>,
+}
+
+impl Verifier {
+    /// `workers` concurrent argon2 runs at most (at least 1).
+    pub fn new(workers: usize) -> Verifier {
+        let workers = workers.max(1);
+        // A hash of a random password with the default cost, so unknown users
+        // take as long as known ones.
+        let dummy = hash_password(&random_secret(24)).unwrap_or_default();
+        Verifier {
+            permits: Arc::new(Semaphore::new(workers)),
+            workers,
+            dummy: Arc::from(dummy),
+        }
+    }
+
+    /// One fewer than the cores, so one core always serves the sessions.
+    pub fn default_workers() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+    }
+
+    /// Checks `password` for `user`. Unknown, disabled and wrong cost the same.
+    pub async fn login(
+        &self,
+        directory: &Directory,
+        user: &str,
+        password: &str,
+    ) -> Result<Arc<str>, LoginFailure> {
+        let account = directory.get(user);
+        let hash = account.map_or_else(|| self.dummy.clone(), |a| a.hash.clone());
+        let ok = self.verify(hash, password).await?;
+        match account {
+            None => Err(LoginFailure::UnknownUser),
+            Some(a) if !a.enabled => Err(LoginFailure::Disabled),
+            Some(_) if !ok => Err(LoginFailure::WrongPassword),
+            Some(a) => Ok(a.name.clone()),
+        }
+    }
+
+    async fn verify(&self, hash: Arc<str>, password: &str) -> Result<bool, LoginFailure> {
+        let waiting = self
+            .workers
+            .saturating_sub(self.permits.available_permits());
+        if waiting >= MAX_WAITING {
+            return Err(LoginFailure::Busy);
+        }
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| LoginFailure::Busy)?;
+        let too_long = password.len() > MAX_PASSWORD_BYTES;
+        let password = if too_long {
+            String::new()
+        } else {
+            password.to_owned()
+        };
+        let joined = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let ok = verify_password(&hash, &password);
+            ok && !too_long
+        })
+        .await;
+        joined.map_err(|_| LoginFailure::Busy)
+    }
+}
+
+/// argon2id with the crate's default cost (m=19456 KiB, t=2, p=1), as a PHC string.
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    let salt_bytes: [u8; 16] = rand::random();
+    let salt = SaltString::encode_b64(&salt_bytes)?;
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)?
+        .to_string())
+}
+
+/// Verifies against a PHC string; the cost comes from the string itself.
+pub fn verify_password(phc: &str, password: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A random printable secret with lower, upper, digit and symbol characters
+/// and no three identical characters in a row (passes every complexity level).
+pub fn random_secret(len: usize) -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789-_.+=";
+    let len = len.max(8);
+    let mut rng = rand::rng();
+    loop {
+        let mut out = String::with_capacity(len);
+        while out.len() < len {
+            let c = char::from(CHARS[rng.random_range(0..CHARS.len())]);
+            if out.ends_with(&format!("{c}{c}")) {
+                continue;
+            }
+            out.push(c);
+        }
+        let classes = [
+            out.chars().any(|c| c.is_ascii_lowercase()),
+            out.chars().any(|c| c.is_ascii_uppercase()),
+            out.chars().any(|c| c.is_ascii_digit()),
+            out.chars().any(|c| !c.is_ascii_alphanumeric()),
+        ];
+        if classes.iter().all(|c| *c) {
+            return out;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_and_verify() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(verify_password(&h, "correct horse"));
+        assert!(!verify_password(&h, "correct horsE"));
+        assert!(!verify_password("not a hash", "x"));
+    }
+
+    #[test]
+    fn random_secrets_mix_classes() {
+        let s = random_secret(20);
+        assert_eq!(s.len(), 20);
+        assert!(s.chars().any(|c| c.is_ascii_lowercase()));
+        assert!(s.chars().any(|c| c.is_ascii_uppercase()));
+        assert!(s.chars().any(|c| c.is_ascii_digit()));
+    }
+}
+
+/// The system's password complexity levels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Complexity {
+    Low,
+    Medium,
+    High,
+}
+
+/// Checks `password` against `level`; the error names the rule broken.
+pub fn check_complexity(
+    password: &str,
+    user: Option<&str>,
+    level: Complexity,
+) -> Result<(), String> {
+    if password.is_empty() {
+        return Err("the password is empty".into());
+    }
+    if user.is_some_and(|u| !u.is_empty() && password.eq_ignore_ascii_case(u)) {
+        return Err("the password must not be the user name".into());
+    }
+    if level == Complexity::Low {
+        return Ok(());
+    }
+    if password.chars().count() < 9 {
+        return Err("the password must be at least 9 characters long".into());
+    }
+    let sets = [
+        password.chars().any(|c| c.is_lowercase()),
+        password.chars().any(|c| c.is_uppercase()),
+        password.chars().any(|c| c.is_ascii_digit()),
+        password.chars().any(|c| !c.is_alphanumeric()),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
+    let chars: Vec<char> = password.chars().collect();
+    if chars.windows(3).any(|w| w[0] == w[1] && w[1] == w[2]) {
+        return Err("the password must not repeat a character 3 times in a row".into());
+    }
+    match level {
+        Complexity::Medium if sets < 2 => Err(
+            "the password must mix at least 2 of: lower case, upper case, digits, other characters"
+                .into(),
+        ),
+        Complexity::High if sets < 3 => Err(
+            "the password must mix at least 3 of: lower case, upper case, digits, other characters"
+                .into(),
+        ),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod complexity_tests {
+    use super::*;
+
+    #[test]
+    fn complexity_rules() {
+        use Complexity::*;
+        assert!(check_complexity("bob", Some("bob"), Low)
+            .unwrap_err()
+            .contains("user name"));
+        assert!(check_complexity("x", Some("bob"), Low).is_ok());
+        assert!(check_complexity("Ab1", None, Medium)
+            .unwrap_err()
+            .contains("9"));
+        assert!(check_complexity("abcdefghij", None, Medium)
+            .unwrap_err()
+            .contains("2 of"));
+        assert!(check_complexity("abcdefgh1", None, Medium).is_ok());
+        assert!(check_complexity("abcdddefgh1", None, Medium)
+            .unwrap_err()
+            .contains("3 times"));
+        assert!(check_complexity("abcdefgh1", None, High)
+            .unwrap_err()
+            .contains("3 of"));
+        assert!(check_complexity("abcdefgH1", None, High).is_ok());
+        assert!(check_complexity(&random_secret(20), Some("u"), High).is_ok());
+    }
+}

@@ -1,0 +1,123 @@
+//! One text frame in, its answer out: parse the JSON-RPC envelope, look the
+//! method up in the catalog, ask the gate, then call the handler or route it.
+//!
+//! This is the whole per-request path and it never touches a socket, so the
+//! fuzz target and the benchmarks drive it directly. Every refusal comes from
+//! `catalog::gate`; a denied request never reaches its handler.
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use crate::catalog::{self, Denied, Target};
+use crate::gateway::{Gateway, Snapshot};
+use crate::hub::SessionHandle;
+use crate::methods::{self, Reply};
+use crate::rpc::{self, Close, Code, Incoming, Invalid, Request, RpcError};
+
+/// What a handler may see and change of its session.
+pub struct Ctx<'a> {
+    pub gw: &'a Arc<Gateway>,
+    pub session: &'a Arc<SessionHandle>,
+    /// Set by a handler that wants the session closed after its answer.
+    pub close: Option<(Close, &'static str)>,
+}
+
+/// Handles one text frame, appending the answer (if any) to `out`.
+pub async fn frame(ctx: &mut Ctx<'_>, text: &str, out: &mut Vec<u8>) {
+    let snap = ctx.gw.snapshot_owned();
+    match rpc::parse(text, snap.config.limits.max_batch) {
+        Incoming::Unusable(err) => rpc::write_error(out, None, &err),
+        Incoming::Single(req) => {
+            one(ctx, &snap, req, out).await;
+        }
+        Incoming::Batch(reqs) => {
+            out.push(b'[');
+            let mut wrote_any = false;
+            for req in reqs {
+                let mark = out.len();
+                if wrote_any {
+                    out.push(b',');
+                }
+                if one(ctx, &snap, req, out).await {
+                    wrote_any = true;
+                } else {
+                    out.truncate(mark);
+                }
+                if ctx.close.is_some() {
+                    break;
+                }
+            }
+            if wrote_any {
+                out.push(b']');
+            } else {
+                // Only notifications: JSON-RPC says send nothing at all.
+                out.clear();
+            }
+        }
+    }
+}
+
+/// Handles one request; returns whether it wrote an answer.
+async fn one(
+    ctx: &mut Ctx<'_>,
+    snap: &Snapshot,
+    req: Result<Request<'_>, Invalid<'_>>,
+    out: &mut Vec<u8>,
+) -> bool {
+    let req = match req {
+        Ok(req) => req,
+        Err(invalid) => {
+            rpc::write_error(out, invalid.id, &invalid.error);
+            return true;
+        }
+    };
+    let reply = call(ctx, snap, &req).await;
+    let Some(id) = req.id else {
+        return false;
+    };
+    match reply {
+        Reply::Value(v) => rpc::write_result(out, Some(id), &v),
+        Reply::Error(e) => rpc::write_error(out, Some(id), &e),
+        Reply::Later => return false,
+    }
+    true
+}
+
+async fn call(ctx: &mut Ctx<'_>, snap: &Snapshot, req: &Request<'_>) -> Reply {
+    let Some(entry) = snap.config.catalog.lookup(&req.method) else {
+        return Reply::Error(RpcError::new(Code::MethodNotFound));
+    };
+    let rights = ctx.session.rights();
+    if let Err(denied) = catalog::gate(&entry, rights, ctx.session.endpoint) {
+        if matches!(denied, Denied::Missing(_) | Denied::WrongEndpoint) {
+            audit_forbidden(ctx.session, &req.method, denied);
+        }
+        return Reply::Error(denied.to_error());
+    }
+    match entry.target {
+        Target::Local(method) => methods::call(ctx, snap, method, req.params).await,
+        Target::Routed(ns) => methods::route(ctx, snap, ns, req).await,
+    }
+}
+
+fn audit_forbidden(session: &SessionHandle, method: &str, denied: Denied) {
+    let right = match denied {
+        Denied::Missing(need) => catalog::named_right(need).map_or("", |r| r.name()),
+        _ => "Adjunct Server Connection",
+    };
+    let shown: String = method.chars().take(128).collect();
+    tracing::warn!(
+        target: "audit",
+        event = "forbidden",
+        user = ?session.user().map_or("", |u| &**u),
+        method = ?shown,
+        right,
+        "request refused"
+    );
+}
+
+/// The raw params text, for handlers that forward params untouched.
+pub fn raw_params<'a>(params: Option<&'a RawValue>) -> &'a str {
+    params.map_or("{}", RawValue::get)
+}

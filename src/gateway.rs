@@ -1,0 +1,195 @@
+//! The shared handles every connection holds: the current configuration
+//! snapshot (swapped whole on reload), the hub of live sessions, the password
+//! verifier, the TLS certificate store and connection admission counters.
+//!
+//! Reload lives here because it touches all of them at once; it never reaches
+//! into a socket, only into the hub.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
+use dashmap::DashMap;
+
+use crate::config::{Config, Limits};
+use crate::directory::{Directory, Verifier};
+use crate::hub::Hub;
+use crate::tls::CertStore;
+
+/// One consistent view of the configuration and the users built from it.
+pub struct Snapshot {
+    pub config: Config,
+    pub directory: Directory,
+}
+
+impl Snapshot {
+    pub fn new(config: Config) -> Snapshot {
+        let directory = Directory::from_config(&config);
+        Snapshot { config, directory }
+    }
+}
+
+pub struct Gateway {
+    snapshot: ArcSwap<Snapshot>,
+    pub hub: Hub,
+    pub verifier: Verifier,
+    pub certs: Arc<CertStore>,
+    pub tls: Arc<rustls::ServerConfig>,
+    pub admission: Admission,
+    config_path: PathBuf,
+    reload_lock: parking_lot::Mutex<()>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default)]
+pub struct ReloadReport {
+    pub revoked: usize,
+    pub listen_changed: bool,
+}
+
+impl Gateway {
+    /// Builds the shared state from a validated config (reads the TLS files).
+    pub fn new(config: Config) -> anyhow::Result<Arc<Gateway>> {
+        crate::tls::install_provider();
+        let key = crate::tls::load_certified_key(&config.tls_cert, &config.tls_key)
+            .map_err(anyhow::Error::msg)?;
+        let certs = CertStore::new(key);
+        let tls = crate::tls::server_config(certs.clone())?;
+        Ok(Arc::new(Gateway {
+            config_path: config.path.clone(),
+            snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
+            hub: Hub::default(),
+            verifier: Verifier::new(Verifier::default_workers()),
+            certs,
+            tls,
+            admission: Admission::default(),
+            reload_lock: parking_lot::Mutex::new(()),
+        }))
+    }
+
+    /// The current snapshot; cheap, lock-free, consistent for as long as held.
+    pub fn snapshot(&self) -> Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// The current snapshot as an owned `Arc`, for holding across long awaits.
+    pub fn snapshot_owned(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Re-reads the config file and the TLS files. All or nothing: on any
+    /// error the running configuration stays and the error is returned.
+    /// Sessions whose rights went away are closed with 1008 at once.
+    pub fn reload(&self) -> Result<ReloadReport, String> {
+        let _serial = self.reload_lock.lock();
+        let config = Config::load(&self.config_path).map_err(|e| e.to_string())?;
+        let key = crate::tls::load_certified_key(&config.tls_cert, &config.tls_key)?;
+        let listen_changed = config.listen != self.snapshot().config.listen;
+        let snapshot = Arc::new(Snapshot::new(config));
+        self.certs.replace(key);
+        self.snapshot.store(snapshot.clone());
+        let revoked = self.hub.apply(&snapshot.directory);
+        for r in &revoked {
+            tracing::warn!(
+                target: "audit",
+                event = "revoked",
+                session = %r.session.id_string(),
+                user = r.session.user().map_or("", |u| &**u),
+                peer = %r.session.peer,
+                endpoint = r.session.endpoint.name(),
+                reason = r.reason,
+                "session closed: rights revoked"
+            );
+        }
+        Ok(ReloadReport {
+            revoked: revoked.len(),
+            listen_changed,
+        })
+    }
+}
+
+/// Connection counts for the `[limits]` admission checks.
+#[derive(Default)]
+pub struct Admission {
+    total: AtomicUsize,
+    unauthenticated: AtomicUsize,
+    per_ip: DashMap<IpAddr, usize>,
+}
+
+/// Why a new connection is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    AtCapacity,
+    TooManyFromAddress,
+}
+
+impl Admission {
+    /// Counts a new connection in, or refuses it.
+    pub fn admit(gw: &Arc<Gateway>, ip: IpAddr, limits: &Limits) -> Result<Ticket, Refusal> {
+        let a = &gw.admission;
+        if a.total.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
+            a.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::AtCapacity);
+        }
+        if a.unauthenticated.fetch_add(1, Ordering::AcqRel) >= limits.max_unauthenticated {
+            a.unauthenticated.fetch_sub(1, Ordering::AcqRel);
+            a.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::AtCapacity);
+        }
+        let mut n = a.per_ip.entry(ip).or_insert(0);
+        if *n >= limits.max_connections_per_ip {
+            drop(n);
+            a.unauthenticated.fetch_sub(1, Ordering::AcqRel);
+            a.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::TooManyFromAddress);
+        }
+        *n += 1;
+        Ok(Ticket {
+            gw: gw.clone(),
+            ip,
+            authenticated: false,
+        })
+    }
+
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+}
+
+/// A counted connection; dropping it counts it out.
+pub struct Ticket {
+    gw: Arc<Gateway>,
+    ip: IpAddr,
+    authenticated: bool,
+}
+
+impl Ticket {
+    /// The connection has authenticated: it no longer counts as unauthenticated.
+    pub fn authenticated(&mut self) {
+        if !self.authenticated {
+            self.authenticated = true;
+            self.gw
+                .admission
+                .unauthenticated
+                .fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let a = &self.gw.admission;
+        a.total.fetch_sub(1, Ordering::AcqRel);
+        if !self.authenticated {
+            a.unauthenticated.fetch_sub(1, Ordering::AcqRel);
+        }
+        if let dashmap::Entry::Occupied(mut e) = a.per_ip.entry(self.ip) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The HTTP/1.1 part of a connection: reading the request head (bounded),
+//! deciding what kind of request it is, and writing plain answers and the
+//! 101 Switching Protocols of a WebSocket upgrade.
+//!
+//! Must not authenticate or know about sessions: `server` decides, this
+//! module only speaks HTTP.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The parts of a request head the gateway uses.
+#[derive(Debug, Default)]
+pub struct Head {
+    pub method: String,
+    /// Path without the query string.
+    pub path: String,
+    pub upgrade_websocket: bool,
+    pub connection_upgrade: bool,
+    pub ws_key: Option<String>,
+    pub ws_version: Option<String>,
+    pub authorization: Option<String>,
+    pub origin: Option<String>,
+    pub host: Option<String>,
+}
+
+impl Head {
+    /// A request asking for a WebSocket (the Upgrade header says so).
+    pub fn wants_websocket(&self) -> bool {
+        self.upgrade_websocket
+    }
+}
+
+#[derive(Debug)]
+pub enum HeadError {
+    /// The peer closed or the socket failed before a full head arrived.
+    Io,
+    /// Not HTTP/1.x (400).
+    Malformed,
+    /// Head larger than allowed or too many headers (431).
+    TooLarge,
+}
+
+const MAX_HEADERS: usize = 64;
+
+/// Reads one request head. Returns it and any bytes that came after it.
+pub async fn read_head<S: AsyncRead + Unpin>(
+    io: &mut S,
+    max_bytes: usize,
+) -> Result<(Head, Vec<u8>), HeadError> {
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = io.read(&mut chunk).await.map_err(|_| HeadError::Io)?;
+        if n == 0 {
+            return Err(HeadError::Io);
+        }
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let head = to_head(&req);
+                let rest = buf.get(len..).map(<[u8]>::to_vec).unwrap_or_default();
+                return Ok((head, rest));
+            }
+            Ok(httparse::Status::Partial) if buf.len() > max_bytes => {
+                return Err(HeadError::TooLarge)
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+            Err(_) => return Err(HeadError::Malformed),
+        }
+    }
+}
+
+fn to_head(req: &httparse::Request<'_, '_>) -> Head {
+    let mut head = Head {
+        method: req.method.unwrap_or_default().to_owned(),
+        path: req
+            .path
+            .unwrap_or_default()
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        ..Head::default()
+    };
+    for h in req.headers.iter() {
+        let value = String::from_utf8_lossy(h.value).trim().to_owned();
+        let name = h.name;
+        if name.eq_ignore_ascii_case("upgrade") {
+            head.upgrade_websocket |= value
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("websocket"));
+        } else if name.eq_ignore_ascii_case("connection") {
+            head.connection_upgrade |= value
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            head.ws_key = Some(value);
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            head.ws_version = Some(value);
+        } else if name.eq_ignore_ascii_case("authorization") {
+            head.authorization = Some(value);
+        } else if name.eq_ignore_ascii_case("origin") {
+            head.origin = Some(value);
+        } else if name.eq_ignore_ascii_case("host") {
+            head.host = Some(value);
+        }
+    }
+    head
+}
+
+/// A plain answer that ends the connection.
+pub struct Answer {
+    pub status: u16,
+    pub reason: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn text(status: u16, reason: &'static str, body: &str) -> Answer {
+        Answer {
+            status,
+            reason,
+            headers: Vec::new(),
+            content_type: "text/plain; charset=utf-8",
+            body: format!("{body}\n").into_bytes(),
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Answer {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// Writes `answer` and shuts the stream down.
+pub async fn respond<S: AsyncWrite + Unpin>(io: &mut S, answer: &Answer) {
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n",
+        answer.status,
+        answer.reason,
+        answer.content_type,
+        answer.body.len()
+    );
+    for (name, value) in &answer.headers {
+        out.push_str(name);
+        out.push_str(": ");
+        out.push_str(value);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&answer.body);
+    let _ = io.write_all(&bytes).await;
+    let _ = io.flush().await;
+    let _ = io.shutdown().await;
+}
+
+/// Writes the 101 answer that turns the connection into a WebSocket.
+pub async fn switch_protocols<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    ws_key: &str,
+) -> std::io::Result<()> {
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(ws_key.as_bytes());
+    let out = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    io.write_all(out.as_bytes()).await?;
+    io.flush().await
+}
+
+/// Decodes `Authorization: Basic …` into (user, password).
+pub fn basic_credentials(value: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+/// Extracts the token of `Authorization: Bearer …`.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn parses_an_upgrade_head_and_keeps_trailing_bytes() {
+        let raw = b"GET /portal?x=1 HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: https://x\r\n\r\nXYZ";
+        let (head, rest) = read_head(&mut &raw[..], 16384).await.unwrap();
+        assert_eq!(head.path, "/portal");
+        assert!(head.upgrade_websocket && head.connection_upgrade);
+        assert_eq!(head.ws_version.as_deref(), Some("13"));
+        assert_eq!(head.origin.as_deref(), Some("https://x"));
+        assert_eq!(rest, b"XYZ");
+    }
+
+    #[tokio::test]
+    async fn oversized_and_garbage_heads_are_refused() {
+        let mut big = b"GET / HTTP/1.1\r\n".to_vec();
+        big.extend(std::iter::repeat_n(b"X-A: b\r\n".as_slice(), 4000).flatten());
+        assert!(matches!(
+            read_head(&mut &big[..], 16384).await,
+            Err(HeadError::TooLarge)
+        ));
+        assert!(matches!(
+            read_head(&mut &b"\x16\x03\x01garbage\r\n\r\n"[..], 16384).await,
+            Err(HeadError::Malformed)
+        ));
+    }
+
+    #[test]
+    fn basic_and_bearer() {
+        assert_eq!(
+            basic_credentials("Basic YXBwOnM6ZWNyZXQ="),
+            Some(("app".into(), "s:ecret".into()))
+        );
+        assert_eq!(basic_credentials("Basic !!!"), None);
+        assert_eq!(bearer_token("Bearer abc.def"), Some("abc.def"));
+        assert_eq!(bearer_token("Basic abc"), None);
+    }
+}

@@ -1,0 +1,170 @@
+//! The hub: every live WebSocket session by id, with its user, endpoint,
+//! peer, start time and current rights; revocation and shutdown reach
+//! sessions through it.
+//!
+//! Must not touch sockets: it talks to sessions only through their
+//! `Outbound` queue and their rights cell.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use dashmap::DashMap;
+
+use crate::catalog::Endpoint;
+use crate::directory::Directory;
+use crate::rights::{Right, RightSet};
+use crate::rpc::Close;
+use crate::session::outbound::Outbound;
+
+/// Set in the rights cell once the session has authenticated.
+const AUTHENTICATED: u32 = 1 << 31;
+
+/// What the rest of the gateway knows of one session.
+pub struct SessionHandle {
+    pub id: u64,
+    pub endpoint: Endpoint,
+    pub peer: SocketAddr,
+    pub connected_at: SystemTime,
+    user: OnceLock<Arc<str>>,
+    rights: AtomicU32,
+    pub outbound: Outbound,
+}
+
+impl SessionHandle {
+    /// The id as clients see it: 16 hex digits.
+    pub fn id_string(&self) -> String {
+        format!("{:016x}", self.id)
+    }
+
+    pub fn user(&self) -> Option<&Arc<str>> {
+        self.user.get()
+    }
+
+    /// Current rights, or `None` before authentication.
+    pub fn rights(&self) -> Option<RightSet> {
+        let cell = self.rights.load(Ordering::Acquire);
+        (cell & AUTHENTICATED != 0).then(|| RightSet::from_bits(cell as u16))
+    }
+
+    /// Marks the session authenticated as `user`; false if it already was.
+    pub fn authenticate(&self, user: Arc<str>, rights: RightSet) -> bool {
+        if self.user.set(user).is_err() {
+            return false;
+        }
+        self.rights
+            .store(AUTHENTICATED | u32::from(rights.bits()), Ordering::Release);
+        true
+    }
+
+    fn set_rights(&self, rights: RightSet) {
+        self.rights
+            .store(AUTHENTICATED | u32::from(rights.bits()), Ordering::Release);
+    }
+}
+
+/// A session closed by a rights change, for the audit trail.
+pub struct Revoked {
+    pub session: Arc<SessionHandle>,
+    pub reason: &'static str,
+}
+
+/// Live sessions by id.
+#[derive(Default)]
+pub struct Hub {
+    sessions: DashMap<u64, Arc<SessionHandle>>,
+}
+
+impl Hub {
+    /// Registers a new session with a fresh random id.
+    pub fn open(&self, endpoint: Endpoint, peer: SocketAddr) -> Arc<SessionHandle> {
+        loop {
+            let id: u64 = rand::random();
+            if id == 0 {
+                continue;
+            }
+            if let dashmap::Entry::Vacant(slot) = self.sessions.entry(id) {
+                let handle = Arc::new(SessionHandle {
+                    id,
+                    endpoint,
+                    peer,
+                    connected_at: SystemTime::now(),
+                    user: OnceLock::new(),
+                    rights: AtomicU32::new(0),
+                    outbound: Outbound::default(),
+                });
+                slot.insert(handle.clone());
+                return handle;
+            }
+        }
+    }
+
+    pub fn remove(&self, id: u64) {
+        self.sessions.remove(&id);
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<SessionHandle>> {
+        self.sessions.get(&id).map(|s| s.clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Authenticated sessions, optionally filtered.
+    pub fn list(&self, user: Option<&str>, endpoint: Option<Endpoint>) -> Vec<Arc<SessionHandle>> {
+        self.sessions
+            .iter()
+            .filter(|s| s.rights().is_some())
+            .filter(|s| user.is_none_or(|u| s.user().is_some_and(|x| &**x == u)))
+            .filter(|s| endpoint.is_none_or(|e| s.endpoint == e))
+            .map(|s| s.clone())
+            .collect()
+    }
+
+    /// Recomputes every authenticated session's rights from `directory`:
+    /// a user gone or disabled, or an /adjunct session that lost Adjunct
+    /// Server Connection, is closed with 1008; the others get the new rights.
+    pub fn apply(&self, directory: &Directory) -> Vec<Revoked> {
+        let mut revoked = Vec::new();
+        for entry in self.sessions.iter() {
+            let s = entry.value();
+            let Some(user) = s.user() else { continue };
+            let reason = match directory.live_rights(user) {
+                None => Some("rights revoked"),
+                Some(r)
+                    if s.endpoint == Endpoint::Adjunct
+                        && !r.contains(Right::AdjunctServerConnection) =>
+                {
+                    Some("rights revoked")
+                }
+                Some(r) => {
+                    s.set_rights(r);
+                    None
+                }
+            };
+            if let Some(reason) = reason {
+                // Nothing more may be served: clear the rights before closing.
+                s.set_rights(RightSet::EMPTY);
+                s.outbound.close(Close::Policy, reason);
+                revoked.push(Revoked {
+                    session: s.clone(),
+                    reason,
+                });
+            }
+        }
+        revoked
+    }
+
+    /// Asks every session to close (shutdown).
+    pub fn close_all(&self, code: Close, reason: &'static str) {
+        for s in self.sessions.iter() {
+            s.outbound.close(code, reason);
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! adjunct-gateway: a TLS WebSocket gateway for a business telephone system.
+//!
+//! A request travels one way through these modules:
+//!
+//! - [`server`]: accept, admission by `[limits]`, TLS ([`tls`]), the HTTP
+//!   request ([`http`]), path routing, authentication on the upgrade.
+//! - [`session`]: one WebSocket: its loop, heartbeat, auth deadline, outbound
+//!   queue, close codes.
+//! - [`dispatch`]: one frame: parse ([`rpc`]), look up ([`catalog`]), gate
+//!   ([`catalog::gate`]), then a handler in [`methods`] or a route to a provider.
+//! - [`hub`]: live sessions by id; revocation and shutdown reach sessions here.
+//!
+//! Shared state is one handle, [`gateway::Gateway`]: the config snapshot
+//! ([`config`], swapped whole on reload), the users ([`directory`]), the hub,
+//! the password verifier, the certificate store. [`rights`] is the table of
+//! the sixteen service rights; [`portal`] the Origin check and demo page;
+//! [`starter`] the embedded default configuration.
+
+#![forbid(unsafe_code)]
+
+pub mod catalog;
+pub mod config;
+pub mod directory;
+pub mod dispatch;
+pub mod gateway;
+pub mod http;
+pub mod hub;
+pub mod methods;
+pub mod portal;
+pub mod rights;
+pub mod rpc;
+pub mod server;
+pub mod session;
+pub mod starter;
+pub mod tls;
+pub mod util;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use config::Config;
+use gateway::Gateway;
+use server::Server;
+
+/// A gateway serving in the background (tests, benchmarks, embedding).
+pub struct Running {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, closes every session with 1001, waits for them.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Binds `[server] listen` and serves in a spawned task.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let gateway = Gateway::new(config)?;
+    let server = Server::bind(gateway.clone()).await?;
+    let addr = server.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    Ok(Running {
+        addr,
+        gateway,
+        stop: Some(stop),
+        task,
+    })
+}
+
+/// Serves until `shutdown` resolves; SIGHUP (on Unix) reloads the config.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let gateway = Gateway::new(config)?;
+    let server = Server::bind(gateway.clone()).await?;
+    tracing::info!(addr = %server.local_addr()?, "listening");
+    let reloader = tokio::spawn(reload_on_hangup(gateway.clone()));
+    server.run(shutdown).await;
+    reloader.abort();
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn reload_on_hangup(gateway: Arc<Gateway>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload disabled");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match gateway.reload() {
+            Ok(report) => {
+                tracing::info!(target: "audit", event = "reload", outcome = "ok", revoked = report.revoked, "configuration reloaded");
+                if report.listen_changed {
+                    tracing::warn!("[server] listen changed: takes effect after a restart");
+                }
+            }
+            Err(e) => {
+                tracing::error!(target: "audit", event = "reload", outcome = "refused", error = %e, "configuration refused; the old one stays")
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_hangup(_gateway: Arc<Gateway>) {}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,384 @@
+//! JSON-RPC 2.0 envelope: parsing requests, writing responses, and the one
+//! table that maps gateway errors to wire codes and close codes.
+//!
+//! Owns the wire shape only. Must not know about rights, sessions or sockets.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+/// Error codes of the wire contract (docs/PROTOCOL.md), with their messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    ParseError,
+    InvalidRequest,
+    MethodNotFound,
+    InvalidParams,
+    Internal,
+    NotAuthenticated,
+    LoginFailed,
+    Forbidden,
+    NoProvider,
+    ProviderTimeout,
+    TooManyPending,
+    RateLimited,
+}
+
+impl Code {
+    pub const fn code(self) -> i32 {
+        match self {
+            Code::ParseError => -32700,
+            Code::InvalidRequest => -32600,
+            Code::MethodNotFound => -32601,
+            Code::InvalidParams => -32602,
+            Code::Internal => -32000,
+            Code::NotAuthenticated => -32001,
+            Code::LoginFailed => -32002,
+            Code::Forbidden => -32003,
+            Code::NoProvider => -32004,
+            Code::ProviderTimeout => -32005,
+            Code::TooManyPending => -32006,
+            Code::RateLimited => -32029,
+        }
+    }
+
+    pub const fn message(self) -> &'static str {
+        match self {
+            Code::ParseError => "parse error",
+            Code::InvalidRequest => "invalid request",
+            Code::MethodNotFound => "method not found",
+            Code::InvalidParams => "invalid params",
+            Code::Internal => "internal error",
+            Code::NotAuthenticated => "not authenticated",
+            Code::LoginFailed => "login failed",
+            Code::Forbidden => "forbidden",
+            Code::NoProvider => "no provider",
+            Code::ProviderTimeout => "provider timeout",
+            Code::TooManyPending => "too many pending requests",
+            Code::RateLimited => "rate limited",
+        }
+    }
+}
+
+/// WebSocket close codes the gateway sends (RFC 6455 section 7.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Close {
+    Normal,
+    ShuttingDown,
+    Protocol,
+    BinaryFrame,
+    InvalidUtf8,
+    Policy,
+    TooBig,
+    TryAgain,
+}
+
+impl Close {
+    pub const fn code(self) -> u16 {
+        match self {
+            Close::Normal => 1000,
+            Close::ShuttingDown => 1001,
+            Close::Protocol => 1002,
+            Close::BinaryFrame => 1003,
+            Close::InvalidUtf8 => 1007,
+            Close::Policy => 1008,
+            Close::TooBig => 1009,
+            Close::TryAgain => 1013,
+        }
+    }
+
+    pub fn from_code(code: u16) -> Option<Close> {
+        [
+            Close::Normal,
+            Close::ShuttingDown,
+            Close::Protocol,
+            Close::BinaryFrame,
+            Close::InvalidUtf8,
+            Close::Policy,
+            Close::TooBig,
+            Close::TryAgain,
+        ]
+        .into_iter()
+        .find(|c| c.code() == code)
+    }
+}
+
+/// An error answer: a code from the table, optionally a more precise message and data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RpcError {
+    pub code: Code,
+    pub message: Cow<'static, str>,
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    pub fn new(code: Code) -> Self {
+        RpcError {
+            code,
+            message: Cow::Borrowed(code.message()),
+            data: None,
+        }
+    }
+
+    pub fn with_message(code: Code, message: impl Into<Cow<'static, str>>) -> Self {
+        RpcError {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    pub fn invalid_params(why: impl Into<Cow<'static, str>>) -> Self {
+        Self::with_message(Code::InvalidParams, why)
+    }
+
+    /// -32003 naming the missing right, as clients expect in `data.right`.
+    pub fn forbidden(right: crate::rights::Right) -> Self {
+        Self::new(Code::Forbidden).with_data(serde_json::json!({ "right": right.name() }))
+    }
+}
+
+/// One request as it arrived. `id: None` means a notification (no answer).
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub id: Option<&'a RawValue>,
+    pub method: Cow<'a, str>,
+    pub params: Option<&'a RawValue>,
+}
+
+/// What one text frame holds.
+#[derive(Debug)]
+pub enum Incoming<'a> {
+    Single(Result<Request<'a>, Invalid<'a>>),
+    Batch(Vec<Result<Request<'a>, Invalid<'a>>>),
+    /// Not a request at all; answered with this error and `id: null`.
+    Unusable(RpcError),
+}
+
+/// A request that cannot be served; `id` is echoed when it could be found.
+#[derive(Debug)]
+pub struct Invalid<'a> {
+    pub id: Option<&'a RawValue>,
+    pub error: RpcError,
+}
+
+/// Loose shape first, so a bad member still lets us echo the id.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    jsonrpc: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    method: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    params: Option<&'a RawValue>,
+}
+
+/// Keeps an explicit `null` as `Some`, so `"id": null` is not a notification.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// Parses one text frame. `max_batch` bounds batch length.
+pub fn parse(text: &str, max_batch: usize) -> Incoming<'_> {
+    let first = text.trim_start().as_bytes().first().copied();
+    match first {
+        Some(b'[') => match serde_json::from_str::<Vec<&RawValue>>(text) {
+            Ok(items) if items.is_empty() => {
+                Incoming::Unusable(RpcError::with_message(Code::InvalidRequest, "empty batch"))
+            }
+            Ok(items) if items.len() > max_batch => Incoming::Unusable(RpcError::with_message(
+                Code::InvalidRequest,
+                format!("batch larger than {max_batch}"),
+            )),
+            Ok(items) => {
+                Incoming::Batch(items.into_iter().map(|raw| parse_one(raw.get())).collect())
+            }
+            Err(e) => Incoming::Unusable(classify(e)),
+        },
+        _ => match serde_json::from_str::<&RawValue>(text) {
+            Ok(raw) => Incoming::Single(parse_one(raw.get())),
+            Err(e) => Incoming::Unusable(classify(e)),
+        },
+    }
+}
+
+fn classify(e: serde_json::Error) -> RpcError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data => RpcError::new(Code::InvalidRequest),
+        _ => RpcError::new(Code::ParseError),
+    }
+}
+
+fn parse_one(text: &str) -> Result<Request<'_>, Invalid<'_>> {
+    let invalid = |id, why: &'static str| Invalid {
+        id,
+        error: RpcError::with_message(Code::InvalidRequest, why),
+    };
+    if !text.starts_with('{') {
+        return Err(invalid(None, "request must be an object"));
+    }
+    let env: Envelope =
+        serde_json::from_str(text).map_err(|_| invalid(None, "request must be an object"))?;
+    let id = match env.id {
+        Some(id) if matches!(id.get().as_bytes().first(), Some(b'{' | b'[' | b't' | b'f')) => {
+            return Err(invalid(None, "id must be a string, a number or null"));
+        }
+        other => other,
+    };
+    if env.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
+        return Err(invalid(id, "jsonrpc must be \"2.0\""));
+    }
+    let method = match env
+        .method
+        .map(|m| serde_json::from_str::<Cow<str>>(m.get()))
+    {
+        Some(Ok(m)) => m,
+        _ => return Err(invalid(id, "method must be a string")),
+    };
+    if let Some(p) = env.params {
+        if !matches!(p.get().as_bytes().first(), Some(b'{' | b'[')) {
+            return Err(invalid(id, "params must be an object or an array"));
+        }
+    }
+    Ok(Request {
+        id,
+        method,
+        params: env.params,
+    })
+}
+
+/// Deserializes `params` (absent means `{}`), mapping failures to -32602.
+pub fn params<'a, T: Deserialize<'a>>(params: Option<&'a RawValue>) -> Result<T, RpcError> {
+    let text = params.map_or("{}", RawValue::get);
+    serde_json::from_str(text).map_err(|e| {
+        // serde's message names the field and expected type, never the value.
+        let msg = e.to_string();
+        let msg = msg.split(" at line ").next().unwrap_or("invalid params");
+        RpcError::invalid_params(msg.to_owned())
+    })
+}
+
+const NULL_ID: &str = "null";
+
+/// Appends `{"jsonrpc":"2.0","id":…,"result":…}`.
+pub fn write_result(out: &mut Vec<u8>, id: Option<&RawValue>, result: &Value) {
+    out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    out.extend_from_slice(id.map_or(NULL_ID, RawValue::get).as_bytes());
+    out.extend_from_slice(b",\"result\":");
+    // Writing a Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, result);
+    out.push(b'}');
+}
+
+/// Appends `{"jsonrpc":"2.0","id":…,"error":{…}}`.
+pub fn write_error(out: &mut Vec<u8>, id: Option<&RawValue>, err: &RpcError) {
+    out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    out.extend_from_slice(id.map_or(NULL_ID, RawValue::get).as_bytes());
+    out.extend_from_slice(b",\"error\":{\"code\":");
+    out.extend_from_slice(err.code.code().to_string().as_bytes());
+    out.extend_from_slice(b",\"message\":");
+    let _ = serde_json::to_writer(&mut *out, &err.message);
+    if let Some(data) = &err.data {
+        out.extend_from_slice(b",\"data\":");
+        let _ = serde_json::to_writer(&mut *out, data);
+    }
+    out.extend_from_slice(b"}}");
+}
+
+/// A server notification: `{"jsonrpc":"2.0","method":…,"params":…}`.
+pub fn notification(method: &str, params: &Value) -> String {
+    serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn single(text: &str) -> Result<Request<'_>, Invalid<'_>> {
+        match parse(text, 32) {
+            Incoming::Single(r) => r,
+            other => panic!("not single: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn explicit_null_id_is_not_a_notification() {
+        let r = single(r#"{"jsonrpc":"2.0","id":null,"method":"session.ping"}"#).unwrap();
+        assert_eq!(r.id.map(RawValue::get), Some("null"));
+        let n = single(r#"{"jsonrpc":"2.0","method":"session.ping"}"#).unwrap();
+        assert!(n.id.is_none());
+    }
+
+    #[test]
+    fn ids_are_echoed_verbatim() {
+        let r = single(r#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"x"}"#)
+            .unwrap();
+        let mut out = Vec::new();
+        write_result(&mut out, r.id, &serde_json::json!({}));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"result":{}}"#
+        );
+    }
+
+    #[test]
+    fn bad_envelopes_are_classified() {
+        assert!(matches!(parse("{", 32), Incoming::Unusable(e) if e.code == Code::ParseError));
+        assert!(matches!(parse("[]", 32), Incoming::Unusable(e) if e.code == Code::InvalidRequest));
+        assert!(matches!(parse("42", 32), Incoming::Single(Err(_))));
+        let e = single(r#"{"jsonrpc":"1.0","id":7,"method":"x"}"#).unwrap_err();
+        assert_eq!(e.id.map(RawValue::get), Some("7"));
+        let e = single(r#"{"jsonrpc":"2.0","id":{},"method":"x"}"#).unwrap_err();
+        assert!(e.id.is_none());
+        let e = single(r#"{"jsonrpc":"2.0","id":1,"method":5}"#).unwrap_err();
+        assert_eq!(e.error.code, Code::InvalidRequest);
+        let e = single(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#).unwrap_err();
+        assert_eq!(e.error.code, Code::InvalidRequest);
+    }
+
+    #[test]
+    fn deep_nesting_is_a_parse_error_not_a_crash() {
+        let deep = "[".repeat(10_000);
+        assert!(matches!(parse(&deep, 32), Incoming::Unusable(_)));
+        let deep_obj = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{}}}"#,
+            "[".repeat(10_000)
+        );
+        assert!(matches!(parse(&deep_obj, 32), Incoming::Unusable(_)));
+    }
+
+    #[test]
+    fn batch_limits() {
+        let one = r#"{"jsonrpc":"2.0","id":1,"method":"session.ping"}"#;
+        let batch = format!("[{}]", vec![one; 33].join(","));
+        assert!(
+            matches!(parse(&batch, 32), Incoming::Unusable(e) if e.code == Code::InvalidRequest)
+        );
+        let batch = format!("[{}]", vec![one; 32].join(","));
+        assert!(matches!(parse(&batch, 32), Incoming::Batch(v) if v.len() == 32));
+    }
+
+    #[test]
+    fn error_shape() {
+        let mut out = Vec::new();
+        write_error(
+            &mut out,
+            None,
+            &RpcError::forbidden(crate::rights::Right::TurnServerConnection),
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32003,"message":"forbidden","data":{"right":"TURN Server Connection"}}}"#
+        );
+    }
+}

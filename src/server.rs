@@ -1,0 +1,316 @@
+//! The listener: accept with back-off, admission by `[limits]`, the TLS
+//! handshake and the HTTP request under one deadline, path routing
+//! (/adjunct, /portal, /healthz, the demo page), authentication on the
+//! upgrade, then the hand-over to a session. Graceful shutdown stops
+//! accepting, asks every session to close with 1001 and waits for them.
+//!
+//! Never parses JSON-RPC: once upgraded, the connection belongs to `session`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::catalog::Endpoint;
+use crate::config::Config;
+use crate::gateway::{Admission, Gateway, Refusal};
+use crate::http::{self, Answer, Head, HeadError};
+use crate::rights::Right;
+use crate::rpc::Close;
+
+pub type Transport = TlsStream<TcpStream>;
+pub type Ws = WebSocketStream<Transport>;
+
+/// Connections being refused at capacity at once; past this they are dropped
+/// without a TLS handshake, so refusing cannot itself exhaust the machine.
+const MAX_REFUSING: usize = 256;
+/// How long shutdown waits for sessions to finish their close handshakes.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+pub struct Server {
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+}
+
+impl Server {
+    /// Binds `[server] listen`.
+    pub async fn bind(gw: Arc<Gateway>) -> std::io::Result<Server> {
+        let addr = gw.snapshot().config.listen;
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Server { listener, gw })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then closes every session with 1001.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let tracker = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let acceptor = TlsAcceptor::from(self.gw.tls.clone());
+        let refusing = Arc::new(AtomicUsize::new(0));
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        let conn = Conn {
+                            gw: self.gw.clone(),
+                            acceptor: acceptor.clone(),
+                            peer,
+                            cancel: cancel.clone(),
+                            refusing: refusing.clone(),
+                        };
+                        tracker.spawn(conn.serve(tcp));
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        drop(self.listener);
+        tracing::info!("shutting down: closing {} sessions", self.gw.hub.len());
+        cancel.cancel();
+        self.gw
+            .hub
+            .close_all(Close::ShuttingDown, "server shutting down");
+        tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace period over; dropping remaining connections");
+        }
+    }
+}
+
+/// One accepted TCP connection before it becomes a session.
+struct Conn {
+    gw: Arc<Gateway>,
+    acceptor: TlsAcceptor,
+    peer: SocketAddr,
+    cancel: CancellationToken,
+    refusing: Arc<AtomicUsize>,
+}
+
+/// What the handshake phase produced.
+struct Upgraded {
+    ws: Ws,
+    endpoint: Endpoint,
+    user: Option<(Arc<str>, crate::rights::RightSet)>,
+}
+
+impl Conn {
+    async fn serve(self, tcp: TcpStream) {
+        let _ = tcp.set_nodelay(true);
+        let snap = self.gw.snapshot();
+        let limits = snap.config.limits.clone();
+        let ws_config = ws_config(&snap.config);
+        drop(snap);
+        let deadline = Duration::from_secs(limits.handshake_timeout_secs);
+        let mut ticket = match Admission::admit(&self.gw, self.peer.ip(), &limits) {
+            Ok(t) => t,
+            Err(refusal) => return self.refuse(tcp, refusal, deadline).await,
+        };
+        let upgraded = tokio::select! {
+            r = tokio::time::timeout(deadline, self.handshake(tcp, &limits, ws_config)) => r,
+            () = self.cancel.cancelled() => return,
+        };
+        let Ok(Some(up)) = upgraded else { return };
+        let handle = self.gw.hub.open(up.endpoint, self.peer);
+        if let Some((user, rights)) = up.user {
+            handle.authenticate(user, rights);
+            ticket.authenticated();
+        }
+        crate::session::run(self.gw.clone(), up.ws, handle, ticket).await;
+    }
+
+    /// At capacity: a clean 503 when we can afford the TLS handshake.
+    async fn refuse(self, tcp: TcpStream, refusal: Refusal, deadline: Duration) {
+        tracing::warn!(peer = %self.peer, ?refusal, "connection refused");
+        if self.refusing.fetch_add(1, Ordering::AcqRel) < MAX_REFUSING {
+            let _ = tokio::time::timeout(deadline.min(Duration::from_secs(2)), async {
+                if let Ok(mut tls) = self.acceptor.accept(tcp).await {
+                    http::respond(
+                        &mut tls,
+                        &Answer::text(503, "Service Unavailable", "at capacity")
+                            .header("Retry-After", "5"),
+                    )
+                    .await;
+                }
+            })
+            .await;
+        }
+        self.refusing.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        limits: &crate::config::Limits,
+        ws_config: WebSocketConfig,
+    ) -> Option<Upgraded> {
+        let mut tls = match self.acceptor.accept(tcp).await {
+            Ok(tls) => tls,
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
+                return None;
+            }
+        };
+        let (head, rest) = match http::read_head(&mut tls, limits.max_header_bytes).await {
+            Ok(x) => x,
+            Err(HeadError::Io) => return None,
+            Err(HeadError::Malformed) => {
+                http::respond(
+                    &mut tls,
+                    &Answer::text(400, "Bad Request", "malformed HTTP request"),
+                )
+                .await;
+                return None;
+            }
+            Err(HeadError::TooLarge) => {
+                http::respond(
+                    &mut tls,
+                    &Answer::text(
+                        431,
+                        "Request Header Fields Too Large",
+                        "request head too large",
+                    ),
+                )
+                .await;
+                return None;
+            }
+        };
+        let (endpoint, user) = match self.route(&head).await {
+            Ok(x) => x,
+            Err(answer) => {
+                http::respond(&mut tls, &answer).await;
+                return None;
+            }
+        };
+        let key = head.ws_key.as_deref().unwrap_or_default();
+        http::switch_protocols(&mut tls, key).await.ok()?;
+        let ws =
+            WebSocketStream::from_partially_read(tls, rest, Role::Server, Some(ws_config)).await;
+        Some(Upgraded { ws, endpoint, user })
+    }
+
+    /// Decides what a request head gets: an endpoint to upgrade to (with the
+    /// user if it authenticated on the upgrade), or a plain answer.
+    async fn route(
+        &self,
+        head: &Head,
+    ) -> Result<(Endpoint, Option<(Arc<str>, crate::rights::RightSet)>), Answer> {
+        let snap = self.gw.snapshot();
+        let endpoint = match head.path.as_str() {
+            "/adjunct" => Endpoint::Adjunct,
+            "/portal" => Endpoint::Portal,
+            "/healthz" if head.method == "GET" => return Err(Answer::text(200, "OK", "ok")),
+            "/" if head.method == "GET" && snap.config.portal.demo_page => {
+                return Err(crate::portal::demo_page())
+            }
+            "/healthz" | "/" => {
+                return Err(
+                    Answer::text(405, "Method Not Allowed", "method not allowed")
+                        .header("Allow", "GET"),
+                )
+            }
+            _ => return Err(Answer::text(404, "Not Found", "not found")),
+        };
+        if head.method != "GET" {
+            return Err(
+                Answer::text(405, "Method Not Allowed", "method not allowed")
+                    .header("Allow", "GET"),
+            );
+        }
+        if !head.wants_websocket() {
+            return Err(
+                Answer::text(426, "Upgrade Required", "this endpoint speaks WebSocket")
+                    .header("Upgrade", "websocket")
+                    .header("Connection", "Upgrade"),
+            );
+        }
+        if head.ws_version.as_deref() != Some("13") {
+            return Err(
+                Answer::text(426, "Upgrade Required", "unsupported Sec-WebSocket-Version")
+                    .header("Sec-WebSocket-Version", "13"),
+            );
+        }
+        if !head.connection_upgrade || head.ws_key.as_deref().is_none_or(|k| k.len() != 24) {
+            return Err(Answer::text(
+                400,
+                "Bad Request",
+                "missing Connection: Upgrade or Sec-WebSocket-Key",
+            ));
+        }
+        if endpoint == Endpoint::Portal && !crate::portal::origin_allowed(&snap.config.portal, head)
+        {
+            tracing::warn!(target: "audit", event = "origin_refused", peer = %self.peer, origin = ?head.origin, "portal upgrade from a foreign origin refused");
+            return Err(Answer::text(403, "Forbidden", "origin not allowed"));
+        }
+        let Some(auth) = head.authorization.as_deref() else {
+            return Ok((endpoint, None));
+        };
+        drop(snap);
+        let unauthorized = || {
+            Answer::text(401, "Unauthorized", "authentication failed")
+                .header("WWW-Authenticate", "Basic realm=\"adjunct-gateway\"")
+        };
+        let Some((user, password)) = http::basic_credentials(auth) else {
+            return Err(unauthorized());
+        };
+        let snap = self.gw.snapshot_owned();
+        let outcome = self
+            .gw
+            .verifier
+            .login(&snap.directory, &user, &password)
+            .await;
+        let name = match outcome {
+            Ok(name) => name,
+            Err(failure) => {
+                crate::session::audit_login_failed(&user, self.peer, endpoint, failure.reason());
+                return Err(unauthorized());
+            }
+        };
+        let rights = snap.directory.live_rights(&name).unwrap_or_default();
+        if endpoint == Endpoint::Adjunct && !rights.contains(Right::AdjunctServerConnection) {
+            crate::session::audit_login_failed(
+                &user,
+                self.peer,
+                endpoint,
+                "no Adjunct Server Connection",
+            );
+            return Err(Answer::text(
+                403,
+                "Forbidden",
+                "Adjunct Server Connection right required",
+            ));
+        }
+        tracing::info!(target: "audit", event = "login", outcome = "ok", user = ?&*name, peer = %self.peer, endpoint = endpoint.name(), method = "basic", "login succeeded");
+        Ok((endpoint, Some((name, rights))))
+    }
+}
+
+/// WebSocket settings: a small read buffer (per-session memory) and the
+/// configured message limit.
+pub fn ws_config(config: &Config) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(4 * 1024 * 1024)
+        .max_message_size(Some(config.max_message_bytes))
+        .max_frame_size(Some(config.max_message_bytes))
+}

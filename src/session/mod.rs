@@ -1,0 +1,265 @@
+//! One WebSocket session: its loop, its heartbeat and authentication
+//! deadline, the outbound queue other tasks write to, and how it closes.
+//!
+//! The loop reads every frame already received, answers each (through
+//! `dispatch`), then flushes once; it never blocks on another session. It
+//! must not decide rights itself: `dispatch` asks the catalog's gate.
+
+pub mod outbound;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tracing::Instrument;
+
+use crate::catalog::Endpoint;
+use crate::dispatch::{self, Ctx};
+use crate::gateway::{Gateway, Ticket};
+use crate::hub::SessionHandle;
+use crate::rpc::Close;
+use crate::server::Ws;
+
+/// Frames answered before one flush; bounds the work one wake-up can do.
+const MAX_BURST: usize = 64;
+/// How long a write may wait on a peer that reads nothing.
+const WRITE_STALL: Duration = Duration::from_secs(30);
+
+/// Runs a session to its end and removes it from the hub.
+pub async fn run(gw: Arc<Gateway>, ws: Ws, handle: Arc<SessionHandle>, ticket: Ticket) {
+    let span = tracing::info_span!(
+        "session",
+        id = %handle.id_string(),
+        peer = %handle.peer,
+        endpoint = handle.endpoint.name(),
+        user = tracing::field::Empty,
+    );
+    if let Some(user) = handle.user() {
+        span.record("user", tracing::field::debug(&**user));
+    }
+    let id = handle.id;
+    let mut session = Session {
+        gw: gw.clone(),
+        handle,
+        ticket,
+        out: Vec::with_capacity(256),
+    };
+    session.drive(ws).instrument(span).await;
+    gw.hub.remove(id);
+}
+
+struct Session {
+    gw: Arc<Gateway>,
+    handle: Arc<SessionHandle>,
+    ticket: Ticket,
+    out: Vec<u8>,
+}
+
+/// Why the loop ended.
+enum End {
+    /// Send this close frame.
+    Close(Close, &'static str),
+    /// The transport is gone or unusable; just drop it.
+    Drop,
+}
+
+impl Session {
+    async fn drive(&mut self, mut ws: Ws) {
+        let end = self.serve(&mut ws).await;
+        if let End::Close(code, reason) = end {
+            if code == Close::ShuttingDown {
+                // Answer what the peer already sent before saying goodbye.
+                let _ = self.burst(&mut ws, None).await;
+            }
+            let frame = CloseFrame {
+                code: CloseCode::from(code.code()),
+                reason: Utf8Bytes::from_static(reason),
+            };
+            let closing = async {
+                ws.close(Some(frame)).await.ok()?;
+                // Wait briefly for the peer's close frame, discarding the rest.
+                while let Some(Ok(_)) = ws.next().await {}
+                Some(())
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
+            tracing::debug!(code = code.code(), reason, "session closed");
+        }
+    }
+
+    async fn serve(&mut self, ws: &mut Ws) -> End {
+        let (heartbeat, auth_timeout) = {
+            let snap = self.gw.snapshot();
+            (
+                Duration::from_secs(snap.config.heartbeat_secs),
+                Duration::from_secs(snap.config.auth_timeout_secs),
+            )
+        };
+        let started = Instant::now();
+        let auth_deadline = started + auth_timeout;
+        let mut last_seen = started;
+        let mut next_ping = started + heartbeat;
+        let timer = tokio::time::sleep_until(self.next_wake(next_ping, auth_deadline));
+        tokio::pin!(timer);
+        let mut queued = Vec::new();
+        let handle = self.handle.clone();
+        loop {
+            tokio::select! {
+                biased;
+                () = handle.outbound.ready() => {
+                    let drained = self.handle.outbound.drain(&mut queued);
+                    for msg in queued.drain(..) {
+                        if ws.feed(Message::Text(msg)).await.is_err() {
+                            return End::Drop;
+                        }
+                    }
+                    if drained.lost > 0 {
+                        let note = crate::rpc::notification("event.lost", &serde_json::json!({ "count": drained.lost }));
+                        if ws.feed(Message::text(note)).await.is_err() {
+                            return End::Drop;
+                        }
+                    }
+                    if let Some((code, reason)) = drained.close {
+                        return End::Close(code, reason);
+                    }
+                    if !flush(ws).await {
+                        return End::Drop;
+                    }
+                }
+                incoming = ws.next() => {
+                    let Some(first) = incoming else { return End::Drop };
+                    last_seen = Instant::now();
+                    if let Some(end) = self.burst(ws, Some(first)).await {
+                        return end;
+                    }
+                    if !flush(ws).await {
+                        return End::Drop;
+                    }
+                    if self.handle.rights().is_some() {
+                        timer.as_mut().reset(self.next_wake(next_ping, auth_deadline));
+                    }
+                }
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if self.handle.rights().is_none() && now >= auth_deadline {
+                        return End::Close(Close::Policy, "authentication timeout");
+                    }
+                    if now >= next_ping {
+                        if now.duration_since(last_seen) >= heartbeat * 2 {
+                            tracing::debug!("peer silent for two heartbeats; dropping");
+                            return End::Drop;
+                        }
+                        if ws.send(Message::Ping(Default::default())).await.is_err() {
+                            return End::Drop;
+                        }
+                        next_ping = now + heartbeat;
+                    }
+                    timer.as_mut().reset(self.next_wake(next_ping, auth_deadline));
+                }
+            }
+        }
+    }
+
+    fn next_wake(&self, next_ping: Instant, auth_deadline: Instant) -> Instant {
+        if self.handle.rights().is_none() {
+            next_ping.min(auth_deadline)
+        } else {
+            next_ping
+        }
+    }
+
+    /// Handles `first` (if any) and every further frame already received, up
+    /// to `MAX_BURST`, feeding answers without flushing.
+    async fn burst(&mut self, ws: &mut Ws, first: Option<Result<Message, WsError>>) -> Option<End> {
+        let mut next = first;
+        for _ in 0..MAX_BURST {
+            let item = match next.take() {
+                Some(item) => item,
+                None => match ws.next().now_or_never() {
+                    Some(Some(item)) => item,
+                    Some(None) => return Some(End::Drop),
+                    None => return None,
+                },
+            };
+            let msg = match item {
+                Ok(msg) => msg,
+                Err(e) => return Some(close_for(&e)),
+            };
+            if let Some(end) = self.on_message(ws, msg).await {
+                return Some(end);
+            }
+        }
+        None
+    }
+
+    async fn on_message(&mut self, ws: &mut Ws, msg: Message) -> Option<End> {
+        let text = match msg {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                return Some(End::Close(
+                    Close::BinaryFrame,
+                    "binary frames are not supported",
+                ))
+            }
+            // tungstenite answers the close; the stream then ends.
+            Message::Close(_) => return None,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
+        };
+        let was_authenticated = self.handle.rights().is_some();
+        self.out.clear();
+        let mut ctx = Ctx {
+            gw: &self.gw,
+            session: &self.handle,
+            close: None,
+        };
+        dispatch::frame(&mut ctx, text.as_str(), &mut self.out).await;
+        let close = ctx.close;
+        if !was_authenticated && self.handle.rights().is_some() {
+            self.ticket.authenticated();
+            if let Some(user) = self.handle.user() {
+                tracing::Span::current().record("user", tracing::field::debug(&**user));
+            }
+        }
+        if !self.out.is_empty() {
+            let reply = String::from_utf8(std::mem::take(&mut self.out)).unwrap_or_default();
+            if ws.feed(Message::text(reply)).await.is_err() {
+                return Some(End::Drop);
+            }
+            self.out = Vec::with_capacity(256);
+        }
+        close.map(|(code, reason)| End::Close(code, reason))
+    }
+}
+
+/// Flushes, giving up on a peer that reads nothing for `WRITE_STALL`.
+async fn flush(ws: &mut Ws) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_STALL, ws.flush()).await,
+        Ok(Ok(()))
+    )
+}
+
+/// The close a read error calls for.
+fn close_for(e: &WsError) -> End {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            End::Close(Close::TooBig, "message too big")
+        }
+        WsError::Capacity(_) => End::Close(Close::TooBig, "frame too big"),
+        WsError::Utf8(_) => End::Close(Close::InvalidUtf8, "invalid UTF-8 in text frame"),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Drop,
+        WsError::Protocol(_) => End::Close(Close::Protocol, "protocol error"),
+        _ => End::Drop,
+    }
+}
+
+/// Audit line for a refused login (user name debug-escaped: no log injection).
+pub fn audit_login_failed(user: &str, peer: SocketAddr, endpoint: Endpoint, reason: &str) {
+    let shown: String = user.chars().take(64).collect();
+    tracing::warn!(target: "audit", event = "login", outcome = "failed", user = ?shown, peer = %peer, endpoint = endpoint.name(), reason, "login failed");
+}

@@ -1,0 +1,124 @@
+//! TLS: the rustls server configuration (TLS 1.2 and 1.3 only, one crypto
+//! provider), certificate loading from PEM, hot swap on reload, and the dev
+//! certificate authority behind `gen-cert` and the embedded default.
+//!
+//! Must not know about HTTP or sessions.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Installs the one crypto provider (ring). Safe to call more than once.
+pub fn install_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Loads a certificate chain and its key, checking that they belong together.
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("{}: {e}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate found", cert.display()));
+    }
+    // The key's own error text never includes key material.
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let ck = CertifiedKey::from_der(chain, key_der, &provider)
+        .map_err(|e| format!("{} / {}: {e}", cert.display(), key.display()))?;
+    Ok(ck)
+}
+
+/// The server certificate, swappable while the listener keeps running.
+#[derive(Debug)]
+pub struct CertStore {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl CertStore {
+    pub fn new(key: CertifiedKey) -> Arc<CertStore> {
+        Arc::new(CertStore {
+            current: ArcSwap::from_pointee(key),
+        })
+    }
+
+    /// New handshakes use `key`; established sessions are untouched.
+    pub fn replace(&self, key: CertifiedKey) {
+        self.current.store(Arc::new(key));
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// The server config: TLS 1.3 and 1.2, no client auth, ALPN http/1.1.
+pub fn server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(store);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// PEM text of a dev CA and a server certificate and key signed by it.
+pub struct DevCerts {
+    pub ca_pem: String,
+    pub server_pem: String,
+    pub server_key_pem: String,
+}
+
+/// Makes a dev CA and a server certificate for `hosts` (DNS names or IPs), ECDSA P-256.
+pub fn generate_dev_certs(hosts: &[String]) -> Result<DevCerts, rcgen::Error> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "adjunct-gateway dev CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let mut params = CertificateParams::new(hosts.to_vec())?;
+    params.distinguished_name.push(
+        DnType::CommonName,
+        hosts.first().map_or("localhost", String::as_str),
+    );
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(DevCerts {
+        ca_pem: ca_cert.pem(),
+        server_pem: cert.pem(),
+        server_key_pem: key.serialize_pem(),
+    })
+}
+
+/// Writes ca.pem, server.pem and server.key (0600) into `dir`.
+pub fn write_dev_certs(dir: &Path, hosts: &[String]) -> anyhow::Result<()> {
+    let certs = generate_dev_certs(hosts)?;
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("ca.pem"), &certs.ca_pem)?;
+    std::fs::write(dir.join("server.pem"), &certs.server_pem)?;
+    crate::util::write_private(&dir.join("server.key"), certs.server_key_pem.as_bytes())?;
+    Ok(())
+}
