@@ -1,0 +1,354 @@
+//! Test harness: starts the real gateway on 127.0.0.1:0 with TLS (a CA made
+//! here) and talks to it with a real TLS WebSocket client. No mocks.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use adjunct_gateway::config::Config;
+
+pub const APP_PW: &str = "app-Pass-1x";
+pub const PORTAL_PW: &str = "portal-Pass-2x";
+pub const CTI_PW: &str = "cti-Pass-3x";
+pub const OFF_PW: &str = "off-Pass-4x";
+
+/// A cheap argon2id hash (tests only: production uses the default cost).
+pub fn cheap_hash(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let params = argon2::Params::new(256, 1, 1, None).unwrap();
+    let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let salt = SaltString::encode_b64(b"test-salt-16byte").unwrap();
+    a.hash_password(password.as_bytes(), &salt)
+        .unwrap()
+        .to_string()
+}
+
+/// Rights groups and users every test gateway has.
+pub fn base_directory() -> String {
+    format!(
+        r#"
+[[rights_group]]
+name = "Application Servers"
+rights = ["Adjunct Server Connection", "one-X CTI API"]
+
+[[rights_group]]
+name = "Portal Users"
+rights = ["TURN Server Connection", "one-X CTI API"]
+
+[[rights_group]]
+name = "CTI Only"
+rights = ["one-X CTI API"]
+
+[[service_user]]
+name = "app1"
+password = "{}"
+groups = ["Application Servers"]
+
+[[service_user]]
+name = "portal1"
+password = "{}"
+groups = ["Portal Users"]
+
+[[service_user]]
+name = "cti1"
+password = "{}"
+groups = ["CTI Only"]
+
+[[service_user]]
+name = "off1"
+password = "{}"
+groups = ["Application Servers"]
+enabled = false
+"#,
+        cheap_hash(APP_PW),
+        cheap_hash(PORTAL_PW),
+        cheap_hash(CTI_PW),
+        cheap_hash(OFF_PW)
+    )
+}
+
+pub struct TestGateway {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub ca_pem: String,
+    pub running: Option<adjunct_gateway::Running>,
+    pub addr: SocketAddr,
+}
+
+/// Writes certs and a config (`[server]` section plus `extra`) into a temp dir.
+pub fn write_config(dir: &Path, server: &str, extra: &str) -> (PathBuf, String) {
+    let certs = adjunct_gateway::tls::generate_dev_certs(&["localhost".into(), "127.0.0.1".into()])
+        .unwrap();
+    std::fs::write(dir.join("server.pem"), &certs.server_pem).unwrap();
+    std::fs::write(dir.join("server.key"), &certs.server_key_pem).unwrap();
+    std::fs::write(dir.join("ca.pem"), &certs.ca_pem).unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n{}\n{extra}\n",
+        base_directory()
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    (path, certs.ca_pem)
+}
+
+impl TestGateway {
+    pub async fn start() -> TestGateway {
+        Self::start_with("", "").await
+    }
+
+    /// `server` goes into `[server]`; `extra` is appended (other sections).
+    pub async fn start_with(server: &str, extra: &str) -> TestGateway {
+        adjunct_gateway::tls::install_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let (config_path, ca_pem) = write_config(dir.path(), server, extra);
+        let config = Config::load(&config_path).unwrap();
+        let running = adjunct_gateway::start(config).await.unwrap();
+        let addr = running.addr;
+        TestGateway {
+            dir,
+            config_path,
+            ca_pem,
+            running: Some(running),
+            addr,
+        }
+    }
+
+    pub fn gateway(&self) -> &Arc<adjunct_gateway::gateway::Gateway> {
+        &self.running.as_ref().unwrap().gateway
+    }
+
+    /// Rewrites the config file with `f` and reloads (the SIGHUP path).
+    pub fn edit_and_reload(
+        &self,
+        f: impl FnOnce(String) -> String,
+    ) -> Result<adjunct_gateway::gateway::ReloadReport, String> {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        std::fs::write(&self.config_path, f(text)).unwrap();
+        self.gateway().reload()
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+
+    pub fn connector(&self) -> TlsConnector {
+        connector(&self.ca_pem)
+    }
+
+    /// A WebSocket on `path` with optional extra headers (name, value).
+    pub async fn ws(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        ws_connect(self.addr, &self.ca_pem, path, headers).await
+    }
+
+    /// Connects to /portal (or /adjunct) and logs in with session.login.
+    pub async fn login(&self, path: &str, user: &str, password: &str) -> Client {
+        let mut c = self.ws(path, &[]).await.unwrap();
+        let r = c
+            .call("session.login", json!({"user": user, "password": password}))
+            .await;
+        assert!(r.get("result").is_some(), "login failed: {r}");
+        c
+    }
+
+    /// One raw HTTPS request; returns (status, full response text).
+    pub async fn http(&self, request: &str) -> (u16, String) {
+        raw_https(self.addr, &self.ca_pem, request.as_bytes()).await
+    }
+}
+
+pub fn connector(ca_pem: &str) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+pub async fn tls_connect(addr: SocketAddr, ca_pem: &str) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    connector(ca_pem)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
+pub async fn raw_https(addr: SocketAddr, ca_pem: &str, request: &[u8]) -> (u16, String) {
+    let mut tls = tls_connect(addr, ca_pem).await.unwrap();
+    tls.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+pub async fn ws_connect(
+    addr: SocketAddr,
+    ca_pem: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+    let tls = tls_connect(addr, ca_pem).await?;
+    let mut req = format!("wss://localhost:{}{path}", addr.port()).into_client_request()?;
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
+    let (ws, _) = tokio_tungstenite::client_async_with_config(req, tls, Some(config)).await?;
+    Ok(Client {
+        ws,
+        next_id: 1,
+        events: Vec::new(),
+    })
+}
+
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// A JSON-RPC client over a real TLS WebSocket.
+pub struct Client {
+    pub ws: WebSocketStream<TlsStream<TcpStream>>,
+    next_id: u64,
+    /// Notifications received while waiting for answers.
+    pub events: Vec<Value>,
+}
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+impl Client {
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.ws.send(Message::text(text.into())).await.unwrap();
+    }
+
+    /// Next text message as JSON (panics on close or timeout).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a message");
+            match msg {
+                Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next text frame, raw (None on close).
+    pub async fn ws_next_text(&mut self) -> Option<String> {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await.ok()? {
+                Some(Ok(Message::Text(t))) => return Some(t.as_str().to_owned()),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// Waits for a message or gives up after `d` (None).
+    pub async fn recv_within(&mut self, d: Duration) -> Option<Value> {
+        loop {
+            match tokio::time::timeout(d, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    return Some(serde_json::from_str(t.as_str()).unwrap())
+                }
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(other) => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Sends a request and returns the whole answer with the same id.
+    pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let req = if params.is_null() {
+            json!({"jsonrpc": "2.0", "id": id, "method": method})
+        } else {
+            json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+        };
+        self.send_text(req.to_string()).await;
+        loop {
+            let v = self.recv().await;
+            if v.get("id") == Some(&json!(id)) {
+                return v;
+            }
+            self.events.push(v);
+        }
+    }
+
+    /// The result of a call that must succeed.
+    pub async fn ok(&mut self, method: &str, params: Value) -> Value {
+        let r = self.call(method, params).await;
+        r.get("result")
+            .cloned()
+            .unwrap_or_else(|| panic!("{method} failed: {r}"))
+    }
+
+    /// The error code of a call that must fail.
+    pub async fn err(&mut self, method: &str, params: Value) -> (i64, Value) {
+        let r = self.call(method, params).await;
+        let e = r
+            .get("error")
+            .unwrap_or_else(|| panic!("{method} succeeded: {r}"));
+        (e["code"].as_i64().unwrap(), e.clone())
+    }
+
+    /// Reads until the server closes; returns the close code (None: no close frame).
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for close")
+            {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}
+
+/// Error code of a JSON-RPC answer.
+pub fn code(v: &Value) -> i64 {
+    v["error"]["code"].as_i64().unwrap_or(0)
+}
