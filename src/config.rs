@@ -489,7 +489,12 @@ impl Validator<'_> {
             extra.push((ns.clone(), Need::AnyOf(set)));
         }
 
-        let turn = self.turn(&raw.turn, &groups, &users)?;
+        let turn = self.turn(
+            &raw.turn,
+            raw.network_topology.turn_urls.is_empty(),
+            &groups,
+            &users,
+        )?;
         for url in raw.network_topology.stun_urls.iter() {
             if !url.starts_with("stun:") && !url.starts_with("stuns:") {
                 return Err(self.err(
@@ -544,6 +549,7 @@ impl Validator<'_> {
     fn turn(
         &self,
         t: &TurnSection,
+        turn_urls_empty: bool,
         groups: &[Group],
         users: &[User],
     ) -> Result<TurnConfig, ConfigError> {
@@ -570,6 +576,12 @@ impl Validator<'_> {
         }
         if secrets.iter().any(|s| s.is_empty()) {
             return Err(self.err(None, "[turn] secrets: a secret is empty"));
+        }
+        if *t.mode.get_ref() == TurnMode::Rest && secrets.is_empty() && !turn_urls_empty {
+            return Err(self.at(
+                &t.mode,
+                "[turn] mode = \"rest\" with turn_urls needs secrets or secrets_file",
+            ));
         }
         let mut static_user = None;
         if *t.mode.get_ref() == TurnMode::Static {

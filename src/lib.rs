@@ -13,7 +13,8 @@
 //! Shared state is one handle, [`gateway::Gateway`]: the config snapshot
 //! ([`config`], swapped whole on reload), the users ([`directory`]), the hub,
 //! the password verifier, the certificate store. [`rights`] is the table of
-//! the sixteen service rights; [`portal`] the Origin check and demo page;
+//! the sixteen service rights; [`turn`] the coturn-compatible credentials;
+//! [`portal`] the Origin check and demo page;
 //! [`starter`] the embedded default configuration.
 
 #![forbid(unsafe_code)]
@@ -33,6 +34,7 @@ pub mod server;
 pub mod session;
 pub mod starter;
 pub mod tls;
+pub mod turn;
 pub mod util;
 
 use std::future::Future;

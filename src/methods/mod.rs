@@ -2,6 +2,7 @@
 //! only after the gate has let its request through.
 
 mod session;
+mod turn;
 
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -38,6 +39,7 @@ pub async fn call(
         Method::SessionLogin => session::login(ctx, params).await.into(),
         Method::SessionInfo => session::info(ctx, snap).into(),
         Method::SessionPing => Reply::Value(Value::Object(Default::default())),
+        Method::TurnCredentials => turn::credentials(ctx, snap, params).into(),
         _ => Reply::Error(RpcError::new(Code::MethodNotFound)),
     }
 }
