@@ -211,6 +211,8 @@ pub struct Limits {
     pub outbound_queue: usize,
     /// A subscriber that keeps dropping events this long is closed (1008).
     pub stalled_close_secs: u64,
+    /// Topic patterns one session may subscribe to.
+    pub max_subscriptions: usize,
 }
 
 impl Default for Limits {
@@ -225,6 +227,7 @@ impl Default for Limits {
             max_pending_per_session: 64,
             outbound_queue: 256,
             stalled_close_secs: 30,
+            max_subscriptions: 256,
         }
     }
 }

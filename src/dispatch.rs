@@ -13,7 +13,7 @@ use crate::catalog::{self, Denied, Target};
 use crate::gateway::{Gateway, Snapshot};
 use crate::hub::SessionHandle;
 use crate::methods::{self, Reply};
-use crate::rpc::{self, Close, Code, Incoming, Invalid, Request, RpcError};
+use crate::rpc::{self, Close, Code, Incoming, Invalid, Item, Request, RpcError};
 
 /// What a handler may see and change of its session.
 pub struct Ctx<'a> {
@@ -62,11 +62,18 @@ pub async fn frame(ctx: &mut Ctx<'_>, text: &str, out: &mut Vec<u8>) {
 async fn one(
     ctx: &mut Ctx<'_>,
     snap: &Snapshot,
-    req: Result<Request<'_>, Invalid<'_>>,
+    item: Result<Item<'_>, Invalid<'_>>,
     out: &mut Vec<u8>,
 ) -> bool {
-    let req = match req {
-        Ok(req) => req,
+    let req = match item {
+        Ok(Item::Call(req)) => req,
+        Ok(Item::Answer(answer)) => {
+            // A provider answering a routed request; never answered back.
+            if ctx.session.rights().is_some() {
+                ctx.gw.router.answer(ctx.session, answer.id, answer.outcome);
+            }
+            return false;
+        }
         Err(invalid) => {
             rpc::write_error(out, invalid.id, &invalid.error);
             return true;
@@ -97,7 +104,7 @@ async fn call(ctx: &mut Ctx<'_>, snap: &Snapshot, req: &Request<'_>) -> Reply {
     }
     match entry.target {
         Target::Local(method) => methods::call(ctx, snap, method, req.params).await,
-        Target::Routed(ns) => methods::route(ctx, snap, ns, req).await,
+        Target::Routed(ns) => methods::route(ctx, snap, ns, entry.need, req),
     }
 }
 

@@ -13,9 +13,11 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Guard};
 use dashmap::DashMap;
 
+use crate::broker::Broker;
 use crate::config::{Config, Limits};
 use crate::directory::{Directory, Verifier};
-use crate::hub::Hub;
+use crate::hub::{Hub, SessionHandle};
+use crate::router::Router;
 use crate::tls::CertStore;
 
 /// One consistent view of the configuration and the users built from it.
@@ -34,6 +36,8 @@ impl Snapshot {
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     pub hub: Hub,
+    pub router: Router,
+    pub broker: Broker,
     pub verifier: Verifier,
     pub certs: Arc<CertStore>,
     pub tls: Arc<rustls::ServerConfig>,
@@ -61,6 +65,8 @@ impl Gateway {
             config_path: config.path.clone(),
             snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
             hub: Hub::default(),
+            router: Router::default(),
+            broker: Broker::default(),
             verifier: Verifier::new(Verifier::default_workers()),
             certs,
             tls,
@@ -72,6 +78,14 @@ impl Gateway {
     /// The current snapshot; cheap, lock-free, consistent for as long as held.
     pub fn snapshot(&self) -> Guard<Arc<Snapshot>> {
         self.snapshot.load()
+    }
+
+    /// A session ended: forget it everywhere. Its pending requests as a
+    /// provider fail at once.
+    pub fn end_session(&self, session: &SessionHandle) {
+        self.hub.remove(session.id);
+        self.router.session_ended(session.id);
+        self.broker.session_ended(session);
     }
 
     /// The current snapshot as an owned `Arc`, for holding across long awaits.

@@ -30,6 +30,12 @@ pub struct SessionHandle {
     user: OnceLock<Arc<str>>,
     rights: AtomicU32,
     pub outbound: Outbound,
+    /// Routed requests this session waits on (as a caller).
+    pub waiting: AtomicU32,
+    /// Routed requests this session is serving (as a provider).
+    pub serving: AtomicU32,
+    /// Topic patterns this session subscribed to (for cleanup and limits).
+    pub topics: parking_lot::Mutex<Vec<Box<str>>>,
 }
 
 impl SessionHandle {
@@ -93,6 +99,9 @@ impl Hub {
                     user: OnceLock::new(),
                     rights: AtomicU32::new(0),
                     outbound: Outbound::default(),
+                    waiting: AtomicU32::new(0),
+                    serving: AtomicU32::new(0),
+                    topics: parking_lot::Mutex::new(Vec::new()),
                 });
                 slot.insert(handle.clone());
                 return handle;

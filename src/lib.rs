@@ -8,6 +8,8 @@
 //!   queue, close codes.
 //! - [`dispatch`]: one frame: parse ([`rpc`]), look up ([`catalog`]), gate
 //!   ([`catalog::gate`]), then a handler in [`methods`] or a route to a provider.
+//! - [`router`]: routed requests to providers and their answers back;
+//!   [`broker`]: event subscriptions and fan-out.
 //! - [`hub`]: live sessions by id; revocation and shutdown reach sessions here.
 //!
 //! Shared state is one handle, [`gateway::Gateway`]: the config snapshot
@@ -19,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod broker;
 pub mod catalog;
 pub mod config;
 pub mod directory;
@@ -29,6 +32,7 @@ pub mod hub;
 pub mod methods;
 pub mod portal;
 pub mod rights;
+pub mod router;
 pub mod rpc;
 pub mod server;
 pub mod session;

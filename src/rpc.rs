@@ -135,6 +135,14 @@ impl RpcError {
         self
     }
 
+    /// Adds `data.topic` (for refusals of one topic among several).
+    pub fn with_topic(mut self, topic: &str) -> Self {
+        let mut data = self.data.take().unwrap_or_else(|| serde_json::json!({}));
+        data["topic"] = Value::String(topic.chars().take(256).collect());
+        self.data = Some(data);
+        self
+    }
+
     pub fn invalid_params(why: impl Into<Cow<'static, str>>) -> Self {
         Self::with_message(Code::InvalidParams, why)
     }
@@ -153,11 +161,26 @@ pub struct Request<'a> {
     pub params: Option<&'a RawValue>,
 }
 
+/// A provider's answer to a request the gateway routed to it.
+#[derive(Debug)]
+pub struct Answer<'a> {
+    pub id: &'a RawValue,
+    /// `Ok(result)` or `Err(error object)`, both raw JSON passed on untouched.
+    pub outcome: Result<&'a RawValue, &'a RawValue>,
+}
+
+/// One element of a frame: a request, or an answer from a provider.
+#[derive(Debug)]
+pub enum Item<'a> {
+    Call(Request<'a>),
+    Answer(Answer<'a>),
+}
+
 /// What one text frame holds.
 #[derive(Debug)]
 pub enum Incoming<'a> {
-    Single(Result<Request<'a>, Invalid<'a>>),
-    Batch(Vec<Result<Request<'a>, Invalid<'a>>>),
+    Single(Result<Item<'a>, Invalid<'a>>),
+    Batch(Vec<Result<Item<'a>, Invalid<'a>>>),
     /// Not a request at all; answered with this error and `id: null`.
     Unusable(RpcError),
 }
@@ -180,6 +203,10 @@ struct Envelope<'a> {
     method: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     params: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
 }
 
 /// Keeps an explicit `null` as `Some`, so `"id": null` is not a notification.
@@ -219,7 +246,7 @@ fn classify(e: serde_json::Error) -> RpcError {
     }
 }
 
-fn parse_one(text: &str) -> Result<Request<'_>, Invalid<'_>> {
+fn parse_one(text: &str) -> Result<Item<'_>, Invalid<'_>> {
     let invalid = |id, why: &'static str| Invalid {
         id,
         error: RpcError::with_message(Code::InvalidRequest, why),
@@ -238,6 +265,16 @@ fn parse_one(text: &str) -> Result<Request<'_>, Invalid<'_>> {
     if env.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
         return Err(invalid(id, "jsonrpc must be \"2.0\""));
     }
+    if env.method.is_none() {
+        let outcome = match (env.result, env.error) {
+            (Some(r), None) => Some(Ok(r)),
+            (None, Some(e)) if e.get().starts_with('{') => Some(Err(e)),
+            _ => None,
+        };
+        if let (Some(id), Some(outcome)) = (id, outcome) {
+            return Ok(Item::Answer(Answer { id, outcome }));
+        }
+    }
     let method = match env
         .method
         .map(|m| serde_json::from_str::<Cow<str>>(m.get()))
@@ -250,11 +287,11 @@ fn parse_one(text: &str) -> Result<Request<'_>, Invalid<'_>> {
             return Err(invalid(id, "params must be an object or an array"));
         }
     }
-    Ok(Request {
+    Ok(Item::Call(Request {
         id,
         method,
         params: env.params,
-    })
+    }))
 }
 
 /// Deserializes `params` (absent means `{}`), mapping failures to -32602.
@@ -306,9 +343,37 @@ mod tests {
 
     fn single(text: &str) -> Result<Request<'_>, Invalid<'_>> {
         match parse(text, 32) {
-            Incoming::Single(r) => r,
-            other => panic!("not single: {other:?}"),
+            Incoming::Single(Ok(Item::Call(r))) => Ok(r),
+            Incoming::Single(Err(e)) => Err(e),
+            other => panic!("not a single call: {other:?}"),
         }
+    }
+
+    #[test]
+    fn provider_answers_are_recognised() {
+        match parse(r#"{"jsonrpc":"2.0","id":9,"result":{"ok":true}}"#, 32) {
+            Incoming::Single(Ok(Item::Answer(a))) => {
+                assert_eq!(a.id.get(), "9");
+                assert_eq!(a.outcome.unwrap().get(), r#"{"ok":true}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(
+            r#"{"jsonrpc":"2.0","id":9,"error":{"code":1,"message":"x"}}"#,
+            32,
+        ) {
+            Incoming::Single(Ok(Item::Answer(a))) => assert!(a.outcome.is_err()),
+            other => panic!("{other:?}"),
+        }
+        // Neither result nor error, or both: an invalid request.
+        assert!(matches!(
+            parse(r#"{"jsonrpc":"2.0","id":9}"#, 32),
+            Incoming::Single(Err(_))
+        ));
+        assert!(matches!(
+            parse(r#"{"jsonrpc":"2.0","id":9,"result":1,"error":{}}"#, 32),
+            Incoming::Single(Err(_))
+        ));
     }
 
     #[test]

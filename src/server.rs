@@ -58,6 +58,7 @@ impl Server {
         let cancel = CancellationToken::new();
         let acceptor = TlsAcceptor::from(self.gw.tls.clone());
         let refusing = Arc::new(AtomicUsize::new(0));
+        let sweeper = tokio::spawn(expire_routed(self.gw.clone()));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -94,6 +95,20 @@ impl Server {
         {
             tracing::warn!("shutdown grace period over; dropping remaining connections");
         }
+        sweeper.abort();
+    }
+}
+
+/// How often routed requests are checked against their deadline.
+const EXPIRE_EVERY: Duration = Duration::from_millis(50);
+
+/// Fails routed requests whose provider did not answer in time (-32005).
+async fn expire_routed(gw: Arc<Gateway>) {
+    let mut tick = tokio::time::interval(EXPIRE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        gw.router.expire(std::time::Instant::now());
     }
 }
 

@@ -1,16 +1,21 @@
 //! The gateway's own method handlers, one file per family. A handler runs
 //! only after the gate has let its request through.
 
+mod adjunct;
+mod events;
 mod session;
 mod turn;
 
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::catalog::Method;
+use std::time::Duration;
+
+use crate::catalog::{Method, Need};
 use crate::dispatch::Ctx;
 use crate::gateway::Snapshot;
-use crate::rpc::{Code, Request, RpcError};
+use crate::router::Routed;
+use crate::rpc::{Request, RpcError};
 
 /// A handler's answer.
 pub enum Reply {
@@ -40,11 +45,27 @@ pub async fn call(
         Method::SessionInfo => session::info(ctx, snap).into(),
         Method::SessionPing => Reply::Value(Value::Object(Default::default())),
         Method::TurnCredentials => turn::credentials(ctx, snap, params).into(),
-        _ => Reply::Error(RpcError::new(Code::MethodNotFound)),
+        Method::AdjunctRegister => adjunct::register(ctx, snap, params).into(),
+        Method::AdjunctUnregister => adjunct::unregister(ctx, params).into(),
+        Method::AdjunctPublish => adjunct::publish(ctx, snap, params).into(),
+        Method::EventsSubscribe => events::subscribe(ctx, snap, params).into(),
+        Method::EventsUnsubscribe => events::unsubscribe(ctx, params).into(),
     }
 }
 
-/// Sends a request to a provider of `ns`.
-pub async fn route(_ctx: &mut Ctx<'_>, _snap: &Snapshot, _ns: &str, _req: &Request<'_>) -> Reply {
-    Reply::Error(RpcError::new(Code::NoProvider))
+/// Sends a request to a provider of `ns`; the answer arrives later.
+pub fn route(ctx: &mut Ctx<'_>, snap: &Snapshot, ns: &str, need: Need, req: &Request<'_>) -> Reply {
+    let routed = Routed {
+        ns,
+        need,
+        method: &req.method,
+        id: req.id,
+        params: req.params,
+        timeout: Duration::from_millis(snap.config.routing.request_timeout_ms),
+        max_pending: snap.config.limits.max_pending_per_session,
+    };
+    match ctx.gw.router.route(ctx.session, routed) {
+        Ok(()) => Reply::Later,
+        Err(e) => Reply::Error(e),
+    }
 }

@@ -43,15 +43,14 @@ pub async fn run(gw: Arc<Gateway>, ws: Ws, handle: Arc<SessionHandle>, ticket: T
     if let Some(user) = handle.user() {
         span.record("user", tracing::field::debug(&**user));
     }
-    let id = handle.id;
     let mut session = Session {
         gw: gw.clone(),
-        handle,
+        handle: handle.clone(),
         ticket,
         out: Vec::with_capacity(256),
     };
     session.drive(ws).instrument(span).await;
-    gw.hub.remove(id);
+    gw.end_session(&handle);
 }
 
 struct Session {

@@ -27,6 +27,7 @@ pub const APP_PW: &str = "app-Pass-1x";
 pub const PORTAL_PW: &str = "portal-Pass-2x";
 pub const CTI_PW: &str = "cti-Pass-3x";
 pub const OFF_PW: &str = "off-Pass-4x";
+pub const TURN_PW: &str = "turn-Pass-5x";
 
 /// A cheap argon2id hash (tests only: production uses the default cost).
 pub fn cheap_hash(password: &str) -> String {
@@ -70,6 +71,15 @@ name = "cti1"
 password = "{}"
 groups = ["CTI Only"]
 
+[[rights_group]]
+name = "TURN Only"
+rights = ["TURN Server Connection"]
+
+[[service_user]]
+name = "turn1"
+password = "{}"
+groups = ["TURN Only"]
+
 [[service_user]]
 name = "off1"
 password = "{}"
@@ -79,6 +89,7 @@ enabled = false
         cheap_hash(APP_PW),
         cheap_hash(PORTAL_PW),
         cheap_hash(CTI_PW),
+        cheap_hash(TURN_PW),
         cheap_hash(OFF_PW)
     )
 }

@@ -1,0 +1,150 @@
+//! Events: who subscribed to which topic pattern, and fan-out — the one
+//! place events are delivered.
+//!
+//! Topics are dot-separated (`cti.call.201`); a pattern may end in `.*`
+//! (everything below). A publish is serialized once and the same bytes are
+//! queued for every subscriber; rights are checked again at each delivery,
+//! so a reload that takes a right away stops that session's events at once.
+//! A full subscriber queue drops the event for that subscriber only.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::catalog::{self, Need};
+use crate::hub::SessionHandle;
+
+/// Longest topic or pattern accepted.
+pub const MAX_TOPIC_LEN: usize = 256;
+
+#[derive(Default)]
+pub struct Broker {
+    subscribers: DashMap<Box<str>, Vec<Arc<SessionHandle>>>,
+}
+
+/// Is `topic` well formed? Patterns may end in `.*` when `pattern` is true.
+pub fn valid_topic(topic: &str, pattern: bool) -> bool {
+    if topic.is_empty() || topic.len() > MAX_TOPIC_LEN {
+        return false;
+    }
+    let segments: Vec<&str> = topic.split('.').collect();
+    let n = segments.len();
+    segments.iter().enumerate().all(|(i, seg)| {
+        (pattern && i == n - 1 && n >= 2 && *seg == "*")
+            || (!seg.is_empty()
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+    })
+}
+
+/// The namespace of a topic (its first segment).
+pub fn namespace(topic: &str) -> &str {
+    topic.split('.').next().unwrap_or_default()
+}
+
+/// Delivery settings for one publish.
+pub struct Delivery {
+    pub need: Need,
+    pub queue_cap: usize,
+    pub stall: Duration,
+}
+
+impl Broker {
+    /// Adds `session` to `pattern`; false if it already was there.
+    pub fn subscribe(&self, session: &Arc<SessionHandle>, pattern: &str) -> bool {
+        let mut list = self.subscribers.entry(Box::from(pattern)).or_default();
+        if list.iter().any(|s| s.id == session.id) {
+            return false;
+        }
+        list.push(session.clone());
+        true
+    }
+
+    pub fn unsubscribe(&self, session_id: u64, pattern: &str) {
+        if let dashmap::Entry::Occupied(mut e) = self.subscribers.entry(Box::from(pattern)) {
+            e.get_mut().retain(|s| s.id != session_id);
+            if e.get().is_empty() {
+                e.remove();
+            }
+        }
+    }
+
+    /// Delivers one event to every subscriber that may see it; returns how many got it.
+    pub fn publish(&self, topic: &str, data: &RawValue, delivery: &Delivery) -> usize {
+        let mut text = String::with_capacity(64 + topic.len() + data.get().len());
+        text.push_str("{\"jsonrpc\":\"2.0\",\"method\":\"event\",\"params\":{\"topic\":");
+        crate::router::push_json_str(&mut text, topic);
+        text.push_str(",\"data\":");
+        text.push_str(data.get());
+        text.push_str("}}");
+        let message = Utf8Bytes::from(text);
+
+        // The exact topic, then every `prefix.*` above it.
+        let mut patterns = vec![topic.to_owned()];
+        let mut cut = topic.len();
+        while let Some(dot) = topic.get(..cut).and_then(|t| t.rfind('.')) {
+            patterns.push(format!("{}.*", topic.get(..dot).unwrap_or_default()));
+            cut = dot;
+        }
+        patterns.retain(|p| self.subscribers.contains_key(p.as_str()));
+        // A session subscribed through two patterns gets the event once.
+        let mut seen: Option<HashSet<u64>> = (patterns.len() > 1).then(HashSet::new);
+        let mut delivered = 0;
+        // One pattern at a time, so no two shard locks are held at once.
+        for pattern in &patterns {
+            let Some(list) = self.subscribers.get(pattern.as_str()) else {
+                continue;
+            };
+            for sub in list.iter() {
+                if let Some(seen) = seen.as_mut() {
+                    if !seen.insert(sub.id) {
+                        continue;
+                    }
+                }
+                let allowed = sub
+                    .rights()
+                    .is_some_and(|r| catalog::satisfies(r, delivery.need));
+                if allowed
+                    && sub
+                        .outbound
+                        .push_event(message.clone(), delivery.queue_cap, delivery.stall)
+                {
+                    delivered += 1;
+                }
+            }
+        }
+        delivered
+    }
+
+    /// Removes every subscription of a session that ended.
+    pub fn session_ended(&self, session: &SessionHandle) {
+        let patterns = std::mem::take(&mut *session.topics.lock());
+        for p in patterns {
+            self.unsubscribe(session.id, &p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_syntax() {
+        assert!(valid_topic("cti.call.201", false));
+        assert!(!valid_topic("cti.call.*", false));
+        assert!(valid_topic("cti.call.*", true));
+        assert!(valid_topic("cti.*", true));
+        assert!(!valid_topic("*", true));
+        assert!(!valid_topic("cti..x", true));
+        assert!(!valid_topic("cti.*.x", true));
+        assert!(!valid_topic("cti.call 1", false));
+        assert!(!valid_topic(&"a".repeat(300), false));
+        assert_eq!(namespace("cti.call.1"), "cti");
+    }
+}

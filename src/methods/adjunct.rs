@@ -1,0 +1,99 @@
+//! adjunct.register / unregister / publish: application servers as providers.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use crate::broker::{self, Delivery};
+use crate::catalog::{self, Need};
+use crate::dispatch::Ctx;
+use crate::gateway::Snapshot;
+use crate::rpc::{self, RpcError};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Namespaces {
+    namespaces: Vec<String>,
+}
+
+/// The need of a routed namespace the session itself must meet to serve or publish it.
+fn namespace_need(ctx: &Ctx<'_>, snap: &Snapshot, ns: &str) -> Result<Need, RpcError> {
+    let need = snap.config.catalog.namespace(ns).ok_or_else(|| {
+        RpcError::invalid_params(format!(
+            "namespace {:?} is not in the catalog",
+            truncate(ns)
+        ))
+    })?;
+    let rights = ctx.session.rights().unwrap_or_default();
+    if !catalog::satisfies(rights, need) {
+        return Err(catalog::Denied::Missing(need).to_error());
+    }
+    Ok(need)
+}
+
+pub fn register(
+    ctx: &Ctx<'_>,
+    snap: &Snapshot,
+    params: Option<&RawValue>,
+) -> Result<Value, RpcError> {
+    let p: Namespaces = rpc::params(params)?;
+    if p.namespaces.is_empty() {
+        return Err(RpcError::invalid_params("namespaces is empty"));
+    }
+    for ns in &p.namespaces {
+        namespace_need(ctx, snap, ns)?;
+    }
+    for ns in &p.namespaces {
+        ctx.gw.router.register(ctx.session, ns);
+    }
+    tracing::info!(namespaces = ?p.namespaces, "provider registered");
+    Ok(json!({ "namespaces": ctx.gw.router.served_by(ctx.session.id) }))
+}
+
+pub fn unregister(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
+    let p: Namespaces = rpc::params(params)?;
+    for ns in &p.namespaces {
+        ctx.gw.router.unregister(ctx.session.id, ns);
+    }
+    Ok(json!({ "namespaces": ctx.gw.router.served_by(ctx.session.id) }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Publish<'a> {
+    topic: String,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+pub fn publish(
+    ctx: &Ctx<'_>,
+    snap: &Snapshot,
+    params: Option<&RawValue>,
+) -> Result<Value, RpcError> {
+    let p: Publish = rpc::params(params)?;
+    if !broker::valid_topic(&p.topic, false) {
+        return Err(RpcError::invalid_params(format!(
+            "invalid topic {:?}",
+            truncate(&p.topic)
+        )));
+    }
+    let need = namespace_need(ctx, snap, broker::namespace(&p.topic))?;
+    let null = RawValue::NULL;
+    let limits = &snap.config.limits;
+    let delivered = ctx.gw.broker.publish(
+        &p.topic,
+        p.data.unwrap_or(null),
+        &Delivery {
+            need,
+            queue_cap: limits.outbound_queue,
+            stall: std::time::Duration::from_secs(limits.stalled_close_secs),
+        },
+    );
+    Ok(json!({ "delivered": delivered }))
+}
+
+/// Caps what of a peer's string goes into an error message.
+pub fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}

@@ -1,0 +1,74 @@
+//! events.subscribe / unsubscribe. Each topic is gated by its namespace's
+//! need here (all or nothing), and again at every delivery by the broker.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use super::adjunct::truncate;
+use crate::broker;
+use crate::catalog::{self, Denied};
+use crate::dispatch::Ctx;
+use crate::gateway::Snapshot;
+use crate::rpc::{self, RpcError};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Topics {
+    topics: Vec<String>,
+}
+
+pub fn subscribe(
+    ctx: &Ctx<'_>,
+    snap: &Snapshot,
+    params: Option<&RawValue>,
+) -> Result<Value, RpcError> {
+    let p: Topics = rpc::params(params)?;
+    let rights = ctx.session.rights().unwrap_or_default();
+    for t in &p.topics {
+        if !broker::valid_topic(t, true) {
+            return Err(RpcError::invalid_params(format!(
+                "invalid topic {:?}",
+                truncate(t)
+            )));
+        }
+        let ns = broker::namespace(t);
+        let Some(need) = snap.config.catalog.namespace(ns) else {
+            return Err(RpcError::invalid_params(format!(
+                "topic namespace {:?} is not in the catalog",
+                truncate(ns)
+            )));
+        };
+        if !catalog::satisfies(rights, need) {
+            return Err(Denied::Missing(need).to_error().with_topic(t));
+        }
+    }
+    let mut mine = ctx.session.topics.lock();
+    let new: Vec<&String> = p
+        .topics
+        .iter()
+        .filter(|t| !mine.iter().any(|m| **m == ***t))
+        .collect();
+    if mine.len() + new.len() > snap.config.limits.max_subscriptions {
+        return Err(RpcError::invalid_params(format!(
+            "at most {} subscriptions per session",
+            snap.config.limits.max_subscriptions
+        )));
+    }
+    for t in new {
+        if ctx.gw.broker.subscribe(ctx.session, t) {
+            mine.push(Box::from(t.as_str()));
+        }
+    }
+    Ok(json!({ "subscribed": p.topics }))
+}
+
+pub fn unsubscribe(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
+    let p: Topics = rpc::params(params)?;
+    let mut mine = ctx.session.topics.lock();
+    for t in &p.topics {
+        ctx.gw.broker.unsubscribe(ctx.session.id, t);
+        mine.retain(|m| **m != **t);
+    }
+    Ok(json!({ "unsubscribed": p.topics }))
+}

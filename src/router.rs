@@ -1,0 +1,240 @@
+//! Routing to providers: which sessions serve which namespace, the routed
+//! requests waiting for an answer, and their deadlines.
+//!
+//! A routed request gets a gateway-chosen id; the provider's answer is
+//! matched by that id *and* by the provider that was asked, then handed to
+//! the caller's outbound queue with the caller's own id. Several providers of
+//! one namespace share the load, fewest pending first; a request goes to
+//! exactly one. Must not read sockets or decide rights beyond "this provider
+//! still holds the namespace's need".
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use parking_lot::RwLock;
+use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::catalog::{self, Need};
+use crate::hub::SessionHandle;
+use crate::rpc::{self, Code, RpcError};
+
+struct Pending {
+    caller: Arc<SessionHandle>,
+    caller_id: Box<RawValue>,
+    provider: Arc<SessionHandle>,
+    deadline: Instant,
+}
+
+#[derive(Default)]
+pub struct Router {
+    providers: RwLock<HashMap<Box<str>, Vec<Arc<SessionHandle>>>>,
+    pending: DashMap<u64, Pending>,
+    next_id: AtomicU64,
+}
+
+/// What `route` needs to know about the request.
+pub struct Routed<'a> {
+    pub ns: &'a str,
+    pub need: Need,
+    pub method: &'a str,
+    pub id: Option<&'a RawValue>,
+    pub params: Option<&'a RawValue>,
+    pub timeout: Duration,
+    pub max_pending: usize,
+}
+
+impl Router {
+    /// `session` serves `ns` from now on. Registering twice is harmless.
+    pub fn register(&self, session: &Arc<SessionHandle>, ns: &str) {
+        let mut map = self.providers.write();
+        let list = map.entry(Box::from(ns)).or_default();
+        if !list.iter().any(|s| s.id == session.id) {
+            list.push(session.clone());
+        }
+    }
+
+    pub fn unregister(&self, session_id: u64, ns: &str) {
+        let mut map = self.providers.write();
+        if let Some(list) = map.get_mut(ns) {
+            list.retain(|s| s.id != session_id);
+            if list.is_empty() {
+                map.remove(ns);
+            }
+        }
+    }
+
+    /// Namespaces `session_id` serves.
+    pub fn served_by(&self, session_id: u64) -> Vec<String> {
+        let map = self.providers.read();
+        let mut v: Vec<String> = map
+            .iter()
+            .filter(|(_, list)| list.iter().any(|s| s.id == session_id))
+            .map(|(ns, _)| ns.to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Sends a caller's request to one provider. Errors: no provider (-32004),
+    /// too many pending (-32006).
+    pub fn route(&self, caller: &Arc<SessionHandle>, r: Routed<'_>) -> Result<(), RpcError> {
+        let provider = {
+            let map = self.providers.read();
+            map.get(r.ns)
+                .into_iter()
+                .flatten()
+                .filter(|p| {
+                    p.rights()
+                        .is_some_and(|rights| catalog::satisfies(rights, r.need))
+                })
+                .min_by_key(|p| p.serving.load(Ordering::Relaxed))
+                .cloned()
+        };
+        let Some(provider) = provider else {
+            return Err(RpcError::new(Code::NoProvider));
+        };
+        let mut out = String::with_capacity(160 + r.params.map_or(2, |p| p.get().len()));
+        out.push_str("{\"jsonrpc\":\"2.0\",");
+        if let Some(caller_id) = r.id {
+            if caller.waiting.load(Ordering::Acquire) as usize >= r.max_pending {
+                return Err(RpcError::new(Code::TooManyPending));
+            }
+            let gid = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+            caller.waiting.fetch_add(1, Ordering::AcqRel);
+            provider.serving.fetch_add(1, Ordering::AcqRel);
+            self.pending.insert(
+                gid,
+                Pending {
+                    caller: caller.clone(),
+                    caller_id: caller_id.to_owned(),
+                    provider: provider.clone(),
+                    deadline: Instant::now() + r.timeout,
+                },
+            );
+            out.push_str("\"id\":");
+            out.push_str(&gid.to_string());
+            out.push(',');
+        }
+        out.push_str("\"method\":");
+        push_json_str(&mut out, r.method);
+        out.push_str(",\"params\":");
+        out.push_str(r.params.map_or("{}", RawValue::get));
+        out.push_str(",\"caller\":{\"user\":");
+        push_json_str(&mut out, caller.user().map_or("", |u| &**u));
+        out.push_str(",\"sessionId\":\"");
+        out.push_str(&caller.id_string());
+        out.push_str("\",\"rights\":");
+        out.push_str(
+            &serde_json::to_string(&caller.rights().unwrap_or_default().names())
+                .unwrap_or_else(|_| "[]".into()),
+        );
+        out.push_str("}}");
+        provider.outbound.push_reply(Utf8Bytes::from(out));
+        Ok(())
+    }
+
+    /// A provider answered. Answers to ids it was not asked are ignored.
+    pub fn answer(
+        &self,
+        provider: &SessionHandle,
+        id: &RawValue,
+        outcome: Result<&RawValue, &RawValue>,
+    ) {
+        let Ok(gid) = id.get().parse::<u64>() else {
+            tracing::debug!("answer with an id the gateway never sent");
+            return;
+        };
+        let Some((_, p)) = self
+            .pending
+            .remove_if(&gid, |_, p| p.provider.id == provider.id)
+        else {
+            tracing::debug!(gid, "late or foreign answer ignored");
+            return;
+        };
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+        out.extend_from_slice(p.caller_id.get().as_bytes());
+        match outcome {
+            Ok(result) => {
+                out.extend_from_slice(b",\"result\":");
+                out.extend_from_slice(result.get().as_bytes());
+            }
+            Err(error) => {
+                out.extend_from_slice(b",\"error\":");
+                out.extend_from_slice(error.get().as_bytes());
+            }
+        }
+        out.push(b'}');
+        self.finish(p, out);
+    }
+
+    fn finish(&self, p: Pending, message: Vec<u8>) {
+        p.caller.waiting.fetch_sub(1, Ordering::AcqRel);
+        p.provider.serving.fetch_sub(1, Ordering::AcqRel);
+        if let Ok(text) = String::from_utf8(message) {
+            p.caller.outbound.push_reply(Utf8Bytes::from(text));
+        }
+    }
+
+    fn fail(&self, gid: u64, error: &RpcError) {
+        if let Some((_, p)) = self.pending.remove(&gid) {
+            let mut out = Vec::with_capacity(96);
+            rpc::write_error(&mut out, Some(&p.caller_id), error);
+            self.finish(p, out);
+        }
+    }
+
+    /// Fails every request past its deadline with -32005.
+    pub fn expire(&self, now: Instant) {
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|p| p.deadline <= now)
+            .map(|p| *p.key())
+            .collect();
+        let err = RpcError::new(Code::ProviderTimeout);
+        for gid in expired {
+            self.fail(gid, &err);
+        }
+    }
+
+    /// A session ended: it serves nothing more, its pending requests as a
+    /// provider fail with -32004 at once, its own waiting requests are dropped.
+    pub fn session_ended(&self, session_id: u64) {
+        {
+            let mut map = self.providers.write();
+            map.retain(|_, list| {
+                list.retain(|s| s.id != session_id);
+                !list.is_empty()
+            });
+        }
+        let affected: Vec<(u64, bool)> = self
+            .pending
+            .iter()
+            .filter(|p| p.provider.id == session_id || p.caller.id == session_id)
+            .map(|p| (*p.key(), p.provider.id == session_id))
+            .collect();
+        let err = RpcError::with_message(Code::NoProvider, "provider disconnected");
+        for (gid, as_provider) in affected {
+            if as_provider {
+                self.fail(gid, &err);
+            } else if let Some((_, p)) = self.pending.remove(&gid) {
+                p.caller.waiting.fetch_sub(1, Ordering::AcqRel);
+                p.provider.serving.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn push_json_str(out: &mut String, s: &str) {
+    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
+}

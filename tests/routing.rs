@@ -1,0 +1,418 @@
+//! Providers and events (issue 4): routed round trips, rights on both sides,
+//! provider loss, timeouts, load sharing, the pending cap, wildcard topics,
+//! revocation at delivery, and slow subscribers that must not slow others.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+async fn provider(gw: &TestGateway) -> Client {
+    let mut p = gw
+        .ws("/adjunct", &[("Authorization", &basic("app1", APP_PW))])
+        .await
+        .unwrap();
+    assert_eq!(
+        p.ok("adjunct.register", json!({"namespaces": ["cti"]}))
+            .await,
+        json!({"namespaces": ["cti"]})
+    );
+    p
+}
+
+/// Reads the next routed request a provider receives.
+async fn next_request(p: &mut Client) -> Value {
+    let v = p.recv().await;
+    assert!(v.get("method").is_some(), "expected a routed request: {v}");
+    v
+}
+
+#[tokio::test]
+async fn a_routed_round_trip_keeps_the_callers_id() {
+    let gw = TestGateway::start().await;
+    let mut prov = provider(&gw).await;
+    let mut caller = gw.login("/portal", "portal1", PORTAL_PW).await;
+    let caller_session = caller.ok("session.info", json!(null)).await["sessionId"].clone();
+    caller.send_text(r#"{"jsonrpc":"2.0","id":"call-1","method":"cti.make_call","params":{"from":"201","to":"202"}}"#).await;
+    let req = next_request(&mut prov).await;
+    assert_eq!(req["method"], "cti.make_call");
+    assert_eq!(req["params"], json!({"from": "201", "to": "202"}));
+    assert_eq!(req["caller"]["user"], "portal1");
+    assert_eq!(req["caller"]["sessionId"], caller_session);
+    assert_eq!(
+        req["caller"]["rights"],
+        json!(["one-X CTI API", "TURN Server Connection"])
+    );
+    let gid = req["id"].clone();
+    assert_ne!(
+        gid,
+        json!("call-1"),
+        "the provider must see a gateway-chosen id"
+    );
+    prov.send_text(json!({"jsonrpc": "2.0", "id": gid, "result": {"callId": 7}}).to_string())
+        .await;
+    let answer = caller.recv().await;
+    assert_eq!(
+        answer,
+        json!({"jsonrpc": "2.0", "id": "call-1", "result": {"callId": 7}})
+    );
+
+    // Errors come back as the provider sent them, again with the caller's id.
+    caller
+        .send_text(r#"{"jsonrpc":"2.0","id":99,"method":"cti.hold","params":{"call":7}}"#)
+        .await;
+    let req = next_request(&mut prov).await;
+    prov.send_text(json!({"jsonrpc": "2.0", "id": req["id"], "error": {"code": 4001, "message": "no such call"}}).to_string()).await;
+    assert_eq!(
+        caller.recv().await,
+        json!({"jsonrpc": "2.0", "id": 99, "error": {"code": 4001, "message": "no such call"}})
+    );
+
+    // An answer to an id the provider was never given is ignored.
+    prov.send_text(json!({"jsonrpc": "2.0", "id": 123456, "result": 1}).to_string())
+        .await;
+    assert!(caller
+        .recv_within(Duration::from_millis(300))
+        .await
+        .is_none());
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn rights_are_checked_on_both_sides() {
+    let gw = TestGateway::start().await;
+    let _prov = provider(&gw).await;
+    let mut no_cti = gw.login("/portal", "turn1", TURN_PW).await;
+    let (code_, e) = no_cti.err("cti.make_call", json!({})).await;
+    assert_eq!(
+        (code_, e["data"]["right"].clone()),
+        (-32003, json!("one-X CTI API"))
+    );
+    let (code_, e) = no_cti
+        .err("events.subscribe", json!({"topics": ["cti.call.*"]}))
+        .await;
+    assert_eq!(
+        (code_, e["data"]["right"].clone()),
+        (-32003, json!("one-X CTI API"))
+    );
+    // A portal session may not act as a provider or publisher.
+    let mut portal = gw.login("/portal", "portal1", PORTAL_PW).await;
+    for (m, p) in [
+        ("adjunct.register", json!({"namespaces": ["cti"]})),
+        (
+            "adjunct.publish",
+            json!({"topic": "cti.call.1", "data": {}}),
+        ),
+        ("adjunct.unregister", json!({"namespaces": ["cti"]})),
+    ] {
+        let (code_, e) = portal.err(m, p).await;
+        assert_eq!(code_, -32003, "{m}");
+        assert_eq!(e["data"]["right"], "Adjunct Server Connection");
+    }
+    // Unknown namespaces and malformed topics are invalid params.
+    assert_eq!(
+        portal
+            .err("events.subscribe", json!({"topics": ["nope.x"]}))
+            .await
+            .0,
+        -32602
+    );
+    assert_eq!(
+        portal
+            .err("events.subscribe", json!({"topics": ["cti..x"]}))
+            .await
+            .0,
+        -32602
+    );
+    assert_eq!(
+        portal
+            .err("events.subscribe", json!({"topics": [1]}))
+            .await
+            .0,
+        -32602
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_provider_and_provider_loss_answer_32004() {
+    let gw = TestGateway::start().await;
+    let mut caller = gw.login("/portal", "cti1", CTI_PW).await;
+    let (code_, e) = caller.err("cti.make_call", json!({})).await;
+    assert_eq!(
+        (code_, e["message"].clone()),
+        (-32004, json!("no provider"))
+    );
+
+    let mut prov = provider(&gw).await;
+    caller
+        .send_text(r#"{"jsonrpc":"2.0","id":1,"method":"cti.make_call"}"#)
+        .await;
+    caller
+        .send_text(r#"{"jsonrpc":"2.0","id":2,"method":"cti.answer"}"#)
+        .await;
+    next_request(&mut prov).await;
+    next_request(&mut prov).await;
+    let started = Instant::now();
+    drop(prov); // the provider's connection dies mid-request
+    let a = caller.recv().await;
+    let b = caller.recv().await;
+    assert_eq!(code(&a), -32004);
+    assert_eq!(code(&b), -32004);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "pending requests must fail at once"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unanswered_request_times_out_with_32005() {
+    let gw = TestGateway::start_with("", "[routing]\nrequest_timeout_ms = 300\n").await;
+    let mut prov = provider(&gw).await;
+    let mut caller = gw.login("/portal", "cti1", CTI_PW).await;
+    let started = Instant::now();
+    let (code_, _) = caller.err("cti.make_call", json!({})).await;
+    assert_eq!(code_, -32005);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // The late answer is dropped, not delivered twice.
+    let req = next_request(&mut prov).await;
+    prov.send_text(json!({"jsonrpc": "2.0", "id": req["id"], "result": 1}).to_string())
+        .await;
+    assert!(caller
+        .recv_within(Duration::from_millis(300))
+        .await
+        .is_none());
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_providers_share_the_load_and_no_request_goes_to_both() {
+    let gw = TestGateway::start().await;
+    let mut p1 = provider(&gw).await;
+    let mut p2 = provider(&gw).await;
+    let mut caller = gw.login("/portal", "cti1", CTI_PW).await;
+    for i in 0..10 {
+        caller
+            .send_text(json!({"jsonrpc": "2.0", "id": i, "method": "cti.ping"}).to_string())
+            .await;
+    }
+    // Collect everything first (answering would change who has fewest pending).
+    let mut seen = std::collections::HashSet::new();
+    let mut got: [Vec<Value>; 2] = [Vec::new(), Vec::new()];
+    for (n, p) in [&mut p1, &mut p2].into_iter().enumerate() {
+        while let Some(v) = p.recv_within(Duration::from_millis(500)).await {
+            assert!(
+                seen.insert(v["id"].to_string()),
+                "a request went to two providers"
+            );
+            got[n].push(v);
+        }
+    }
+    assert_eq!(
+        [got[0].len(), got[1].len()],
+        [5, 5],
+        "fewest pending first alternates between idle providers"
+    );
+    for (n, p) in [&mut p1, &mut p2].into_iter().enumerate() {
+        for v in &got[n] {
+            p.send_text(json!({"jsonrpc": "2.0", "id": v["id"], "result": n}).to_string())
+                .await;
+        }
+    }
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(caller.recv().await["id"].as_i64().unwrap());
+    }
+    ids.sort();
+    assert_eq!(ids, (0..10).collect::<Vec<_>>());
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn pending_requests_are_capped_per_session() {
+    let gw = TestGateway::start_with("", "[limits]\nmax_pending_per_session = 2\n").await;
+    let _prov = provider(&gw).await;
+    let mut caller = gw.login("/portal", "cti1", CTI_PW).await;
+    caller
+        .send_text(r#"{"jsonrpc":"2.0","id":1,"method":"cti.a"}"#)
+        .await;
+    caller
+        .send_text(r#"{"jsonrpc":"2.0","id":2,"method":"cti.b"}"#)
+        .await;
+    let (code_, e) = caller.err("cti.c", json!({})).await;
+    assert_eq!(
+        (code_, e["message"].clone()),
+        (-32006, json!("too many pending requests"))
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn wildcard_topics_and_single_delivery() {
+    let gw = TestGateway::start().await;
+    let mut publisher = provider(&gw).await;
+    let mut wild = gw.login("/portal", "portal1", PORTAL_PW).await;
+    let mut exact = gw.login("/portal", "cti1", CTI_PW).await;
+    assert_eq!(
+        wild.ok(
+            "events.subscribe",
+            json!({"topics": ["cti.call.*", "cti.call.201"]})
+        )
+        .await,
+        json!({"subscribed": ["cti.call.*", "cti.call.201"]})
+    );
+    exact
+        .ok("events.subscribe", json!({"topics": ["cti.call.201"]}))
+        .await;
+
+    let r = publisher
+        .ok(
+            "adjunct.publish",
+            json!({"topic": "cti.call.201", "data": {"state": "ringing"}}),
+        )
+        .await;
+    assert_eq!(r, json!({"delivered": 2}));
+    let ev = wild.recv().await;
+    assert_eq!(
+        ev,
+        json!({"jsonrpc": "2.0", "method": "event", "params": {"topic": "cti.call.201", "data": {"state": "ringing"}}})
+    );
+    assert_eq!(exact.recv().await["params"]["topic"], "cti.call.201");
+    assert!(
+        wild.recv_within(Duration::from_millis(200)).await.is_none(),
+        "delivered twice"
+    );
+
+    // Deeper topics match `cti.call.*`; siblings do not.
+    assert_eq!(
+        publisher
+            .ok(
+                "adjunct.publish",
+                json!({"topic": "cti.call.202.leg", "data": 1})
+            )
+            .await,
+        json!({"delivered": 1})
+    );
+    assert_eq!(wild.recv().await["params"]["topic"], "cti.call.202.leg");
+    assert_eq!(
+        publisher
+            .ok(
+                "adjunct.publish",
+                json!({"topic": "cti.agent.7", "data": 1})
+            )
+            .await,
+        json!({"delivered": 0})
+    );
+
+    wild.ok(
+        "events.unsubscribe",
+        json!({"topics": ["cti.call.*", "cti.call.201"]}),
+    )
+    .await;
+    assert_eq!(
+        publisher
+            .ok(
+                "adjunct.publish",
+                json!({"topic": "cti.call.201", "data": 2})
+            )
+            .await,
+        json!({"delivered": 1})
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reload_that_takes_the_right_away_stops_events_at_once() {
+    let gw = TestGateway::start().await;
+    let mut publisher = provider(&gw).await;
+    let mut sub = gw.login("/portal", "portal1", PORTAL_PW).await;
+    sub.ok("events.subscribe", json!({"topics": ["cti.*"]}))
+        .await;
+    assert_eq!(
+        publisher
+            .ok("adjunct.publish", json!({"topic": "cti.call.1", "data": 1}))
+            .await["delivered"],
+        1
+    );
+    sub.recv().await;
+    gw.edit_and_reload(|t| {
+        t.replace(
+            "rights = [\"TURN Server Connection\", \"one-X CTI API\"]",
+            "rights = [\"TURN Server Connection\"]",
+        )
+    })
+    .unwrap();
+    assert_eq!(
+        publisher
+            .ok("adjunct.publish", json!({"topic": "cti.call.1", "data": 2}))
+            .await["delivered"],
+        0
+    );
+    assert!(sub.recv_within(Duration::from_millis(300)).await.is_none());
+    // The session itself lives on (it kept its connection right).
+    assert_eq!(sub.ok("session.ping", json!(null)).await, json!({}));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stalled_subscriber_loses_events_not_the_others_latency() {
+    let gw = TestGateway::start_with("", "[limits]\noutbound_queue = 64\n").await;
+    let mut publisher = provider(&gw).await;
+    let mut slow = gw.login("/portal", "portal1", PORTAL_PW).await;
+    let mut fast = gw.login("/portal", "cti1", CTI_PW).await;
+    slow.ok("events.subscribe", json!({"topics": ["cti.call.*"]}))
+        .await;
+    fast.ok("events.subscribe", json!({"topics": ["cti.call.*"]}))
+        .await;
+
+    // `slow` reads nothing; 2,000 events of 8 KiB (16 MB) overflow every
+    // buffer on its way. After each batch of 16 the fast subscriber must have
+    // every event of it, promptly.
+    let pad = "x".repeat(8 * 1024);
+    let total = 2000;
+    let batch = 16;
+    let mut worst = Duration::ZERO;
+    for start in (0..total).step_by(batch) {
+        let started = Instant::now();
+        for i in start..start + batch {
+            publisher
+                .send_text(json!({"jsonrpc": "2.0", "id": i, "method": "adjunct.publish", "params": {"topic": "cti.call.1", "data": {"n": i, "pad": pad}}}).to_string())
+                .await;
+        }
+        for i in start..start + batch {
+            let v = fast.recv().await;
+            assert_eq!(v["method"], "event", "{}", v["method"]);
+            assert_eq!(v["params"]["data"]["n"], i);
+        }
+        worst = worst.max(started.elapsed());
+        for _ in 0..batch {
+            assert!(
+                publisher.recv().await["result"]["delivered"]
+                    .as_u64()
+                    .unwrap()
+                    >= 1
+            );
+        }
+    }
+    assert!(
+        worst < Duration::from_secs(5),
+        "the fast subscriber waited {worst:?} for a batch"
+    );
+
+    // Now `slow` reads: it gets what fit, then an event.lost with the count.
+    let mut events = 0;
+    let lost = loop {
+        let v = slow.recv().await;
+        match v["method"].as_str() {
+            Some("event") => events += 1,
+            Some("event.lost") => break v["params"]["count"].as_u64().unwrap(),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(lost > 0);
+    assert!(events < total);
+    gw.shutdown().await;
+}
