@@ -416,3 +416,76 @@ async fn a_stalled_subscriber_loses_events_not_the_others_latency() {
     assert!(events < total);
     gw.shutdown().await;
 }
+
+/// examples/cti_provider.rs, run as a real process against a real gateway.
+#[tokio::test]
+async fn the_example_cti_provider_serves_calls_and_publishes_events() {
+    let gw = TestGateway::start().await;
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_adjunct-gateway"))
+        .parent()
+        .unwrap()
+        .join("examples/cti_provider");
+    assert!(
+        bin.exists(),
+        "build the example first: cargo build --example cti_provider ({})",
+        bin.display()
+    );
+    let ca = gw.dir.path().join("ca.pem");
+    let mut child = tokio::process::Command::new(&bin)
+        .args([
+            "--url",
+            &format!("wss://localhost:{}/adjunct", gw.addr.port()),
+            "--user",
+            "app1",
+            "--ca",
+            ca.to_str().unwrap(),
+        ])
+        .env("ADJUNCT_GATEWAY_PASSWORD", APP_PW)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut portal = gw.login("/portal", "portal1", PORTAL_PW).await;
+    portal
+        .ok("events.subscribe", json!({"topics": ["cti.call.*"]}))
+        .await;
+    // Wait (bounded) for the provider to register.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = portal.call("cti.list", json!({})).await;
+        if r.get("result").is_some() {
+            break;
+        }
+        assert_eq!(code(&r), -32004);
+        assert!(Instant::now() < deadline, "the example never registered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let call = portal
+        .ok("cti.make_call", json!({"from": "201", "to": "202"}))
+        .await;
+    let id = call["callId"].as_u64().unwrap();
+    let mut states = Vec::new();
+    while states.len() < 2 {
+        let v = portal.recv().await;
+        assert_eq!(v["method"], "event");
+        states.push((
+            v["params"]["topic"].as_str().unwrap().to_owned(),
+            v["params"]["data"]["state"].as_str().unwrap().to_owned(),
+        ));
+    }
+    states.sort();
+    assert_eq!(
+        states,
+        [
+            ("cti.call.201".to_owned(), "dialing".to_owned()),
+            ("cti.call.202".to_owned(), "ringing".to_owned())
+        ]
+    );
+    assert_eq!(
+        portal.ok("cti.answer", json!({"callId": id})).await["state"],
+        "connected"
+    );
+    assert_eq!(portal.err("cti.hold", json!({"callId": 999})).await.0, 4004);
+    child.kill().await.unwrap();
+    gw.shutdown().await;
+}
