@@ -7,8 +7,6 @@
 
 use std::sync::Arc;
 
-use serde_json::value::RawValue;
-
 use crate::catalog::{self, Denied, Target};
 use crate::gateway::{Gateway, Snapshot};
 use crate::hub::SessionHandle;
@@ -122,9 +120,4 @@ fn audit_forbidden(session: &SessionHandle, method: &str, denied: Denied) {
         right,
         "request refused"
     );
-}
-
-/// The raw params text, for handlers that forward params untouched.
-pub fn raw_params<'a>(params: Option<&'a RawValue>) -> &'a str {
-    params.map_or("{}", RawValue::get)
 }

@@ -84,24 +84,62 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })
 }
 
-/// Serves until `shutdown` resolves; SIGHUP (on Unix) reloads the config.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// Serves until Ctrl-C or SIGTERM; SIGHUP (on Unix) reloads the config.
+/// Signal handlers are installed before the listener is announced, so a
+/// supervisor may signal as soon as it sees "listening".
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let signals = Signals::install()?;
     let gateway = Gateway::new(config)?;
     let server = Server::bind(gateway.clone()).await?;
+    let Signals { hangup, shutdown } = signals;
+    let reloader = tokio::spawn(reload_on_hangup(gateway.clone(), hangup));
     tracing::info!(addr = %server.local_addr()?, "listening");
-    let reloader = tokio::spawn(reload_on_hangup(gateway.clone()));
     server.run(shutdown).await;
     reloader.abort();
     Ok(())
 }
 
+/// The process signals the gateway answers, installed up front.
+struct Signals {
+    hangup: Hangup,
+    shutdown: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
 #[cfg(unix)]
-async fn reload_on_hangup(gateway: Arc<Gateway>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; reload disabled");
-        return;
-    };
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
+impl Signals {
+    #[cfg(unix)]
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let hangup = signal(SignalKind::hangup())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let shutdown = Box::pin(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        });
+        Ok(Signals { hangup, shutdown })
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> std::io::Result<Signals> {
+        let shutdown = Box::pin(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        Ok(Signals {
+            hangup: (),
+            shutdown,
+        })
+    }
+}
+
+#[cfg(unix)]
+async fn reload_on_hangup(gateway: Arc<Gateway>, mut hup: Hangup) {
     while hup.recv().await.is_some() {
         match gateway.reload() {
             Ok(report) => {
@@ -118,27 +156,4 @@ async fn reload_on_hangup(gateway: Arc<Gateway>) {
 }
 
 #[cfg(not(unix))]
-async fn reload_on_hangup(_gateway: Arc<Gateway>) {}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
+async fn reload_on_hangup(_gateway: Arc<Gateway>, _hup: Hangup) {}

@@ -153,10 +153,7 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(adjunct_gateway::run(
-        config,
-        adjunct_gateway::shutdown_signal(),
-    )) {
+    match runtime.block_on(adjunct_gateway::run(config)) {
         Ok(()) => {
             // Blocking tasks (argon2) must not hold the exit.
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -1,0 +1,759 @@
+//! The command line (issue: CLI): every subcommand run as the real binary in
+//! a subprocess — `check-config`, `hash-password`, `gen-cert`, `serve` with
+//! SIGHUP reload and SIGTERM shutdown, and the embedded default written by
+//! `serve` without `--config`. Every wait is bounded; every child process is
+//! killed by a guard if a test fails.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_adjunct-gateway");
+/// Upper bound for any one process to finish or any one log line to appear.
+const LIMIT: Duration = Duration::from_secs(15);
+
+// ---------------------------------------------------------------- harness
+
+/// Removes ANSI escape sequences (the text log format may colour its output).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.next() == Some('[') {
+            for c in chars.by_ref() {
+                if ('\u{40}'..='\u{7e}').contains(&c) {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Drains a pipe line by line into a shared buffer until EOF.
+fn drain(pipe: impl Read + Send + 'static, sink: Arc<Mutex<String>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let text = strip_ansi(&String::from_utf8_lossy(&line));
+                    sink.lock().unwrap().push_str(&text);
+                }
+            }
+        }
+    })
+}
+
+/// A running `adjunct-gateway` process whose stdout and stderr are drained
+/// in background threads. Dropping it kills the process if still running
+/// (and, while panicking, prints what it logged).
+struct Proc {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Proc {
+    /// Starts the binary with `args` in `cwd`; `stdin` is written then closed.
+    fn spawn(args: &[&str], cwd: &Path, stdin: Option<&str>) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .current_dir(cwd)
+            .env("RUST_LOG", "info")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start the adjunct-gateway binary");
+        if let Some(text) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            pipe.write_all(text.as_bytes()).unwrap();
+            // Dropping the pipe closes it: the child sees EOF.
+        }
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            drain(child.stdout.take().unwrap(), stdout.clone()),
+            drain(child.stderr.take().unwrap(), stderr.clone()),
+        ];
+        Proc {
+            child,
+            stdout,
+            stderr,
+            readers,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits (bounded) for the process to exit, then for its output to be read.
+    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "adjunct-gateway did not exit within {limit:?}; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        status
+    }
+
+    /// Runs to completion: (exit code, stdout, stderr).
+    fn finish(mut self) -> (i32, String, String) {
+        let status = self.wait_exit(LIMIT);
+        let code = status.code().expect("killed by a signal");
+        (code, self.stdout(), self.stderr())
+    }
+
+    /// Sends a signal by name ("HUP", "TERM") with kill(1).
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("cannot run kill")
+            .success();
+        assert!(ok, "kill -{name} {} failed", self.pid());
+    }
+
+    /// Waits (bounded) until `f(stderr)` holds.
+    async fn wait_stderr(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let text = self.stderr();
+            if f(&text) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what} on stderr:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the `listening addr=…` log line and returns the address.
+    async fn listening(&self) -> SocketAddr {
+        let text = self
+            .wait_stderr("the listening line", |t| listening_addr(t).is_some())
+            .await;
+        listening_addr(&text).unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- adjunct-gateway stdout ---\n{}--- adjunct-gateway stderr ---\n{}",
+                self.stdout(),
+                self.stderr()
+            );
+        }
+    }
+}
+
+/// The address in the gateway's `... listening addr=127.0.0.1:PORT` log line.
+fn listening_addr(stderr: &str) -> Option<SocketAddr> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("listening"))
+        .find_map(|l| {
+            let rest = &l[l.find("addr=127.0.0.1:")? + "addr=".len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        })
+}
+
+/// Runs the binary to completion in `cwd`: (exit code, stdout, stderr).
+fn run(args: &[&str], cwd: &Path, stdin: Option<&str>) -> (i32, String, String) {
+    Proc::spawn(args, cwd, stdin).finish()
+}
+
+/// Polls `f` until it holds, at most `limit`.
+async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A config with a hand-laid-out first part, so error lines are literal.
+/// Lines 1-14 are fixed; `tail` follows on line 15.
+fn numbered_config(rights_line_12: &str, password_line_14: &str, tail: &str) -> String {
+    [
+        "[server]",                 // 1
+        "listen = \"127.0.0.1:0\"", // 2
+        "",                         // 3
+        "[tls]",                    // 4
+        "cert = \"server.pem\"",    // 5
+        "key = \"server.key\"",     // 6
+        "",                         // 7
+        "[[rights_group]]",         // 8
+        "name = \"Apps\"",          // 9
+        "rights = [",               // 10
+        "  \"one-X CTI API\",",     // 11
+        rights_line_12,             // 12
+        "]",                        // 13
+        password_line_14,           // 14
+        tail,                       // 15...
+    ]
+    .join("\n")
+}
+
+fn user_section(password: &str) -> String {
+    format!("\n[[service_user]]\nname = \"app1\"\npassword = \"{password}\"\ngroups = [\"Apps\"]\n")
+}
+
+// ------------------------------------------------------------ check-config
+
+#[test]
+fn check_config_accepts_a_valid_file_and_locates_every_error_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = write_config(dir.path(), "", "");
+    let file = path.to_str().unwrap();
+
+    // Valid: exit 0 and a summary on stdout.
+    let (code, out, err) = run(&["check-config", file], dir.path(), None);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    let dir_text = base_directory();
+    let summary = format!(
+        "ok ({} rights groups, {} service users)",
+        dir_text.matches("[[rights_group]]").count(),
+        dir_text.matches("[[service_user]]").count()
+    );
+    assert!(out.contains(&summary), "{out}");
+
+    let bad = dir.path().join("bad.toml");
+    let bad_s = bad.to_str().unwrap();
+    let hash = cheap_hash(APP_PW);
+
+    // The same layout is valid with the right spelled correctly ...
+    std::fs::write(
+        &bad,
+        numbered_config("  \"Adjunct Server Connection\",", "", &user_section(&hash)),
+    )
+    .unwrap();
+    let (code, out, err) = run(&["check-config", bad_s], dir.path(), None);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+
+    // ... and an unknown right is reported on its own line (12), not on the
+    // line of the `rights` key.
+    std::fs::write(
+        &bad,
+        numbered_config("  \"Adjunct Server Conection\",", "", &user_section(&hash)),
+    )
+    .unwrap();
+    let (code, out, err) = run(&["check-config", bad_s], dir.path(), None);
+    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    assert_eq!(
+        err.trim_end(),
+        format!("{bad_s}:12: unknown service right \"Adjunct Server Conection\"")
+    );
+    assert!(out.is_empty(), "{out}");
+
+    // An unknown key is an error on its line (14), naming the key.
+    std::fs::write(
+        &bad,
+        numbered_config(
+            "  \"Adjunct Server Connection\",",
+            "colour = \"blue\"",
+            &user_section(&hash),
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["check-config", bad_s], dir.path(), None);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.starts_with(&format!("{bad_s}:14: ")), "{err}");
+    assert!(err.contains("colour"), "{err}");
+
+    // A plaintext password is refused on its line (18) without echoing it.
+    let plaintext = "hunter2-Plaintext-9";
+    std::fs::write(
+        &bad,
+        numbered_config(
+            "  \"Adjunct Server Connection\",",
+            "",
+            &user_section(plaintext),
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(&["check-config", bad_s], dir.path(), None);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "{bad_s}:18: service user \"app1\": password is not a PHC hash string"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "plaintext echoed: {err}");
+    assert!(!out.contains("hunter2"), "plaintext echoed: {out}");
+
+    // A missing file: exit 1 with the path.
+    let missing = dir.path().join("missing.toml");
+    let (code, _, err) = run(
+        &["check-config", missing.to_str().unwrap()],
+        dir.path(),
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("missing.toml: cannot read"), "{err}");
+}
+
+// ----------------------------------------------------------- hash-password
+
+#[test]
+fn hash_password_prints_a_verifiable_argon2id_string_and_enforces_complexity() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = "Correct-horse-9";
+
+    let (code, out, err) = run(
+        &["hash-password"],
+        dir.path(),
+        Some(&format!("{password}\n")),
+    );
+    assert_eq!(code, 0, "{err}");
+    let phc = out.trim_end();
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+    assert!(adjunct_gateway::directory::verify_password(phc, password));
+    assert!(!adjunct_gateway::directory::verify_password(
+        phc,
+        "Correct-horse-8"
+    ));
+    assert!(!out.contains(password) && !err.contains(password));
+
+    // CRLF line endings are stripped; two runs salt differently.
+    let (code, out2, err) = run(
+        &["hash-password"],
+        dir.path(),
+        Some(&format!("{password}\r\n")),
+    );
+    assert_eq!(code, 0, "{err}");
+    let phc2 = out2.trim_end();
+    assert_ne!(phc, phc2, "same salt twice");
+    assert!(adjunct_gateway::directory::verify_password(phc2, password));
+
+    // High complexity: 3 character classes; abcdefgh1 has 2.
+    let (code, out, err) = run(
+        &["hash-password", "--complexity", "high"],
+        dir.path(),
+        Some("abcdefgh1\n"),
+    );
+    assert_eq!(code, 1);
+    assert!(out.is_empty(), "a hash was printed: {out}");
+    assert!(
+        err.contains("refused") && err.contains("at least 3 of"),
+        "{err}"
+    );
+    // The same password passes the default (medium).
+    let (code, _, err) = run(&["hash-password"], dir.path(), Some("abcdefgh1\n"));
+    assert_eq!(code, 0, "{err}");
+
+    // Low complexity still refuses the user name as the password.
+    let (code, out, err) = run(
+        &["hash-password", "--complexity", "low", "--user", "bob"],
+        dir.path(),
+        Some("bob\n"),
+    );
+    assert_eq!(code, 1);
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("must not be the user name"), "{err}");
+}
+
+// ---------------------------------------------------------------- gen-cert
+
+#[tokio::test]
+async fn gen_cert_writes_a_ca_and_a_private_server_key_that_serve_real_tls() {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+    adjunct_gateway::tls::install_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (code, stdout, err) = run(
+        &[
+            "gen-cert",
+            "--out",
+            out.to_str().unwrap(),
+            "--host",
+            "localhost",
+            "--host",
+            "127.0.0.1",
+        ],
+        dir.path(),
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("server.key"), "{stdout}");
+    for f in ["ca.pem", "server.pem", "server.key"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    #[cfg(unix)]
+    assert_eq!(mode(&out.join("server.key")), 0o600);
+
+    // The key belongs to the certificate ...
+    let ck =
+        adjunct_gateway::tls::load_certified_key(&out.join("server.pem"), &out.join("server.key"))
+            .unwrap();
+    // ... which chains to ca.pem for both names, and to nothing else.
+    let verifier_for = |ca_pem: &[u8]| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca_pem).unwrap())
+            .unwrap();
+        rustls::client::WebPkiServerVerifier::builder(Arc::new(roots))
+            .build()
+            .unwrap()
+    };
+    let ca_pem = std::fs::read_to_string(out.join("ca.pem")).unwrap();
+    let verifier = verifier_for(ca_pem.as_bytes());
+    let verify = |v: &dyn ServerCertVerifier, name: &str| {
+        v.verify_server_cert(
+            &ck.cert[0],
+            &ck.cert[1..],
+            &ServerName::try_from(name.to_owned()).unwrap(),
+            &[],
+            UnixTime::now(),
+        )
+    };
+    verify(verifier.as_ref(), "localhost").expect("localhost");
+    verify(verifier.as_ref(), "127.0.0.1").expect("127.0.0.1");
+    assert!(verify(verifier.as_ref(), "example.com").is_err());
+    let other = adjunct_gateway::tls::generate_dev_certs(&["localhost".into()]).unwrap();
+    assert!(verify(verifier_for(other.ca_pem.as_bytes()).as_ref(), "localhost").is_err());
+
+    // A real gateway serving the generated files answers a TLS WebSocket
+    // client that trusts only the generated ca.pem.
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[tls]\ncert = \"out/server.pem\"\nkey = \"out/server.key\"\n{}",
+            base_directory()
+        ),
+    )
+    .unwrap();
+    let mut gw = Proc::spawn(
+        &["serve", "--config", config.to_str().unwrap()],
+        dir.path(),
+        None,
+    );
+    let addr = gw.listening().await;
+    let mut c = ws_connect(
+        addr,
+        &ca_pem,
+        "/adjunct",
+        &[("Authorization", &basic("app1", APP_PW))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.ok("session.info", json!(null)).await["user"], "app1");
+    // A client trusting only another CA is refused at the handshake.
+    assert!(ws_connect(addr, &other.ca_pem, "/portal", &[])
+        .await
+        .is_err());
+    gw.signal("TERM");
+    assert_eq!(c.closed().await, Some(1001));
+    assert!(gw.wait_exit(Duration::from_secs(10)).success());
+}
+
+/// Regression (src/util.rs `write_private`): `O_CREAT`'s mode applies only to a
+/// new file; regenerating over an existing world-readable key must still
+/// leave it 0600.
+#[cfg(unix)]
+#[test]
+fn gen_cert_makes_an_existing_server_key_private_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("server.key");
+    std::fs::write(&key, "old").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = run(
+        &["gen-cert", "--out", dir.path().to_str().unwrap()],
+        dir.path(),
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_ne!(std::fs::read_to_string(&key).unwrap(), "old");
+    assert_eq!(mode(&key), 0o600, "a private key left readable by others");
+}
+
+// ----------------------------------------------------------------- signals
+
+#[tokio::test]
+async fn sighup_reloads_and_revokes_a_refused_reload_keeps_serving_sigterm_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, ca_pem) = write_config(dir.path(), "", "");
+    let mut gw = Proc::spawn(
+        &["serve", "--config", path.to_str().unwrap()],
+        dir.path(),
+        None,
+    );
+    let addr = gw.listening().await;
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), 0);
+
+    let mut app = ws_connect(
+        addr,
+        &ca_pem,
+        "/adjunct",
+        &[("Authorization", &basic("app1", APP_PW))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        app.ok("session.info", json!(null)).await["endpoint"],
+        "adjunct"
+    );
+    let mut portal = ws_connect(addr, &ca_pem, "/portal", &[]).await.unwrap();
+    portal
+        .ok(
+            "session.login",
+            json!({"user": "portal1", "password": PORTAL_PW}),
+        )
+        .await;
+    assert_eq!(portal.ok("session.ping", json!(null)).await, json!({}));
+    let rights_before = portal.ok("session.info", json!(null)).await["rights"].clone();
+    assert!(
+        rights_before
+            .as_array()
+            .unwrap()
+            .contains(&json!("TURN Server Connection")),
+        "{rights_before}"
+    );
+
+    // Application Servers lose Adjunct Server Connection; SIGHUP applies it.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let from = "name = \"Application Servers\"\nrights = [\"Adjunct Server Connection\", \"one-X CTI API\"]";
+    assert!(text.contains(from), "unexpected test config:\n{text}");
+    std::fs::write(
+        &path,
+        text.replace(
+            from,
+            "name = \"Application Servers\"\nrights = [\"one-X CTI API\"]",
+        ),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    assert_eq!(app.closed().await, Some(1008));
+    assert_eq!(portal.ok("session.ping", json!(null)).await, json!({}));
+    let log = gw
+        .wait_stderr("the reload line", |t| t.contains("configuration reloaded"))
+        .await;
+    assert!(log.contains("revoked=1"), "{log}");
+    assert!(gw.running());
+
+    // A config with an error: refused and logged; the old one stays.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace(
+            "rights = [\"TURN Server Connection\", \"one-X CTI API\"]",
+            "rights = [\"TURN Server Conection\", \"one-X CTI API\"]",
+        ),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    let log = gw
+        .wait_stderr("the refusal", |t| t.contains("refused"))
+        .await;
+    assert!(log.contains("unknown service right"), "{log}");
+    assert!(gw.running(), "a refused reload stopped the gateway");
+    let info = portal.ok("session.info", json!(null)).await;
+    assert_eq!(info["rights"], rights_before, "the refused config applied");
+    // New connections are still served, with the old directory.
+    let mut again = ws_connect(
+        addr,
+        &ca_pem,
+        "/portal",
+        &[("Authorization", &basic("portal1", PORTAL_PW))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.ok("session.ping", json!(null)).await, json!({}));
+
+    // SIGTERM: sessions are closed with 1001 and the process exits 0.
+    let started = Instant::now();
+    gw.signal("TERM");
+    assert_eq!(portal.closed().await, Some(1001));
+    assert_eq!(again.closed().await, Some(1001));
+    let status = gw.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after exit"
+    );
+    // Passwords never reach the log.
+    let log = gw.stderr();
+    assert!(!log.contains(APP_PW) && !log.contains(PORTAL_PW), "{log}");
+}
+
+// ---------------------------------------------------------- embedded default
+
+/// Parses the `  name: password` lines the starter prints once.
+fn printed_password(stdout: &str, user: &str) -> Option<String> {
+    let prefix = format!("  {user}: ");
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn serve_without_config_writes_the_embedded_default_and_serves_it() {
+    const PORT: u16 = 8443;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // The starter listens on a fixed port: connect only if it is free now.
+    let port_free = std::net::TcpListener::bind(("127.0.0.1", PORT)).is_ok();
+
+    let mut gw = Proc::spawn(&["serve"], root, None);
+    let mut accounts = None;
+    wait_until("the starter files and passwords", LIMIT, || {
+        let out = gw.stdout();
+        let files = ["gateway.toml", "certs/server.pem", "certs/ca.pem"]
+            .iter()
+            .all(|f| root.join(f).is_file());
+        if let (true, Some(a), Some(p)) = (
+            files,
+            printed_password(&out, "appserver1"),
+            printed_password(&out, "portal1"),
+        ) {
+            accounts = Some((a, p));
+        }
+        accounts.is_some()
+    })
+    .await;
+    let (app_pw, portal_pw) = accounts.unwrap();
+    assert_ne!(app_pw, portal_pw);
+    assert!(app_pw.len() >= 16 && portal_pw.len() >= 16);
+
+    // Only hashes are stored, in files only the owner can read.
+    let toml = std::fs::read_to_string(root.join("gateway.toml")).unwrap();
+    assert!(!toml.contains(&app_pw), "plaintext password written");
+    assert!(!toml.contains(&portal_pw), "plaintext password written");
+    assert_eq!(toml.matches("password = \"$argon2id$").count(), 2);
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&root.join("gateway.toml")), 0o600);
+        assert_eq!(mode(&root.join("certs/server.key")), 0o600);
+    }
+    let ca_pem = std::fs::read_to_string(root.join("certs/ca.pem")).unwrap();
+
+    if !port_free {
+        eprintln!("127.0.0.1:{PORT} is busy: checked the starter files only");
+        // It cannot bind: it must fail on its own, not hang.
+        let status = gw.wait_exit(LIMIT);
+        assert!(!status.success());
+        return;
+    }
+
+    // Wait for the gateway to listen, or to fail (someone took the port).
+    let deadline = Instant::now() + LIMIT;
+    let addr = loop {
+        if let Some(a) = listening_addr(&gw.stderr()) {
+            break Some(a);
+        }
+        if !gw.running() {
+            break None;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no listening line:\n{}",
+            gw.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let Some(addr) = addr else {
+        let err = gw.stderr();
+        assert!(err.contains("in use"), "serve failed:\n{err}");
+        eprintln!("127.0.0.1:{PORT} was taken meanwhile: checked the starter files only");
+        return;
+    };
+    assert_eq!(addr, SocketAddr::from(([127, 0, 0, 1], PORT)));
+
+    let mut c = ws_connect(addr, &ca_pem, "/portal", &[]).await.unwrap();
+    let r = c
+        .ok(
+            "session.login",
+            json!({"user": "portal1", "password": portal_pw}),
+        )
+        .await;
+    assert_eq!(r["groups"], json!(["Portal Users"]));
+    assert_eq!(c.ok("session.ping", json!(null)).await, json!({}));
+    // The other account's password is not portal1's.
+    let mut wrong = ws_connect(addr, &ca_pem, "/portal", &[]).await.unwrap();
+    assert_eq!(
+        wrong
+            .err(
+                "session.login",
+                json!({"user": "portal1", "password": app_pw})
+            )
+            .await
+            .0,
+        -32002
+    );
+    drop(wrong);
+
+    gw.signal("TERM");
+    assert_eq!(c.closed().await, Some(1001));
+    let status = gw.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status:?}");
+}
