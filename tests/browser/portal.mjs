@@ -1,0 +1,235 @@
+#!/usr/bin/env node
+// Headless Chromium check of the adjunct-gateway User Portal page.
+//
+//   node tests/browser/portal.mjs --url https://127.0.0.1:PORT/ --user U --password P [--expect-relay]
+//   node tests/browser/portal.mjs --url https://127.0.0.1:PORT/ --bad-origin-check
+//
+// Prints one JSON line on stdout. Exit codes: 0 pass, 1 fail, 2 usage/environment error.
+// Environment: CHROMIUM_PATH (default /usr/bin/chromium), PORTAL_SCREENSHOT=FILE (optional PNG).
+// Setup: (cd tests/browser && npm ci)
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import http from "node:http";
+
+const USAGE = "usage: node tests/browser/portal.mjs --url https://127.0.0.1:PORT/ " +
+  "(--user U --password P [--expect-relay] | --bad-origin-check) [--timeout SECONDS]";
+const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+
+// Chromium honours only the LAST --disable-features switch, and ours comes after Playwright's
+// own, so this list repeats Playwright 1.65's defaults and adds ours.
+const DISABLED_FEATURES = [
+  // playwright-core 1.65.1 defaults
+  "AvoidUnnecessaryBeforeUnloadCheckSync", "DestroyProfileOnBrowserClose", "HttpsUpgrades",
+  "HttpsFirstBalancedModeAutoEnable", "LensOverlay", "MediaRouter", "PaintHolding",
+  "ThirdPartyStoragePartitioning", "AvoidCorsURLLoaderRestartOnRedirect", "OptimizationHints",
+  "NetworkTimeServiceQuerying", "AimEnabled", "PreconnectToSearch",
+  // WebRTC: report real host IPs instead of random *.local names. mDNS obfuscation would send
+  // multicast on the LAN, and with only a loopback interface it stalls gathering until timeout.
+  "WebRtcHideLocalIpsWithMdns",
+  // the login form would otherwise make Chromium query content-autofill.googleapis.com
+  "AutofillServerCommunication",
+];
+
+// Everything stays on this machine: no background services, no DNS (see hostResolverRules),
+// and WebRTC may use the loopback interface (TURN server on 127.0.0.1).
+const CHROMIUM_ARGS = [
+  "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  "--ignore-certificate-errors",
+  // lets WebRTC enumerate the loopback interface; required when lo is the only interface
+  "--allow-loopback-in-peer-connection",
+  `--disable-features=${DISABLED_FEATURES.join(",")}`,
+];
+
+class EnvError extends Error {}
+
+function die(code, msg) {
+  process.stderr.write(`portal.mjs: ${msg}\n`);
+  process.exit(code);
+}
+
+function parseArgs(argv) {
+  const o = { expectRelay: false, badOrigin: false, timeout: 30 };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = () => {
+      if (i + 1 >= argv.length) die(2, `${a} needs a value\n${USAGE}`);
+      return argv[++i];
+    };
+    if (a === "--url") o.url = val();
+    else if (a === "--user") o.user = val();
+    else if (a === "--password") o.password = val();
+    else if (a === "--timeout") o.timeout = Number(val());
+    else if (a === "--expect-relay") o.expectRelay = true;
+    else if (a === "--bad-origin-check") o.badOrigin = true;
+    else if (a === "-h" || a === "--help") { process.stdout.write(USAGE + "\n"); process.exit(0); }
+    else die(2, `unknown argument ${a}\n${USAGE}`);
+  }
+  if (!o.url) die(2, `--url is required\n${USAGE}`);
+  try { o.parsed = new URL(o.url); } catch { die(2, `bad --url ${o.url}`); }
+  if (o.parsed.protocol !== "https:") die(2, "--url must be https://");
+  if (!o.badOrigin && (o.user === undefined || o.password === undefined)) die(2, `--user and --password are required\n${USAGE}`);
+  if (!(o.timeout > 0)) die(2, "--timeout must be a positive number of seconds");
+  return o;
+}
+
+async function loadPlaywright() {
+  try {
+    return await import("playwright-core");
+  } catch (e) {
+    die(2, `playwright-core is not installed (run: cd ${path.dirname(new URL(import.meta.url).pathname)} && npm ci): ${e.message}`);
+  }
+}
+
+// No DNS lookups by Chromium (they would leave the machine); the rule also matches IP literals,
+// so the gateway host and the loopback names are exempted.
+function hostResolverRules(host) {
+  const keep = new Set(["localhost", "127.0.0.1", "[::1]", host]);
+  return `--host-resolver-rules=MAP * ~NOTFOUND${[...keep].map((h) => `, EXCLUDE ${h}`).join("")}`;
+}
+
+async function launch(chromium, userDataDir, host) {
+  try {
+    fs.accessSync(CHROMIUM, fs.constants.X_OK);
+  } catch {
+    throw new EnvError(`Chromium not found at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)`);
+  }
+  try {
+    return await chromium.launchPersistentContext(userDataDir, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [...CHROMIUM_ARGS, hostResolverRules(host)],
+      ignoreHTTPSErrors: true,
+      timeout: 30000,
+    });
+  } catch (e) {
+    throw new EnvError(`cannot launch Chromium at ${CHROMIUM}: ${e.message.split("\n")[0]}`);
+  }
+}
+
+async function portalCheck(ctx, o) {
+  const page = ctx.pages()[0] || (await ctx.newPage());
+  const logs = [];
+  page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
+  page.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
+  let res = { state: "error", candidateTypes: [], status: "", iceErrors: [] };
+  try {
+    await page.goto(o.url, { waitUntil: "load", timeout: 15000 });
+    await page.fill("#user", o.user);
+    await page.fill("#password", o.password);
+    await page.click("#submit");
+    try {
+      await page.waitForFunction(
+        () => ["done", "error", "login-failed"].includes(document.body.dataset.state),
+        null, { timeout: o.timeout * 1000, polling: 100 });
+    } catch {
+      logs.push(`timeout: no final state after ${o.timeout} s`);
+    }
+    res = await page.evaluate(() => ({
+      state: document.body.dataset.state || "",
+      candidateTypes: (document.body.dataset.candidateTypes || "").split(",").filter(Boolean),
+      status: document.getElementById("status").textContent,
+      iceErrors: (document.body.dataset.iceErrors || "").split(",").filter(Boolean).map(Number),
+    }));
+    if (process.env.PORTAL_SCREENSHOT) await page.screenshot({ path: process.env.PORTAL_SCREENSHOT, fullPage: true });
+  } catch (e) {
+    res.status = `harness: ${e.message.split("\n")[0]}`;
+  }
+  let ok = res.state === "done";
+  if (o.expectRelay && !res.candidateTypes.includes("relay")) ok = false;
+  if (!ok && logs.length) process.stderr.write(logs.join("\n") + "\n");
+  return { ok, out: res };
+}
+
+// Tries a WebSocket to wssUrl from a page whose origin is pageUrl's; returns "open" or "failed".
+const PROBE_JS = (wssUrl) => `new Promise((resolve) => {
+  let ws;
+  try { ws = new WebSocket(${JSON.stringify(wssUrl)}); } catch (e) { return resolve("failed"); }
+  const t = setTimeout(() => resolve("timeout"), 10000);
+  ws.onopen = () => { clearTimeout(t); ws.close(1000); resolve("open"); };
+  ws.onerror = () => { clearTimeout(t); resolve("failed"); };
+  ws.onclose = () => { clearTimeout(t); resolve("failed"); };
+})`;
+
+async function probe(ctx, pageUrl, wssUrl) {
+  const page = await ctx.newPage();
+  const msgs = [];
+  page.on("console", (m) => msgs.push(m.text()));
+  try {
+    try {
+      await page.goto(pageUrl, { waitUntil: "load", timeout: 15000 });
+    } catch (e) {
+      return { origin: new URL(pageUrl).origin, result: `page not loaded: ${e.message.split("\n")[0]}`, httpStatus: null, console: msgs };
+    }
+    const result = await page.evaluate(PROBE_JS(wssUrl));
+    await page.waitForTimeout(200); // let the console error about the handshake arrive
+    const origin = await page.evaluate(() => location.origin);
+    const m = msgs.map((t) => /Unexpected response code: (\d+)/.exec(t)).find(Boolean);
+    return { origin, result, httpStatus: m ? Number(m[1]) : null, console: msgs };
+  } finally {
+    await page.close();
+  }
+}
+
+async function badOriginCheck(ctx, o) {
+  const wssUrl = `wss://${o.parsed.host}/portal`;
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+    res.end("<!doctype html><title>foreign origin</title><p>foreign origin probe</p>");
+  });
+  await new Promise((resolve, reject) => { server.once("error", reject); server.listen(0, "127.0.0.1", resolve); });
+  try {
+    const foreignUrl = `http://127.0.0.1:${server.address().port}/`;
+    // Control: from the gateway's own origin the same WebSocket must open, so that a failure
+    // below is caused by the Origin check, not by TLS or an unreachable gateway.
+    const control = await probe(ctx, o.url, wssUrl);
+    const foreign = await probe(ctx, foreignUrl, wssUrl);
+    const out = {
+      mode: "bad-origin-check",
+      endpoint: wssUrl,
+      control: { origin: control.origin, result: control.result },
+      foreign: { origin: foreign.origin, result: foreign.result, httpStatus: foreign.httpStatus },
+    };
+    let ok = control.result === "open" && foreign.result === "failed";
+    if (!ok) {
+      out.status = control.result !== "open"
+        ? "control failed: the WebSocket did not open from the gateway's own origin either"
+        : "WebSocket from a foreign origin was not refused";
+      process.stderr.write([...control.console, ...foreign.console].join("\n") + "\n");
+    } else {
+      out.status = "foreign origin refused" + (foreign.httpStatus ? ` (HTTP ${foreign.httpStatus})` : "");
+    }
+    return { ok, out };
+  } finally {
+    server.close();
+  }
+}
+
+async function main() {
+  const o = parseArgs(process.argv.slice(2));
+  const { chromium } = await loadPlaywright();
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "portal-chromium-"));
+  let ctx;
+  let code = 1;
+  try {
+    ctx = await launch(chromium, userDataDir, o.parsed.hostname);
+    const { ok, out } = o.badOrigin ? await badOriginCheck(ctx, o) : await portalCheck(ctx, o);
+    process.stdout.write(JSON.stringify(out) + "\n");
+    code = ok ? 0 : 1;
+  } catch (e) {
+    if (e instanceof EnvError) {
+      process.stderr.write(`portal.mjs: ${e.message}\n`);
+      code = 2;
+    } else {
+      process.stderr.write(`portal.mjs: ${e.stack || e}\n`);
+      code = 1;
+    }
+  } finally {
+    if (ctx) await ctx.close().catch(() => {});
+    fs.rmSync(userDataDir, { recursive: true, force: true });
+  }
+  process.exit(code);
+}
+
+main();
