@@ -27,7 +27,7 @@ impl Endpoint {
 /// What a caller must hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {
-    /// Only before authentication (session.login, session.resume).
+    /// Only before authentication (session.login).
     Anonymous,
     /// Any authenticated session.
     Authenticated,

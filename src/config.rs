@@ -321,8 +321,8 @@ impl Config {
     /// Validates `text` as if read from `path` (relative paths resolve beside it).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let v = Validator { path, text };
-        let raw: FileConfig =
-            toml::from_str(text).map_err(|e| v.err(e.span().map(|s| s.start), e.message()))?;
+        let raw: FileConfig = toml::from_str(text)
+            .map_err(|e| v.err(e.span().map(|s| s.start), redact_values(e.message())))?;
         v.build(raw)
     }
 
@@ -432,9 +432,11 @@ impl Validator<'_> {
             if users.iter().any(|x| x.name == *name) {
                 return Err(self.at(&u.name, format!("duplicate service user {name:?}")));
             }
-            if argon2::PasswordHash::new(u.password.get_ref()).is_err() {
+            let is_argon2 = argon2::PasswordHash::new(u.password.get_ref())
+                .is_ok_and(|h| h.algorithm.as_str().starts_with("argon2"));
+            if !is_argon2 {
                 // Never echo the value: it may be a plaintext password typed by mistake.
-                return Err(self.at(&u.password, format!("service user {name:?}: password is not a PHC hash string (make one with `adjunct-gateway hash-password`)")));
+                return Err(self.at(&u.password, format!("service user {name:?}: password is not an argon2 PHC hash string (make one with `adjunct-gateway hash-password`)")));
             }
             for g in &u.groups {
                 if !groups.iter().any(|x| x.name == *g.get_ref()) {
@@ -600,6 +602,12 @@ impl Validator<'_> {
                     ),
                 ));
             };
+            if !user.enabled {
+                return Err(self.at(
+                    name,
+                    format!("[turn] service_user {:?} is disabled", user.name),
+                ));
+            }
             let holds = user
                 .groups
                 .iter()
@@ -632,6 +640,28 @@ impl Validator<'_> {
             static_user,
         })
     }
+}
+
+/// serde quotes offending values (`invalid type: string "…"`); a value may
+/// be a secret typed in the wrong place, so quoted text is replaced.
+fn redact_values(message: &str) -> String {
+    let mut out = String::new();
+    let mut quoted = false;
+    for c in message.chars() {
+        match (c, quoted) {
+            ('"', false) => {
+                quoted = true;
+                out.push_str("\"…");
+            }
+            ('"', true) => {
+                quoted = false;
+                out.push('"');
+            }
+            (_, true) => {}
+            (c, false) => out.push(c),
+        }
+    }
+    out
 }
 
 /// User names reach logs and TURN usernames: no control characters, no ':'.
@@ -698,6 +728,16 @@ mod tests {
         let e = parse(&base().replace(HASH, "hunter2-secret")).unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
         assert_eq!(e.line, Some(11));
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_is_not_quoted() {
+        let e = parse(&format!("{}\n[turn]\nsecrets = \"hunter2-turn\"\n", base())).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(
+            e.to_string().contains("secrets") || e.to_string().contains("sequence"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -99,7 +99,8 @@ const MAX_WAITING: usize = 4096;
 /// Verifies passwords on a bounded pool so a login storm cannot starve sessions.
 pub struct Verifier {
     permits: Arc<Semaphore>,
-    workers: usize,
+    /// Logins queued for a worker or running; bounded by `MAX_WAITING`.
+    queued: std::sync::atomic::AtomicUsize,
     dummy: Arc<str>,
 }
 
@@ -112,7 +113,7 @@ impl Verifier {
         let dummy = hash_password(&random_secret(24)).unwrap_or_default();
         Verifier {
             permits: Arc::new(Semaphore::new(workers)),
-            workers,
+            queued: std::sync::atomic::AtomicUsize::new(0),
             dummy: Arc::from(dummy),
         }
     }
@@ -141,31 +142,40 @@ impl Verifier {
     }
 
     async fn verify(&self, hash: Arc<str>, password: &str) -> Result<bool, LoginFailure> {
-        let waiting = self
-            .workers
-            .saturating_sub(self.permits.available_permits());
-        if waiting >= MAX_WAITING {
+        use std::sync::atomic::Ordering;
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= MAX_WAITING {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(LoginFailure::Busy);
         }
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| LoginFailure::Busy)?;
+        // Counted out on drop, so a session that goes away mid-login is too.
+        struct Queued<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Queued<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            }
+        }
+        let _queued = Queued(&self.queued);
         let too_long = password.len() > MAX_PASSWORD_BYTES;
         let password = if too_long {
             String::new()
         } else {
             password.to_owned()
         };
-        let joined = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let ok = verify_password(&hash, &password);
-            ok && !too_long
-        })
-        .await;
-        joined.map_err(|_| LoginFailure::Busy)
+        async {
+            let permit = self
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| LoginFailure::Busy)?;
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                verify_password(&hash, &password) && !too_long
+            })
+            .await
+            .map_err(|_| LoginFailure::Busy)
+        }
+        .await
     }
 }
 

@@ -23,7 +23,8 @@ pub struct Ctx<'a> {
 
 /// Handles one text frame, appending the answer (if any) to `out`.
 pub async fn frame(ctx: &mut Ctx<'_>, text: &str, out: &mut Vec<u8>) {
-    let snap = ctx.gw.snapshot_owned();
+    // A guard, not an Arc clone: no shared refcount touched per frame.
+    let snap = ctx.gw.snapshot();
     match rpc::parse(text, snap.config.limits.max_batch) {
         Incoming::Unusable(err) => rpc::write_error(out, None, &err),
         Incoming::Single(req) => {

@@ -57,6 +57,9 @@ pub async fn read_head<S: AsyncRead + Unpin>(
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) if len > max_bytes => {
+                return Err(HeadError::TooLarge)
+            }
             Ok(httparse::Status::Complete(len)) => {
                 let head = to_head(&req);
                 let rest = buf.get(len..).map(<[u8]>::to_vec).unwrap_or_default();
@@ -187,12 +190,6 @@ pub fn basic_credentials(value: &str) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-/// Extracts the token of `Authorization: Bearer …`.
-pub fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, rest) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,13 +220,12 @@ mod tests {
     }
 
     #[test]
-    fn basic_and_bearer() {
+    fn basic_credentials_only() {
         assert_eq!(
             basic_credentials("Basic YXBwOnM6ZWNyZXQ="),
             Some(("app".into(), "s:ecret".into()))
         );
         assert_eq!(basic_credentials("Basic !!!"), None);
-        assert_eq!(bearer_token("Bearer abc.def"), Some("abc.def"));
-        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(basic_credentials("Bearer abc.def"), None);
     }
 }

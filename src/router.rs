@@ -45,6 +45,8 @@ pub struct Routed<'a> {
     pub params: Option<&'a RawValue>,
     pub timeout: Duration,
     pub max_pending: usize,
+    /// Bound of the provider's queue for notifications (no answer owed).
+    pub queue_cap: usize,
 }
 
 impl Router {
@@ -133,7 +135,15 @@ impl Router {
                 .unwrap_or_else(|_| "[]".into()),
         );
         out.push_str("}}");
-        provider.outbound.push_reply(Utf8Bytes::from(out));
+        if r.id.is_some() {
+            provider.outbound.push_reply(Utf8Bytes::from(out));
+        } else {
+            // No answer is owed: a notification is dropped, not queued
+            // without bound, when the provider is behind.
+            provider
+                .outbound
+                .push_event(Utf8Bytes::from(out), r.queue_cap, Duration::MAX);
+        }
         Ok(())
     }
 

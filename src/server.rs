@@ -237,7 +237,7 @@ impl Conn {
             "/" if head.method == "GET" && snap.config.portal.demo_page => {
                 return Err(crate::portal::demo_page())
             }
-            "/healthz" | "/" => {
+            "/healthz" => {
                 return Err(
                     Answer::text(405, "Method Not Allowed", "method not allowed")
                         .header("Allow", "GET"),
@@ -300,7 +300,11 @@ impl Conn {
                 return Err(unauthorized());
             }
         };
-        let rights = snap.directory.live_rights(&name).unwrap_or_default();
+        // A reload may have landed during the password check: use the current view.
+        let Some(rights) = self.gw.snapshot().directory.live_rights(&name) else {
+            crate::session::audit_login_failed(&user, self.peer, endpoint, "disabled");
+            return Err(unauthorized());
+        };
         if endpoint == Endpoint::Adjunct && !rights.contains(Right::AdjunctServerConnection) {
             crate::session::audit_login_failed(
                 &user,

@@ -336,7 +336,7 @@ fn check_config_accepts_a_valid_file_and_locates_every_error_by_line() {
     assert_eq!(code, 1, "{err}");
     assert!(
         err.starts_with(&format!(
-            "{bad_s}:18: service user \"app1\": password is not a PHC hash string"
+            "{bad_s}:18: service user \"app1\": password is not an argon2 PHC hash string"
         )),
         "{err}"
     );

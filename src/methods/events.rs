@@ -23,7 +23,9 @@ pub fn subscribe(
     snap: &Snapshot,
     params: Option<&RawValue>,
 ) -> Result<Value, RpcError> {
-    let p: Topics = rpc::params(params)?;
+    let mut p: Topics = rpc::params(params)?;
+    let mut unique = std::collections::HashSet::new();
+    p.topics.retain(|t| unique.insert(t.clone()));
     let rights = ctx.session.rights().unwrap_or_default();
     for t in &p.topics {
         if !broker::valid_topic(t, true) {

@@ -34,7 +34,12 @@ pub async fn login(ctx: &mut Ctx<'_>, params: Option<&RawValue>) -> Result<Value
             return Err(RpcError::new(Code::LoginFailed));
         }
     };
-    let rights = snap.directory.live_rights(&name).unwrap_or_default();
+    // A reload may have landed during the password check: use the current view.
+    let snap = ctx.gw.snapshot_owned();
+    let Some(rights) = snap.directory.live_rights(&name) else {
+        crate::session::audit_login_failed(&p.user, s.peer, s.endpoint, "disabled");
+        return Err(RpcError::new(Code::LoginFailed));
+    };
     if s.endpoint == Endpoint::Adjunct && !rights.contains(Right::AdjunctServerConnection) {
         crate::session::audit_login_failed(
             &p.user,

@@ -113,13 +113,13 @@ impl Session {
                 () = handle.outbound.ready() => {
                     let drained = self.handle.outbound.drain(&mut queued);
                     for msg in queued.drain(..) {
-                        if ws.feed(Message::Text(msg)).await.is_err() {
+                        if !write(ws, Message::Text(msg)).await {
                             return End::Drop;
                         }
                     }
                     if drained.lost > 0 {
                         let note = crate::rpc::notification("event.lost", &serde_json::json!({ "count": drained.lost }));
-                        if ws.feed(Message::text(note)).await.is_err() {
+                        if !write(ws, Message::text(note)).await {
                             return End::Drop;
                         }
                     }
@@ -133,13 +133,16 @@ impl Session {
                 incoming = ws.next() => {
                     let Some(first) = incoming else { return End::Drop };
                     last_seen = Instant::now();
+                    let was_authenticated = self.handle.rights().is_some();
                     if let Some(end) = self.burst(ws, Some(first)).await {
                         return end;
                     }
                     if !flush(ws).await {
                         return End::Drop;
                     }
-                    if self.handle.rights().is_some() {
+                    // Only the login moves the timer (off the auth deadline):
+                    // resetting it per message would cost a timer-wheel update each.
+                    if !was_authenticated && self.handle.rights().is_some() {
                         timer.as_mut().reset(self.next_wake(next_ping, auth_deadline));
                     }
                 }
@@ -153,7 +156,7 @@ impl Session {
                             tracing::debug!("peer silent for two heartbeats; dropping");
                             return End::Drop;
                         }
-                        if ws.send(Message::Ping(Default::default())).await.is_err() {
+                        if !write(ws, Message::Ping(Default::default())).await || !flush(ws).await {
                             return End::Drop;
                         }
                         next_ping = now + heartbeat;
@@ -226,13 +229,22 @@ impl Session {
         }
         if !self.out.is_empty() {
             let reply = String::from_utf8(std::mem::take(&mut self.out)).unwrap_or_default();
-            if ws.feed(Message::text(reply)).await.is_err() {
+            if !write(ws, Message::text(reply)).await {
                 return Some(End::Drop);
             }
             self.out = Vec::with_capacity(256);
         }
         close.map(|(code, reason)| End::Close(code, reason))
     }
+}
+
+/// Queues a message (writing out when the buffer is full), giving up on a
+/// peer that reads nothing for `WRITE_STALL`.
+async fn write(ws: &mut Ws, msg: Message) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_STALL, ws.feed(msg)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Flushes, giving up on a peer that reads nothing for `WRITE_STALL`.
