@@ -1,0 +1,89 @@
+//! The per-request path without sockets: envelope parse, the rights gate,
+//! parse + gate + dispatch + serialize of session.ping through the real
+//! dispatcher, and TURN credential derivation. `cargo bench --bench hot_path`.
+
+use std::hint::black_box;
+
+use adjunct_gateway::catalog::{gate, Catalog, Endpoint};
+use adjunct_gateway::config::Config;
+use adjunct_gateway::dispatch::{self, Ctx};
+use adjunct_gateway::gateway::Gateway;
+use adjunct_gateway::rights::{Right, RightSet};
+use adjunct_gateway::rpc;
+use criterion::{criterion_group, criterion_main, Criterion};
+use futures_util::FutureExt;
+
+const PING: &str = r#"{"jsonrpc":"2.0","id":17,"method":"session.ping"}"#;
+
+fn gateway() -> (tempfile::TempDir, std::sync::Arc<Gateway>) {
+    adjunct_gateway::tls::install_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = adjunct_gateway::tls::generate_dev_certs(&["localhost".into()]).unwrap();
+    std::fs::write(dir.path().join("s.pem"), certs.server_pem).unwrap();
+    std::fs::write(dir.path().join("s.key"), certs.server_key_pem).unwrap();
+    let hash = "$argon2id$v=19$m=256,t=1,p=1$dGVzdC1zYWx0LTE2Ynl0ZQ$0dDZ7WvMD6qHFhW9+2CxCi3Cx4C0Wj+RWJ+sCB0aSuE";
+    let text = format!(
+        "[tls]\ncert = \"s.pem\"\nkey = \"s.key\"\n[[rights_group]]\nname = \"P\"\nrights = [\"TURN Server Connection\", \"one-X CTI API\"]\n[[service_user]]\nname = \"portal1\"\npassword = \"{hash}\"\ngroups = [\"P\"]\n[network_topology]\nturn_urls = [\"turn:127.0.0.1:3478\"]\n[turn]\nsecrets = [\"bench\"]\n"
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    let gw = Gateway::new(Config::load(&path).unwrap()).unwrap();
+    (dir, gw)
+}
+
+fn bench(c: &mut Criterion) {
+    c.bench_function("rpc_parse_ping", |b| {
+        b.iter(|| black_box(rpc::parse(black_box(PING), 32)))
+    });
+
+    let catalog = Catalog::default();
+    let entry = catalog.lookup("turn.credentials").unwrap();
+    let rights = RightSet::of(Right::TurnServerConnection).with(Right::OneXCtiApi);
+    c.bench_function("gate_lookup_and_check", |b| {
+        b.iter(|| {
+            let e = catalog.lookup(black_box("turn.credentials")).unwrap();
+            black_box(gate(&e, Some(black_box(rights)), Endpoint::Portal))
+        })
+    });
+    c.bench_function("gate_check_only", |b| {
+        b.iter(|| black_box(gate(&entry, Some(black_box(rights)), Endpoint::Portal)))
+    });
+
+    let (_dir, gw) = gateway();
+    let session = gw
+        .hub
+        .open(Endpoint::Portal, "127.0.0.1:1".parse().unwrap());
+    session.authenticate("portal1".into(), rights);
+    let mut out = Vec::with_capacity(256);
+    c.bench_function("dispatch_session_ping", |b| {
+        b.iter(|| {
+            out.clear();
+            let mut ctx = Ctx {
+                gw: &gw,
+                session: &session,
+                close: None,
+            };
+            // session.ping never waits: the future completes on first poll.
+            dispatch::frame(&mut ctx, black_box(PING), &mut out)
+                .now_or_never()
+                .unwrap();
+            black_box(out.len())
+        })
+    });
+
+    let snap = gw.snapshot();
+    c.bench_function("turn_credentials", |b| {
+        b.iter(|| {
+            black_box(adjunct_gateway::turn::credentials(
+                &snap.config.turn,
+                &snap.config.topology,
+                black_box("portal1"),
+                None,
+                1_764_000_000,
+            ))
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
