@@ -174,14 +174,6 @@ impl Catalog {
             .map(|(_, need)| need)
     }
 
-    /// Every routed namespace with its need (for docs and admin views).
-    pub fn namespaces(&self) -> impl Iterator<Item = (&str, Need)> {
-        NAMESPACES
-            .iter()
-            .map(|(n, need)| (*n, *need))
-            .chain(self.extra.iter().map(|(n, need)| (n.as_str(), *need)))
-    }
-
     /// The entry for `method`, or `None`: -32601.
     pub fn lookup<'m>(&self, method: &'m str) -> Option<Entry<'m>> {
         if let Some((_, entry)) = METHODS.iter().find(|(name, _)| *name == method) {

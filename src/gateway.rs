@@ -166,10 +166,6 @@ impl Admission {
             authenticated: false,
         })
     }
-
-    pub fn total(&self) -> usize {
-        self.total.load(Ordering::Acquire)
-    }
 }
 
 /// A counted connection; dropping it counts it out.

@@ -22,13 +22,6 @@ pub struct Head {
     pub host: Option<String>,
 }
 
-impl Head {
-    /// A request asking for a WebSocket (the Upgrade header says so).
-    pub fn wants_websocket(&self) -> bool {
-        self.upgrade_websocket
-    }
-}
-
 #[derive(Debug)]
 pub enum HeadError {
     /// The peer closed or the socket failed before a full head arrived.

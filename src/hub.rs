@@ -113,27 +113,12 @@ impl Hub {
         self.sessions.remove(&id);
     }
 
-    pub fn get(&self, id: u64) -> Option<Arc<SessionHandle>> {
-        self.sessions.get(&id).map(|s| s.clone())
-    }
-
     pub fn len(&self) -> usize {
         self.sessions.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
-    }
-
-    /// Authenticated sessions, optionally filtered.
-    pub fn list(&self, user: Option<&str>, endpoint: Option<Endpoint>) -> Vec<Arc<SessionHandle>> {
-        self.sessions
-            .iter()
-            .filter(|s| s.rights().is_some())
-            .filter(|s| user.is_none_or(|u| s.user().is_some_and(|x| &**x == u)))
-            .filter(|s| endpoint.is_none_or(|e| s.endpoint == e))
-            .map(|s| s.clone())
-            .collect()
     }
 
     /// Recomputes every authenticated session's rights from `directory`:

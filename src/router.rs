@@ -238,10 +238,6 @@ impl Router {
             }
         }
     }
-
-    pub fn pending_len(&self) -> usize {
-        self.pending.len()
-    }
 }
 
 /// Appends `s` as a JSON string literal.

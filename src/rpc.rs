@@ -88,21 +88,6 @@ impl Close {
             Close::TryAgain => 1013,
         }
     }
-
-    pub fn from_code(code: u16) -> Option<Close> {
-        [
-            Close::Normal,
-            Close::ShuttingDown,
-            Close::Protocol,
-            Close::BinaryFrame,
-            Close::InvalidUtf8,
-            Close::Policy,
-            Close::TooBig,
-            Close::TryAgain,
-        ]
-        .into_iter()
-        .find(|c| c.code() == code)
-    }
 }
 
 /// An error answer: a code from the table, optionally a more precise message and data.

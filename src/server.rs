@@ -251,7 +251,7 @@ impl Conn {
                     .header("Allow", "GET"),
             );
         }
-        if !head.wants_websocket() {
+        if !head.upgrade_websocket {
             return Err(
                 Answer::text(426, "Upgrade Required", "this endpoint speaks WebSocket")
                     .header("Upgrade", "websocket")

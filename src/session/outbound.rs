@@ -103,9 +103,4 @@ impl Outbound {
             close: q.close,
         }
     }
-
-    /// Messages waiting, for metrics.
-    pub fn depth(&self) -> usize {
-        self.queue.lock().items.len()
-    }
 }
