@@ -57,6 +57,12 @@ struct FileConfig {
     routing: RoutingSection,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    security: SecuritySection,
+    #[serde(default)]
+    admin: AdminSection,
+    #[serde(default)]
+    audit: AuditSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +90,8 @@ impl Default for ServerSection {
 struct TlsSection {
     cert: Spanned<PathBuf>,
     key: Spanned<PathBuf>,
+    /// CA bundle (PEM) for optional client certificates on /adjunct.
+    client_ca: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +111,9 @@ struct UserSection {
     groups: Vec<Spanned<String>>,
     #[serde(default = "yes")]
     enabled: bool,
+    /// Client certificate that authenticates this user by itself (mutual
+    /// TLS): its subject CN, or `sha256:` and the hex SHA-256 fingerprint.
+    client_cert: Option<Spanned<String>>,
 }
 
 fn yes() -> bool {
@@ -213,6 +224,16 @@ pub struct Limits {
     pub stalled_close_secs: u64,
     /// Topic patterns one session may subscribe to.
     pub max_subscriptions: usize,
+    /// Authenticated sessions of one service user.
+    pub max_connections_per_user: usize,
+    /// Requests per second one session may send on average (token bucket).
+    pub requests_per_sec: u32,
+    /// Requests one session may send in a burst above the average.
+    pub request_burst: u32,
+    /// A session rate-limited this many times in a row is closed (1008).
+    pub rate_limited_close_after: u32,
+    /// Deepest JSON nesting accepted in a request.
+    pub max_json_depth: usize,
 }
 
 impl Default for Limits {
@@ -228,6 +249,102 @@ impl Default for Limits {
             outbound_queue: 256,
             stalled_close_secs: 30,
             max_subscriptions: 256,
+            max_connections_per_user: 20_000,
+            requests_per_sec: 1000,
+            request_burst: 2000,
+            rate_limited_close_after: 1000,
+            max_json_depth: 32,
+        }
+    }
+}
+
+/// `[security]`: brute-force protection, resume tokens, the administrator.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SecuritySection {
+    reject_limit: u32,
+    reject_window_secs: u64,
+    lockout_secs: u64,
+    ip_reject_limit: u32,
+    ip_block_secs: u64,
+    resume_token_secs: u64,
+    resume_key_file: PathBuf,
+    administrator: String,
+    password_complexity: crate::directory::Complexity,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        SecuritySection {
+            reject_limit: 5,
+            reject_window_secs: 600,
+            lockout_secs: 600,
+            ip_reject_limit: 20,
+            ip_block_secs: 300,
+            resume_token_secs: 86400,
+            resume_key_file: PathBuf::from("resume.key"),
+            administrator: "admin".into(),
+            password_complexity: crate::directory::Complexity::Medium,
+        }
+    }
+}
+
+/// `[security]` after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Security {
+    /// Failed logins for one account inside `reject_window_secs` that lock it.
+    pub reject_limit: u32,
+    pub reject_window_secs: u64,
+    /// How long a locked account stays locked.
+    pub lockout_secs: u64,
+    /// Failed logins from one address in a minute before its upgrades get 429.
+    pub ip_reject_limit: u32,
+    /// How long such an address keeps getting 429.
+    pub ip_block_secs: u64,
+    /// Lifetime of a resume token.
+    pub resume_token_secs: u64,
+    /// The resume-token signing key (created 0600 on first start).
+    pub resume_key_file: PathBuf,
+    /// The built-in administrator account (the Server Administrator).
+    pub administrator: String,
+    /// Complexity rule for passwords set through the Management API.
+    pub password_complexity: crate::directory::Complexity,
+}
+
+/// `[admin]`: the operator listener (metrics), never the public port.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Address of the metrics listener; an empty string turns it off.
+    pub listen: String,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+/// `[audit]`: the security audit trail as JSON lines.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// File to append to (relative to the config file); none: log only.
+    pub file: Option<PathBuf>,
+    /// Rotate when the file reaches this size.
+    pub max_bytes: u64,
+    /// Rotated files kept (audit.log.1 … audit.log.N).
+    pub keep: u32,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            file: None,
+            max_bytes: 16 * 1024 * 1024,
+            keep: 5,
         }
     }
 }
@@ -246,6 +363,8 @@ pub struct User {
     pub password: String,
     pub groups: Vec<String>,
     pub enabled: bool,
+    /// Mutual TLS identity: a subject CN, or `sha256:<hex>` (lower case).
+    pub client_cert: Option<String>,
 }
 
 impl fmt::Debug for User {
@@ -255,6 +374,7 @@ impl fmt::Debug for User {
             .field("password", &"<redacted>")
             .field("groups", &self.groups)
             .field("enabled", &self.enabled)
+            .field("client_cert", &self.client_cert)
             .finish()
     }
 }
@@ -305,6 +425,10 @@ pub struct Config {
     pub catalog: Catalog,
     pub routing: RoutingSection,
     pub limits: Limits,
+    pub tls_client_ca: Option<PathBuf>,
+    pub security: Security,
+    pub admin: AdminSection,
+    pub audit: AuditSection,
 }
 
 impl Config {
@@ -454,6 +578,10 @@ impl Validator<'_> {
                 password: u.password.get_ref().clone(),
                 groups: u.groups.iter().map(|g| g.get_ref().clone()).collect(),
                 enabled: u.enabled,
+                client_cert: match &u.client_cert {
+                    Some(c) => Some(self.client_cert(c, name)?),
+                    None => None,
+                },
             });
         }
 
@@ -528,6 +656,37 @@ impl Validator<'_> {
         {
             return Err(self.err(None, "[limits]: max_batch >= 1, outbound_queue >= 8, handshake_timeout_secs >= 1, max_header_bytes >= 1024"));
         }
+        if l.requests_per_sec == 0 || l.request_burst == 0 || l.max_json_depth < 2 {
+            return Err(self.err(
+                None,
+                "[limits]: requests_per_sec >= 1, request_burst >= 1, max_json_depth >= 2",
+            ));
+        }
+        let sec = &raw.security;
+        if sec.reject_limit == 0
+            || sec.reject_window_secs == 0
+            || sec.ip_reject_limit == 0
+            || sec.resume_token_secs == 0
+        {
+            return Err(self.err(None, "[security]: reject_limit, reject_window_secs, ip_reject_limit and resume_token_secs must be at least 1"));
+        }
+        if let Some(ca) = &raw.tls.client_ca {
+            if !self.resolve(ca.get_ref()).is_file() {
+                return Err(self.at(ca, "[tls] client_ca: no such file"));
+            }
+        }
+        if !raw.admin.listen.is_empty() && raw.admin.listen.parse::<SocketAddr>().is_err() {
+            return Err(self.err(
+                None,
+                format!(
+                    "[admin] listen: {:?} is not an address:port",
+                    raw.admin.listen
+                ),
+            ));
+        }
+        if raw.audit.max_bytes < 4096 {
+            return Err(self.err(None, "[audit] max_bytes must be at least 4096"));
+        }
         if raw.routing.request_timeout_ms == 0 {
             return Err(self.err(None, "[routing] request_timeout_ms must be at least 1"));
         }
@@ -548,7 +707,50 @@ impl Validator<'_> {
             catalog: Catalog::new(extra),
             routing: raw.routing,
             limits: raw.limits,
+            tls_client_ca: raw
+                .tls
+                .client_ca
+                .as_ref()
+                .map(|p| self.resolve(p.get_ref())),
+            security: Security {
+                reject_limit: sec.reject_limit,
+                reject_window_secs: sec.reject_window_secs,
+                lockout_secs: sec.lockout_secs,
+                ip_reject_limit: sec.ip_reject_limit,
+                ip_block_secs: sec.ip_block_secs,
+                resume_token_secs: sec.resume_token_secs,
+                resume_key_file: self.resolve(&sec.resume_key_file),
+                administrator: sec.administrator.clone(),
+                password_complexity: sec.password_complexity,
+            },
+            admin: raw.admin,
+            audit: AuditSection {
+                file: raw.audit.file.as_ref().map(|f| self.resolve(f)),
+                ..raw.audit
+            },
         })
+    }
+
+    /// A `client_cert` identity: a CN, or `sha256:` + 64 hex digits.
+    fn client_cert(&self, c: &Spanned<String>, user: &str) -> Result<String, ConfigError> {
+        let v = c.get_ref().trim();
+        if let Some(hex) = v
+            .strip_prefix("sha256:")
+            .or_else(|| v.strip_prefix("SHA256:"))
+        {
+            let hex: String = hex.chars().filter(|ch| *ch != ':').collect();
+            if hex.len() != 64 || !hex.chars().all(|ch| ch.is_ascii_hexdigit()) {
+                return Err(self.at(
+                    c,
+                    format!("service user {user:?}: client_cert fingerprint must be sha256: and 64 hex digits"),
+                ));
+            }
+            return Ok(format!("sha256:{}", hex.to_ascii_lowercase()));
+        }
+        if v.is_empty() {
+            return Err(self.at(c, format!("service user {user:?}: client_cert is empty")));
+        }
+        Ok(v.to_owned())
     }
 
     fn turn(
