@@ -10,6 +10,7 @@ use adjunct_gateway::dispatch::{self, Ctx};
 use adjunct_gateway::gateway::Gateway;
 use adjunct_gateway::rights::{Right, RightSet};
 use adjunct_gateway::rpc;
+use adjunct_gateway::session::rate::RateLimit;
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures_util::FutureExt;
 
@@ -23,7 +24,7 @@ fn gateway() -> (tempfile::TempDir, std::sync::Arc<Gateway>) {
     std::fs::write(dir.path().join("s.key"), certs.server_key_pem).unwrap();
     let hash = "$argon2id$v=19$m=256,t=1,p=1$dGVzdC1zYWx0LTE2Ynl0ZQ$0dDZ7WvMD6qHFhW9+2CxCi3Cx4C0Wj+RWJ+sCB0aSuE";
     let text = format!(
-        "[tls]\ncert = \"s.pem\"\nkey = \"s.key\"\n[[rights_group]]\nname = \"P\"\nrights = [\"TURN Server Connection\", \"one-X CTI API\"]\n[[service_user]]\nname = \"portal1\"\npassword = \"{hash}\"\ngroups = [\"P\"]\n[network_topology]\nturn_urls = [\"turn:127.0.0.1:3478\"]\n[turn]\nsecrets = [\"bench\"]\n"
+        "[tls]\ncert = \"s.pem\"\nkey = \"s.key\"\n[[rights_group]]\nname = \"P\"\nrights = [\"TURN Server Connection\", \"one-X CTI API\"]\n[[service_user]]\nname = \"portal1\"\npassword = \"{hash}\"\ngroups = [\"P\"]\n[network_topology]\nturn_urls = [\"turn:127.0.0.1:3478\"]\n[turn]\nsecrets = [\"bench\"]\n[limits]\nrequests_per_sec = 4000000000\nrequest_burst = 4000000000\n"
     );
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, text).unwrap();
@@ -33,7 +34,15 @@ fn gateway() -> (tempfile::TempDir, std::sync::Arc<Gateway>) {
 
 fn bench(c: &mut Criterion) {
     c.bench_function("rpc_parse_ping", |b| {
-        b.iter(|| black_box(rpc::parse(black_box(PING), 32)))
+        b.iter(|| {
+            black_box(rpc::parse(
+                black_box(PING),
+                rpc::Bounds {
+                    max_batch: 32,
+                    max_depth: 32,
+                },
+            ))
+        })
     });
 
     let catalog = Catalog::default();
@@ -53,16 +62,13 @@ fn bench(c: &mut Criterion) {
     let session = gw
         .hub
         .open(Endpoint::Portal, "127.0.0.1:1".parse().unwrap());
-    session.authenticate("portal1".into(), rights);
+    gw.hub.bind(&session, "portal1".into(), rights, 1).unwrap();
     let mut out = Vec::with_capacity(256);
+    let mut rate = RateLimit::new(u32::MAX, std::time::Instant::now());
     c.bench_function("dispatch_session_ping", |b| {
         b.iter(|| {
             out.clear();
-            let mut ctx = Ctx {
-                gw: &gw,
-                session: &session,
-                close: None,
-            };
+            let mut ctx = Ctx::new(&gw, &session, &mut rate);
             // session.ping never waits: the future completes on first poll.
             dispatch::frame(&mut ctx, black_box(PING), &mut out)
                 .now_or_never()

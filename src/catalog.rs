@@ -48,6 +48,8 @@ pub enum Reach {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
     SessionLogin,
+    SessionResume,
+    SessionToken,
     SessionInfo,
     SessionPing,
     TurnCredentials,
@@ -93,6 +95,14 @@ const METHODS: &[(&str, Entry<'static>)] = &[
     (
         "session.login",
         local(Method::SessionLogin, Anonymous, Anywhere),
+    ),
+    (
+        "session.resume",
+        local(Method::SessionResume, Anonymous, Anywhere),
+    ),
+    (
+        "session.token",
+        local(Method::SessionToken, Authenticated, Anywhere),
     ),
     (
         "session.info",

@@ -25,6 +25,17 @@ pub struct Account {
     hash: Arc<str>,
 }
 
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("name", &self.name)
+            .field("groups", &self.groups)
+            .field("rights", &self.rights)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Account {
     /// Changes whenever the password does (for binding tokens to it).
     pub fn password_stamp(&self) -> &str {
@@ -37,6 +48,8 @@ impl Account {
 #[derive(Default)]
 pub struct Directory {
     users: HashMap<Arc<str>, Account>,
+    /// Client-certificate identities (CN or `sha256:` fingerprint) to users.
+    by_cert: HashMap<String, Arc<str>>,
 }
 
 impl Directory {
@@ -56,7 +69,22 @@ impl Directory {
                 (name, account)
             })
             .collect();
-        Directory { users }
+        let by_cert = config
+            .users
+            .iter()
+            .filter_map(|u| Some((u.client_cert.clone()?, Arc::from(u.name.as_str()))))
+            .collect();
+        Directory { users, by_cert }
+    }
+
+    /// The user a verified client certificate names: by fingerprint first,
+    /// then by subject CN.
+    pub fn by_client_cert(&self, id: &crate::tls::ClientIdentity) -> Option<&Account> {
+        let name = self
+            .by_cert
+            .get(&id.fingerprint)
+            .or_else(|| id.cn.as_ref().and_then(|cn| self.by_cert.get(cn)))?;
+        self.users.get(name)
     }
 
     pub fn get(&self, name: &str) -> Option<&Account> {

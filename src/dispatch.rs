@@ -6,27 +6,72 @@
 //! `catalog::gate`; a denied request never reaches its handler.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::catalog::{self, Denied, Target};
 use crate::gateway::{Gateway, Snapshot};
 use crate::hub::SessionHandle;
 use crate::methods::{self, Reply};
 use crate::rpc::{self, Close, Code, Incoming, Invalid, Item, Request, RpcError};
+use crate::session::rate::RateLimit;
 
 /// What a handler may see and change of its session.
 pub struct Ctx<'a> {
     pub gw: &'a Arc<Gateway>,
     pub session: &'a Arc<SessionHandle>,
+    /// The session's request budget.
+    pub rate: &'a mut RateLimit,
     /// Set by a handler that wants the session closed after its answer.
     pub close: Option<(Close, &'static str)>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(
+        gw: &'a Arc<Gateway>,
+        session: &'a Arc<SessionHandle>,
+        rate: &'a mut RateLimit,
+    ) -> Ctx<'a> {
+        Ctx {
+            gw,
+            session,
+            rate,
+            close: None,
+        }
+    }
+
+    /// Spends one request of the budget. When it is gone the request gets
+    /// -32029, and a session refused `rate_limited_close_after` times in a
+    /// row is closed with 1008.
+    fn admit(&mut self, snap: &Snapshot) -> Result<(), RpcError> {
+        if self.rate.take() {
+            return Ok(());
+        }
+        if self.rate.refused_in_row() >= snap.config.limits.rate_limited_close_after {
+            self.close = Some((Close::Policy, "rate limit exceeded"));
+        }
+        Err(RpcError::new(Code::RateLimited))
+    }
 }
 
 /// Handles one text frame, appending the answer (if any) to `out`.
 pub async fn frame(ctx: &mut Ctx<'_>, text: &str, out: &mut Vec<u8>) {
     // A guard, not an Arc clone: no shared refcount touched per frame.
     let snap = ctx.gw.snapshot();
-    match rpc::parse(text, snap.config.limits.max_batch) {
-        Incoming::Unusable(err) => rpc::write_error(out, None, &err),
+    let limits = &snap.config.limits;
+    let bounds = rpc::Bounds {
+        max_batch: limits.max_batch,
+        max_depth: limits.max_json_depth,
+    };
+    ctx.rate.refill(
+        Instant::now(),
+        limits.requests_per_sec,
+        limits.request_burst,
+    );
+    match rpc::parse(text, bounds) {
+        Incoming::Unusable(err) => {
+            let err = ctx.admit(&snap).err().unwrap_or(err);
+            rpc::write_error(out, None, &err);
+        }
         Incoming::Single(req) => {
             one(ctx, &snap, req, out).await;
         }
@@ -74,11 +119,15 @@ async fn one(
             return false;
         }
         Err(invalid) => {
-            rpc::write_error(out, invalid.id, &invalid.error);
+            let err = ctx.admit(snap).err().unwrap_or(invalid.error);
+            rpc::write_error(out, invalid.id, &err);
             return true;
         }
     };
-    let reply = call(ctx, snap, &req).await;
+    let reply = match ctx.admit(snap) {
+        Ok(()) => call(ctx, snap, &req).await,
+        Err(e) => Reply::Error(e),
+    };
     let Some(id) = req.id else {
         return false;
     };

@@ -40,8 +40,12 @@ pub struct Gateway {
     pub broker: Broker,
     pub verifier: Verifier,
     pub certs: Arc<CertStore>,
-    pub tls: Arc<rustls::ServerConfig>,
+    /// Rebuilt on reload (the client CA may change); handshakes take the current one.
+    pub tls: ArcSwap<rustls::ServerConfig>,
     pub admission: Admission,
+    pub lockout: crate::lockout::Lockout,
+    /// Resume-token key; read once at start (a new key file needs a restart).
+    pub resume: crate::resume::ResumeKey,
     config_path: PathBuf,
     reload_lock: parking_lot::Mutex<()>,
 }
@@ -60,7 +64,9 @@ impl Gateway {
         let key = crate::tls::load_certified_key(&config.tls_cert, &config.tls_key)
             .map_err(anyhow::Error::msg)?;
         let certs = CertStore::new(key);
-        let tls = crate::tls::server_config(certs.clone())?;
+        let tls = crate::tls::server_config(certs.clone(), config.tls_client_ca.as_deref())
+            .map_err(anyhow::Error::msg)?;
+        let resume = crate::resume::ResumeKey::load_or_create(&config.security.resume_key_file)?;
         Ok(Arc::new(Gateway {
             config_path: config.path.clone(),
             snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
@@ -69,8 +75,10 @@ impl Gateway {
             broker: Broker::default(),
             verifier: Verifier::new(Verifier::default_workers()),
             certs,
-            tls,
+            tls: ArcSwap::new(tls),
             admission: Admission::default(),
+            lockout: crate::lockout::Lockout::default(),
+            resume,
             reload_lock: parking_lot::Mutex::new(()),
         }))
     }
@@ -101,8 +109,10 @@ impl Gateway {
         let config = Config::load(&self.config_path).map_err(|e| e.to_string())?;
         let key = crate::tls::load_certified_key(&config.tls_cert, &config.tls_key)?;
         let listen_changed = config.listen != self.snapshot().config.listen;
+        let tls = crate::tls::server_config(self.certs.clone(), config.tls_client_ca.as_deref())?;
         let snapshot = Arc::new(Snapshot::new(config));
         self.certs.replace(key);
+        self.tls.store(tls);
         self.snapshot.store(snapshot.clone());
         let revoked = self.hub.apply(&snapshot.directory);
         for r in &revoked {

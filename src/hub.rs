@@ -55,7 +55,7 @@ impl SessionHandle {
     }
 
     /// Marks the session authenticated as `user`; false if it already was.
-    pub fn authenticate(&self, user: Arc<str>, rights: RightSet) -> bool {
+    pub(crate) fn authenticate(&self, user: Arc<str>, rights: RightSet) -> bool {
         if self.user.set(user).is_err() {
             return false;
         }
@@ -76,10 +76,11 @@ pub struct Revoked {
     pub reason: &'static str,
 }
 
-/// Live sessions by id.
+/// Live sessions by id, and how many each user holds.
 #[derive(Default)]
 pub struct Hub {
     sessions: DashMap<u64, Arc<SessionHandle>>,
+    per_user: DashMap<Arc<str>, usize>,
 }
 
 impl Hub {
@@ -109,8 +110,49 @@ impl Hub {
         }
     }
 
+    /// Authenticates `session` as `user`, unless the user already holds
+    /// `limit` sessions or the session was already authenticated.
+    pub fn bind(
+        &self,
+        session: &SessionHandle,
+        user: Arc<str>,
+        rights: RightSet,
+        limit: usize,
+    ) -> Result<(), crate::auth::Refused> {
+        {
+            let mut n = self.per_user.entry(user.clone()).or_insert(0);
+            if *n >= limit {
+                return Err(crate::auth::Refused::TooManySessions);
+            }
+            *n += 1;
+        }
+        if session.authenticate(user.clone(), rights) {
+            Ok(())
+        } else {
+            // A concurrent login won the race; the gate normally stops this.
+            self.release(&user);
+            Err(crate::auth::Refused::Failed)
+        }
+    }
+
+    /// Authenticated sessions `user` holds now.
+    pub fn sessions_of(&self, user: &str) -> usize {
+        self.per_user.get(user).map_or(0, |n| *n)
+    }
+
+    fn release(&self, user: &str) {
+        if let Some(mut n) = self.per_user.get_mut(user) {
+            *n = n.saturating_sub(1);
+        }
+        self.per_user.remove_if(user, |_, n| *n == 0);
+    }
+
     pub fn remove(&self, id: u64) {
-        self.sessions.remove(&id);
+        if let Some((_, s)) = self.sessions.remove(&id) {
+            if let Some(user) = s.user() {
+                self.release(user);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -4,6 +4,9 @@
 //!
 //! - [`server`]: accept, admission by `[limits]`, TLS ([`tls`]), the HTTP
 //!   request ([`http`]), path routing, authentication on the upgrade.
+//! - [`auth`]: every credential (password, resume token, client certificate)
+//!   checked in one place, with lockout and per-address throttling
+//!   ([`lockout`]) and tokens ([`resume`]).
 //! - [`session`]: one WebSocket: its loop, heartbeat, auth deadline, outbound
 //!   queue, close codes.
 //! - [`dispatch`]: one frame: parse ([`rpc`]), look up ([`catalog`]), gate
@@ -21,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod broker;
 pub mod catalog;
 pub mod config;
@@ -29,8 +33,10 @@ pub mod dispatch;
 pub mod gateway;
 pub mod http;
 pub mod hub;
+pub mod lockout;
 pub mod methods;
 pub mod portal;
+pub mod resume;
 pub mod rights;
 pub mod router;
 pub mod rpc;

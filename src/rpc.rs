@@ -23,6 +23,7 @@ pub enum Code {
     NoProvider,
     ProviderTimeout,
     TooManyPending,
+    TooManySessions,
     RateLimited,
 }
 
@@ -40,6 +41,7 @@ impl Code {
             Code::NoProvider => -32004,
             Code::ProviderTimeout => -32005,
             Code::TooManyPending => -32006,
+            Code::TooManySessions => -32007,
             Code::RateLimited => -32029,
         }
     }
@@ -57,6 +59,7 @@ impl Code {
             Code::NoProvider => "no provider",
             Code::ProviderTimeout => "provider timeout",
             Code::TooManyPending => "too many pending requests",
+            Code::TooManySessions => "too many sessions for this user",
             Code::RateLimited => "rate limited",
         }
     }
@@ -199,8 +202,24 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
     <&RawValue>::deserialize(d).map(Some)
 }
 
-/// Parses one text frame. `max_batch` bounds batch length.
-pub fn parse(text: &str, max_batch: usize) -> Incoming<'_> {
+/// Bounds a frame must keep to (`[limits]`).
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    /// Elements in one batch.
+    pub max_batch: usize,
+    /// Nesting of arrays and objects, the envelope included.
+    pub max_depth: usize,
+}
+
+/// Parses one text frame within `bounds`.
+pub fn parse(text: &str, bounds: Bounds) -> Incoming<'_> {
+    let max_batch = bounds.max_batch;
+    if nested_deeper_than(text.as_bytes(), bounds.max_depth) {
+        return Incoming::Unusable(RpcError::with_message(
+            Code::InvalidRequest,
+            format!("JSON nested deeper than {}", bounds.max_depth),
+        ));
+    }
     let first = text.trim_start().as_bytes().first().copied();
     match first {
         Some(b'[') => match serde_json::from_str::<Vec<&RawValue>>(text) {
@@ -221,6 +240,37 @@ pub fn parse(text: &str, max_batch: usize) -> Incoming<'_> {
             Err(e) => Incoming::Unusable(classify(e)),
         },
     }
+}
+
+/// One pass over the bytes, strings skipped: is any array or object nested
+/// deeper than `max`? Runs before serde so a deep document costs no recursion.
+fn nested_deeper_than(bytes: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 fn classify(e: serde_json::Error) -> RpcError {
@@ -326,8 +376,13 @@ pub fn notification(method: &str, params: &Value) -> String {
 mod tests {
     use super::*;
 
+    const B: Bounds = Bounds {
+        max_batch: 32,
+        max_depth: 32,
+    };
+
     fn single(text: &str) -> Result<Request<'_>, Invalid<'_>> {
-        match parse(text, 32) {
+        match parse(text, B) {
             Incoming::Single(Ok(Item::Call(r))) => Ok(r),
             Incoming::Single(Err(e)) => Err(e),
             other => panic!("not a single call: {other:?}"),
@@ -336,7 +391,7 @@ mod tests {
 
     #[test]
     fn provider_answers_are_recognised() {
-        match parse(r#"{"jsonrpc":"2.0","id":9,"result":{"ok":true}}"#, 32) {
+        match parse(r#"{"jsonrpc":"2.0","id":9,"result":{"ok":true}}"#, B) {
             Incoming::Single(Ok(Item::Answer(a))) => {
                 assert_eq!(a.id.get(), "9");
                 assert_eq!(a.outcome.unwrap().get(), r#"{"ok":true}"#);
@@ -345,18 +400,18 @@ mod tests {
         }
         match parse(
             r#"{"jsonrpc":"2.0","id":9,"error":{"code":1,"message":"x"}}"#,
-            32,
+            B,
         ) {
             Incoming::Single(Ok(Item::Answer(a))) => assert!(a.outcome.is_err()),
             other => panic!("{other:?}"),
         }
         // Neither result nor error, or both: an invalid request.
         assert!(matches!(
-            parse(r#"{"jsonrpc":"2.0","id":9}"#, 32),
+            parse(r#"{"jsonrpc":"2.0","id":9}"#, B),
             Incoming::Single(Err(_))
         ));
         assert!(matches!(
-            parse(r#"{"jsonrpc":"2.0","id":9,"result":1,"error":{}}"#, 32),
+            parse(r#"{"jsonrpc":"2.0","id":9,"result":1,"error":{}}"#, B),
             Incoming::Single(Err(_))
         ));
     }
@@ -383,9 +438,9 @@ mod tests {
 
     #[test]
     fn bad_envelopes_are_classified() {
-        assert!(matches!(parse("{", 32), Incoming::Unusable(e) if e.code == Code::ParseError));
-        assert!(matches!(parse("[]", 32), Incoming::Unusable(e) if e.code == Code::InvalidRequest));
-        assert!(matches!(parse("42", 32), Incoming::Single(Err(_))));
+        assert!(matches!(parse("{", B), Incoming::Unusable(e) if e.code == Code::ParseError));
+        assert!(matches!(parse("[]", B), Incoming::Unusable(e) if e.code == Code::InvalidRequest));
+        assert!(matches!(parse("42", B), Incoming::Single(Err(_))));
         let e = single(r#"{"jsonrpc":"1.0","id":7,"method":"x"}"#).unwrap_err();
         assert_eq!(e.id.map(RawValue::get), Some("7"));
         let e = single(r#"{"jsonrpc":"2.0","id":{},"method":"x"}"#).unwrap_err();
@@ -397,14 +452,26 @@ mod tests {
     }
 
     #[test]
-    fn deep_nesting_is_a_parse_error_not_a_crash() {
+    fn deep_nesting_is_refused_before_parsing() {
         let deep = "[".repeat(10_000);
-        assert!(matches!(parse(&deep, 32), Incoming::Unusable(_)));
+        assert!(
+            matches!(parse(&deep, B), Incoming::Unusable(e) if e.code == Code::InvalidRequest && e.message.contains("deeper than 32"))
+        );
+        // Brackets inside strings do not count; escaped quotes do not end strings.
+        let text = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{"a":"\"{}"}}}}"#,
+            "[".repeat(100)
+        );
+        assert!(matches!(parse(&text, B), Incoming::Single(Ok(_))));
+        let at_limit = format!("{}{}", "[".repeat(32), "]".repeat(32));
+        assert!(
+            !matches!(parse(&at_limit, B), Incoming::Unusable(e) if e.message.contains("deeper"))
+        );
         let deep_obj = format!(
             r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{}}}"#,
             "[".repeat(10_000)
         );
-        assert!(matches!(parse(&deep_obj, 32), Incoming::Unusable(_)));
+        assert!(matches!(parse(&deep_obj, B), Incoming::Unusable(_)));
     }
 
     #[test]
@@ -412,10 +479,10 @@ mod tests {
         let one = r#"{"jsonrpc":"2.0","id":1,"method":"session.ping"}"#;
         let batch = format!("[{}]", vec![one; 33].join(","));
         assert!(
-            matches!(parse(&batch, 32), Incoming::Unusable(e) if e.code == Code::InvalidRequest)
+            matches!(parse(&batch, B), Incoming::Unusable(e) if e.code == Code::InvalidRequest)
         );
         let batch = format!("[{}]", vec![one; 32].join(","));
-        assert!(matches!(parse(&batch, 32), Incoming::Batch(v) if v.len() == 32));
+        assert!(matches!(parse(&batch, B), Incoming::Batch(v) if v.len() == 32));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
@@ -19,12 +19,13 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{self, Attempt, Credential, Granted, Refused};
 use crate::catalog::Endpoint;
 use crate::config::Config;
 use crate::gateway::{Admission, Gateway, Refusal};
 use crate::http::{self, Answer, Head, HeadError};
-use crate::rights::Right;
 use crate::rpc::Close;
+use crate::tls::ClientIdentity;
 
 pub type Transport = TlsStream<TcpStream>;
 pub type Ws = WebSocketStream<Transport>;
@@ -56,7 +57,6 @@ impl Server {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
-        let acceptor = TlsAcceptor::from(self.gw.tls.clone());
         let refusing = Arc::new(AtomicUsize::new(0));
         let sweeper = tokio::spawn(expire_routed(self.gw.clone()));
         tokio::pin!(shutdown);
@@ -67,7 +67,7 @@ impl Server {
                     Ok((tcp, peer)) => {
                         let conn = Conn {
                             gw: self.gw.clone(),
-                            acceptor: acceptor.clone(),
+                            acceptor: TlsAcceptor::from(self.gw.tls.load_full()),
                             peer,
                             cancel: cancel.clone(),
                             refusing: refusing.clone(),
@@ -102,13 +102,24 @@ impl Server {
 /// How often routed requests are checked against their deadline.
 const EXPIRE_EVERY: Duration = Duration::from_millis(50);
 
-/// Fails routed requests whose provider did not answer in time (-32005).
+/// Ticks of `EXPIRE_EVERY` between prunes of the lockout tables.
+const PRUNE_EVERY_TICKS: u32 = 200;
+
+/// Fails routed requests whose provider did not answer in time (-32005),
+/// and now and then forgets lockout entries that ran out.
 async fn expire_routed(gw: Arc<Gateway>) {
     let mut tick = tokio::time::interval(EXPIRE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u32;
     loop {
         tick.tick().await;
-        gw.router.expire(std::time::Instant::now());
+        let now = Instant::now();
+        gw.router.expire(now);
+        ticks += 1;
+        if ticks >= PRUNE_EVERY_TICKS {
+            ticks = 0;
+            gw.lockout.prune(now, &gw.snapshot().config.security);
+        }
     }
 }
 
@@ -125,7 +136,7 @@ struct Conn {
 struct Upgraded {
     ws: Ws,
     endpoint: Endpoint,
-    user: Option<(Arc<str>, crate::rights::RightSet)>,
+    user: Option<Granted>,
 }
 
 impl Conn {
@@ -146,9 +157,19 @@ impl Conn {
         };
         let Ok(Some(up)) = upgraded else { return };
         let handle = self.gw.hub.open(up.endpoint, self.peer);
-        if let Some((user, rights)) = up.user {
-            handle.authenticate(user, rights);
-            ticket.authenticated();
+        if let Some(granted) = up.user {
+            let limit = self.gw.snapshot().config.limits.max_connections_per_user;
+            match self
+                .gw
+                .hub
+                .bind(&handle, granted.user, granted.rights, limit)
+            {
+                Ok(()) => ticket.authenticated(),
+                // Lost a race for the user's last slot since the check.
+                Err(_) => handle
+                    .outbound
+                    .close(Close::TryAgain, "too many sessions for this user"),
+            }
         }
         crate::session::run(self.gw.clone(), up.ws, handle, ticket).await;
     }
@@ -209,7 +230,14 @@ impl Conn {
                 return None;
             }
         };
-        let (endpoint, user) = match self.route(&head).await {
+        // Present only with `[tls] client_ca`, and then already verified.
+        let client = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(ClientIdentity::of);
+        let (endpoint, user) = match self.route(&head, client.as_ref()).await {
             Ok(x) => x,
             Err(answer) => {
                 http::respond(&mut tls, &answer).await;
@@ -228,7 +256,8 @@ impl Conn {
     async fn route(
         &self,
         head: &Head,
-    ) -> Result<(Endpoint, Option<(Arc<str>, crate::rights::RightSet)>), Answer> {
+        client: Option<&ClientIdentity>,
+    ) -> Result<(Endpoint, Option<Granted>), Answer> {
         let snap = self.gw.snapshot();
         let endpoint = match head.path.as_str() {
             "/adjunct" => Endpoint::Adjunct,
@@ -276,50 +305,70 @@ impl Conn {
             tracing::warn!(target: "audit", event = "origin_refused", peer = %self.peer, origin = ?head.origin, "portal upgrade from a foreign origin refused");
             return Err(Answer::text(403, "Forbidden", "origin not allowed"));
         }
-        let Some(auth) = head.authorization.as_deref() else {
-            return Ok((endpoint, None));
-        };
+        let block_secs = snap.config.security.ip_block_secs;
         drop(snap);
-        let unauthorized = || {
-            Answer::text(401, "Unauthorized", "authentication failed")
-                .header("WWW-Authenticate", "Basic realm=\"adjunct-gateway\"")
+        let at = Attempt {
+            peer: self.peer,
+            endpoint,
         };
-        let Some((user, password)) = http::basic_credentials(auth) else {
-            return Err(unauthorized());
-        };
-        let snap = self.gw.snapshot_owned();
-        let outcome = self
-            .gw
-            .verifier
-            .login(&snap.directory, &user, &password)
-            .await;
-        let name = match outcome {
-            Ok(name) => name,
-            Err(failure) => {
-                crate::session::audit_login_failed(&user, self.peer, endpoint, failure.reason());
-                return Err(unauthorized());
-            }
-        };
-        // A reload may have landed during the password check: use the current view.
-        let Some(rights) = self.gw.snapshot().directory.live_rights(&name) else {
-            crate::session::audit_login_failed(&user, self.peer, endpoint, "disabled");
-            return Err(unauthorized());
-        };
-        if endpoint == Endpoint::Adjunct && !rights.contains(Right::AdjunctServerConnection) {
-            crate::session::audit_login_failed(
-                &user,
-                self.peer,
-                endpoint,
-                "no Adjunct Server Connection",
-            );
-            return Err(Answer::text(
-                403,
-                "Forbidden",
-                "Adjunct Server Connection right required",
-            ));
+        if self.gw.lockout.is_blocked(self.peer.ip(), Instant::now()) {
+            return Err(refusal(Refused::Throttled, block_secs));
         }
-        tracing::info!(target: "audit", event = "login", outcome = "ok", user = ?&*name, peer = %self.peer, endpoint = endpoint.name(), method = "basic", "login succeeded");
-        Ok((endpoint, Some((name, rights))))
+        let outcome = match head.authorization.as_deref() {
+            Some(value) => {
+                if let Some(token) = http::bearer_token(value) {
+                    auth::authenticate(&self.gw, Credential::Token(token), at).await
+                } else if let Some((user, password)) = http::basic_credentials(value) {
+                    let cred = Credential::Password {
+                        user: &user,
+                        password: &password,
+                    };
+                    auth::authenticate(&self.gw, cred, at).await
+                } else {
+                    return Err(refusal(Refused::Failed, block_secs));
+                }
+            }
+            None => match (endpoint, client) {
+                (Endpoint::Adjunct, Some(id)) => {
+                    match auth::authenticate(&self.gw, Credential::Certificate(id), at).await {
+                        // A certificate no user claims: the peer may still log in.
+                        Err(Refused::Failed) => return Ok((endpoint, None)),
+                        other => other,
+                    }
+                }
+                _ => return Ok((endpoint, None)),
+            },
+        };
+        match outcome {
+            Ok(granted) => Ok((endpoint, Some(granted))),
+            Err(refused) => Err(refusal(refused, block_secs)),
+        }
+    }
+}
+
+/// The HTTP answer to a refused authentication on the upgrade.
+fn refusal(refused: Refused, block_secs: u64) -> Answer {
+    match refused {
+        Refused::Failed => Answer::text(401, "Unauthorized", "authentication failed")
+            .header("WWW-Authenticate", "Basic realm=\"adjunct-gateway\""),
+        Refused::Throttled => Answer::text(
+            429,
+            "Too Many Requests",
+            "too many failed logins from this address",
+        )
+        .header("Retry-After", block_secs.to_string()),
+        Refused::Busy => {
+            Answer::text(503, "Service Unavailable", "login queue full").header("Retry-After", "1")
+        }
+        Refused::NoConnectionRight => {
+            Answer::text(403, "Forbidden", "Adjunct Server Connection right required")
+        }
+        Refused::TooManySessions => Answer::text(
+            503,
+            "Service Unavailable",
+            "too many sessions for this user",
+        )
+        .header("Retry-After", "5"),
     }
 }
 

@@ -62,15 +62,81 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
-/// The server config: TLS 1.3 and 1.2, no client auth, ALPN http/1.1.
-pub fn server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>, rustls::Error> {
+/// The server config: TLS 1.3 and 1.2, ALPN http/1.1. With `client_ca`,
+/// a client certificate is asked for and verified against it, but stays
+/// optional: clients without one authenticate by password or token.
+pub fn server_config(
+    store: Arc<CertStore>,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(store);
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?;
+    let mut config = match client_ca {
+        None => builder.with_no_client_auth().with_cert_resolver(store),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let certs =
+                CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", ca.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("{}: no CA certificate found", ca.display()));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+            builder
+                .with_client_cert_verifier(verifier)
+                .with_cert_resolver(store)
+        }
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A verified client certificate as service users name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The subject's first common name, if any.
+    pub cn: Option<String>,
+    /// `sha256:` and the lower-case hex SHA-256 of the certificate (DER).
+    pub fingerprint: String,
+}
+
+impl ClientIdentity {
+    /// The identity of an end-entity certificate rustls has already verified.
+    pub fn of(cert: &CertificateDer<'_>) -> ClientIdentity {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(cert.as_ref());
+        let fingerprint = format!(
+            "sha256:{}",
+            digest
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let cn = x509_parser::parse_x509_certificate(cert.as_ref())
+            .ok()
+            .and_then(|(_, parsed)| {
+                parsed
+                    .subject()
+                    .iter_common_name()
+                    .next()
+                    .and_then(|cn| cn.as_str().ok())
+                    .map(str::to_owned)
+            });
+        ClientIdentity { cn, fingerprint }
+    }
 }
 
 /// PEM text of a dev CA and a server certificate and key signed by it.

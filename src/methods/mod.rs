@@ -42,6 +42,8 @@ pub async fn call(
 ) -> Reply {
     match method {
         Method::SessionLogin => session::login(ctx, params).await.into(),
+        Method::SessionResume => session::resume(ctx, params).await.into(),
+        Method::SessionToken => session::token(ctx, snap).into(),
         Method::SessionInfo => session::info(ctx, snap).into(),
         Method::SessionPing => Reply::Value(Value::Object(Default::default())),
         Method::TurnCredentials => turn::credentials(ctx, snap, params).into(),

@@ -1,10 +1,10 @@
-//! session.login and session.info.
+//! session.login, session.resume, session.token and session.info.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use crate::catalog::Endpoint;
+use crate::auth::{self, Attempt, Credential, Refused};
 use crate::dispatch::Ctx;
 use crate::gateway::Snapshot;
 use crate::rights::Right;
@@ -17,48 +17,87 @@ struct LoginParams {
     password: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResumeParams {
+    token: String,
+}
+
+/// session.login {user, password}
 pub async fn login(ctx: &mut Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
     let p: LoginParams = rpc::params(params)?;
+    let cred = Credential::Password {
+        user: &p.user,
+        password: &p.password,
+    };
+    establish(ctx, cred).await
+}
+
+/// session.resume {token}: a resume token instead of the password.
+pub async fn resume(ctx: &mut Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
+    let p: ResumeParams = rpc::params(params)?;
+    establish(ctx, Credential::Token(&p.token)).await
+}
+
+/// session.token: a fresh resume token for an authenticated session (one
+/// that came in by Basic, Bearer or certificate has not seen one).
+pub fn token(ctx: &mut Ctx<'_>, snap: &Snapshot) -> Result<Value, RpcError> {
+    let user = ctx.session.user().map_or("", |u| &**u);
+    let account = snap
+        .directory
+        .get(user)
+        .ok_or_else(|| RpcError::new(Code::NotAuthenticated))?;
+    let (token, expires) = auth::resume_token(ctx.gw, account);
+    Ok(json!({ "resumeToken": token, "resumeExpires": expires }))
+}
+
+/// Authenticates the session with `cred` and answers its identity and a
+/// resume token.
+async fn establish(ctx: &mut Ctx<'_>, cred: Credential<'_>) -> Result<Value, RpcError> {
     let s = ctx.session;
-    // Hold an owned snapshot: verification waits on the worker pool.
-    let snap = ctx.gw.snapshot_owned();
-    let name = match ctx
+    let at = Attempt {
+        peer: s.peer,
+        endpoint: s.endpoint,
+    };
+    let granted = match auth::authenticate(ctx.gw, cred, at).await {
+        Ok(g) => g,
+        Err(refused) => return Err(refusal(ctx, refused)),
+    };
+    let limit = ctx.gw.snapshot().config.limits.max_connections_per_user;
+    if let Err(refused) = ctx
         .gw
-        .verifier
-        .login(&snap.directory, &p.user, &p.password)
-        .await
+        .hub
+        .bind(s, granted.user.clone(), granted.rights, limit)
     {
-        Ok(name) => name,
-        Err(failure) => {
-            crate::session::audit_login_failed(&p.user, s.peer, s.endpoint, failure.reason());
-            return Err(RpcError::new(Code::LoginFailed));
+        return Err(refusal(ctx, refused));
+    }
+    let snap = ctx.gw.snapshot();
+    let mut v = identity(&snap, ctx, false);
+    if let Some(account) = snap.directory.get(&granted.user) {
+        let (token, expires) = auth::resume_token(ctx.gw, account);
+        v["resumeToken"] = json!(token);
+        v["resumeExpires"] = json!(expires);
+    }
+    Ok(v)
+}
+
+/// The JSON-RPC answer to a refused authentication (docs/PROTOCOL.md).
+fn refusal(ctx: &mut Ctx<'_>, refused: Refused) -> RpcError {
+    match refused {
+        Refused::Failed => RpcError::new(Code::LoginFailed),
+        Refused::Throttled => RpcError::with_message(
+            Code::RateLimited,
+            "too many failed logins from this address; try later",
+        ),
+        Refused::Busy => {
+            RpcError::with_message(Code::RateLimited, "login queue full; retry shortly")
         }
-    };
-    // A reload may have landed during the password check: use the current view.
-    let snap = ctx.gw.snapshot_owned();
-    let Some(rights) = snap.directory.live_rights(&name) else {
-        crate::session::audit_login_failed(&p.user, s.peer, s.endpoint, "disabled");
-        return Err(RpcError::new(Code::LoginFailed));
-    };
-    if s.endpoint == Endpoint::Adjunct && !rights.contains(Right::AdjunctServerConnection) {
-        crate::session::audit_login_failed(
-            &p.user,
-            s.peer,
-            s.endpoint,
-            "no Adjunct Server Connection",
-        );
-        ctx.close = Some((Close::Policy, "Adjunct Server Connection right required"));
-        return Err(RpcError::forbidden(Right::AdjunctServerConnection));
+        Refused::NoConnectionRight => {
+            ctx.close = Some((Close::Policy, "Adjunct Server Connection right required"));
+            RpcError::forbidden(Right::AdjunctServerConnection)
+        }
+        Refused::TooManySessions => RpcError::new(Code::TooManySessions),
     }
-    if !s.authenticate(name.clone(), rights) {
-        // A concurrent login won the race; the gate normally stops this.
-        return Err(RpcError::with_message(
-            Code::InvalidRequest,
-            "already authenticated",
-        ));
-    }
-    tracing::info!(target: "audit", event = "login", outcome = "ok", user = ?&*name, peer = %s.peer, endpoint = s.endpoint.name(), method = "password", "login succeeded");
-    Ok(identity(&snap, ctx, false))
 }
 
 pub fn info(ctx: &mut Ctx<'_>, snap: &Snapshot) -> Result<Value, RpcError> {

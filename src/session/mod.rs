@@ -6,8 +6,8 @@
 //! must not decide rights itself: `dispatch` asks the catalog's gate.
 
 pub mod outbound;
+pub mod rate;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +19,6 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::Instrument;
 
-use crate::catalog::Endpoint;
 use crate::dispatch::{self, Ctx};
 use crate::gateway::{Gateway, Ticket};
 use crate::hub::SessionHandle;
@@ -48,6 +47,10 @@ pub async fn run(gw: Arc<Gateway>, ws: Ws, handle: Arc<SessionHandle>, ticket: T
         handle: handle.clone(),
         ticket,
         out: Vec::with_capacity(256),
+        rate: rate::RateLimit::new(
+            gw.snapshot().config.limits.request_burst,
+            std::time::Instant::now(),
+        ),
     };
     session.drive(ws).instrument(span).await;
     gw.end_session(&handle);
@@ -58,6 +61,7 @@ struct Session {
     handle: Arc<SessionHandle>,
     ticket: Ticket,
     out: Vec<u8>,
+    rate: rate::RateLimit,
 }
 
 /// Why the loop ended.
@@ -214,11 +218,7 @@ impl Session {
         };
         let was_authenticated = self.handle.rights().is_some();
         self.out.clear();
-        let mut ctx = Ctx {
-            gw: &self.gw,
-            session: &self.handle,
-            close: None,
-        };
+        let mut ctx = Ctx::new(&self.gw, &self.handle, &mut self.rate);
         dispatch::frame(&mut ctx, text.as_str(), &mut self.out).await;
         let close = ctx.close;
         if !was_authenticated && self.handle.rights().is_some() {
@@ -267,10 +267,4 @@ fn close_for(e: &WsError) -> End {
         WsError::Protocol(_) => End::Close(Close::Protocol, "protocol error"),
         _ => End::Drop,
     }
-}
-
-/// Audit line for a refused login (user name debug-escaped: no log injection).
-pub fn audit_login_failed(user: &str, peer: SocketAddr, endpoint: Endpoint, reason: &str) {
-    let shown: String = user.chars().take(64).collect();
-    tracing::warn!(target: "audit", event = "login", outcome = "failed", user = ?shown, peer = %peer, endpoint = endpoint.name(), reason, "login failed");
 }

@@ -1,0 +1,176 @@
+//! Authentication: the one place that decides whether a credential names a
+//! live service user, for every way in (a password by `session.login` or
+//! Basic on the upgrade, a resume token by `session.resume` or Bearer, a
+//! client certificate on /adjunct), with account lockout and per-address
+//! throttling, and an audit line for every outcome.
+//!
+//! Must not touch sockets or decide per-method rights (that is the catalog's
+//! gate). Every failure of a credential looks the same to the peer: unknown
+//! user, wrong password, disabled, locked and a bad token are all `Failed`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::catalog::Endpoint;
+use crate::directory::{Account, LoginFailure};
+use crate::gateway::Gateway;
+use crate::rights::{Right, RightSet};
+use crate::tls::ClientIdentity;
+
+/// What a peer offers.
+pub enum Credential<'a> {
+    Password { user: &'a str, password: &'a str },
+    Token(&'a str),
+    Certificate(&'a ClientIdentity),
+}
+
+impl Credential<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Credential::Password { .. } => "password",
+            Credential::Token(_) => "token",
+            Credential::Certificate(_) => "certificate",
+        }
+    }
+}
+
+/// Where an attempt comes from.
+#[derive(Clone, Copy)]
+pub struct Attempt {
+    pub peer: SocketAddr,
+    pub endpoint: Endpoint,
+}
+
+/// A user who may open a session now.
+#[derive(Debug, Clone)]
+pub struct Granted {
+    pub user: Arc<str>,
+    pub rights: RightSet,
+}
+
+/// Why an attempt was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Unknown user, wrong password, disabled, locked, bad token: one answer.
+    Failed,
+    /// The source address failed too often; it is refused for a while.
+    Throttled,
+    /// The verification queue is full (a login storm); retry shortly.
+    Busy,
+    /// Authenticated, but /adjunct needs Adjunct Server Connection.
+    NoConnectionRight,
+    /// The user already holds `[limits] max_connections_per_user` sessions.
+    TooManySessions,
+}
+
+/// Checks `cred`; on success the caller binds the session (`Hub::bind`).
+pub async fn authenticate(
+    gw: &Gateway,
+    cred: Credential<'_>,
+    at: Attempt,
+) -> Result<Granted, Refused> {
+    let snap = gw.snapshot_owned();
+    let sec = &snap.config.security;
+    let how = cred.kind();
+    let claimed: &str = match &cred {
+        Credential::Password { user, .. } => user,
+        _ => "",
+    };
+    if gw.lockout.is_blocked(at.peer.ip(), Instant::now()) {
+        audit(at, claimed, how, "throttled", "address throttled");
+        return Err(Refused::Throttled);
+    }
+    let checked: Result<Arc<str>, (Option<Arc<str>>, &'static str)> = match &cred {
+        Credential::Password { user, password } => {
+            match gw.verifier.login(&snap.directory, user, password).await {
+                Ok(name) => Ok(name),
+                Err(LoginFailure::Busy) => {
+                    audit(at, user, how, "throttled", "verification queue full");
+                    return Err(Refused::Busy);
+                }
+                Err(f @ LoginFailure::WrongPassword) => {
+                    Err((snap.directory.get(user).map(|a| a.name.clone()), f.reason()))
+                }
+                Err(f) => Err((None, f.reason())),
+            }
+        }
+        Credential::Token(token) => {
+            let now = crate::util::unix_now();
+            match gw
+                .resume
+                .check(token, &snap.directory, now, sec.resume_token_secs)
+            {
+                Some(a) if a.enabled => Ok(a.name.clone()),
+                Some(_) => Err((None, "disabled")),
+                None => Err((None, "invalid or expired token")),
+            }
+        }
+        Credential::Certificate(id) => match snap.directory.by_client_cert(id) {
+            Some(a) if a.enabled => Ok(a.name.clone()),
+            Some(_) => Err((None, "disabled")),
+            None => Err((None, "no service user for this certificate")),
+        },
+    };
+    let name = match checked {
+        Ok(name) => name,
+        Err((account, reason)) => {
+            let now = Instant::now();
+            let locked = account
+                .as_ref()
+                .is_some_and(|a| gw.lockout.is_locked(a, now));
+            let tripped = gw.lockout.failed(account.as_ref(), at.peer.ip(), now, sec);
+            if locked {
+                audit(at, claimed, how, "locked", "account locked");
+            } else {
+                audit(at, claimed, how, "failed", reason);
+            }
+            if tripped.account_locked {
+                tracing::warn!(target: "audit", event = "lockout", user = ?shown(claimed), peer = %at.peer, lockout_secs = sec.lockout_secs, "account locked after repeated failures");
+            }
+            if tripped.address_blocked {
+                tracing::warn!(target: "audit", event = "address_blocked", peer = %at.peer, block_secs = sec.ip_block_secs, "source address throttled after repeated failures");
+            }
+            return Err(Refused::Failed);
+        }
+    };
+    // Lockout guards the password and what a password login hands out (the
+    // token); a certificate is a credential of its own.
+    if !matches!(cred, Credential::Certificate(_)) && gw.lockout.is_locked(&name, Instant::now()) {
+        audit(at, &name, how, "locked", "account locked");
+        return Err(Refused::Failed);
+    }
+    // A reload may have landed during the password check: use the current view.
+    let now_snap = gw.snapshot();
+    let Some(rights) = now_snap.directory.live_rights(&name) else {
+        audit(at, &name, how, "failed", "disabled");
+        return Err(Refused::Failed);
+    };
+    if at.endpoint == Endpoint::Adjunct && !rights.contains(Right::AdjunctServerConnection) {
+        audit(at, &name, how, "failed", "no Adjunct Server Connection");
+        return Err(Refused::NoConnectionRight);
+    }
+    if gw.hub.sessions_of(&name) >= now_snap.config.limits.max_connections_per_user {
+        audit(at, &name, how, "refused", "too many sessions for this user");
+        return Err(Refused::TooManySessions);
+    }
+    gw.lockout.succeeded(&name);
+    tracing::info!(target: "audit", event = "login", outcome = "ok", user = ?&*name, peer = %at.peer, endpoint = at.endpoint.name(), method = how, "login succeeded");
+    Ok(Granted { user: name, rights })
+}
+
+/// A fresh resume token for `user` (after any successful authentication).
+pub fn resume_token(gw: &Gateway, account: &Account) -> (String, u64) {
+    let secs = gw.snapshot().config.security.resume_token_secs;
+    let expires = crate::util::unix_now().saturating_add(secs);
+    (gw.resume.issue(account, expires), expires)
+}
+
+/// A user name as logs show it: truncated and debug-escaped (no injection).
+fn shown(user: &str) -> String {
+    user.chars().take(64).collect()
+}
+
+fn audit(at: Attempt, user: &str, how: &str, outcome: &str, reason: &str) {
+    tracing::warn!(target: "audit", event = "login", outcome, user = ?shown(user), peer = %at.peer, endpoint = at.endpoint.name(), method = how, reason, "login refused");
+}

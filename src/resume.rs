@@ -1,0 +1,170 @@
+//! Resume tokens: a signed (HMAC-SHA256), expiring proof that a session
+//! authenticated as a user, so a reconnect costs one HMAC instead of argon2.
+//!
+//! A token is bound to the user's current password hash: a password change,
+//! and removing or disabling the user, void every token at once. The key lives
+//! in a 0600 file created on first start, so tokens survive a restart.
+//!
+//! Must not log or return the key; tokens are credentials and are never
+//! logged either.
+
+use std::path::Path;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::directory::{Account, Directory};
+
+type HmacSha256 = Hmac<Sha256>;
+
+const PREFIX: &str = "v1";
+/// Longest token accepted; a real one is far shorter.
+const MAX_TOKEN_BYTES: usize = 512;
+
+/// The signing key, kept as a keyed HMAC state (cloned per use: cheaper than
+/// keying again).
+pub struct ResumeKey {
+    keyed: HmacSha256,
+}
+
+impl std::fmt::Debug for ResumeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResumeKey(<redacted>)")
+    }
+}
+
+impl ResumeKey {
+    /// Reads the key from `path`, or creates it (0600) when the file is absent.
+    pub fn load_or_create(path: &Path) -> anyhow::Result<ResumeKey> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let hex = text.trim();
+                let mut key = [0u8; 32];
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    anyhow::bail!(
+                        "{}: not a resume key (64 hex digits expected)",
+                        path.display()
+                    );
+                }
+                for (i, byte) in key.iter_mut().enumerate() {
+                    let pair = hex.get(2 * i..2 * i + 2).unwrap_or("00");
+                    *byte = u8::from_str_radix(pair, 16).unwrap_or(0);
+                }
+                ResumeKey::from_bytes(&key)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key: [u8; 32] = rand::random();
+                let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+                crate::util::write_private(path, format!("{hex}\n").as_bytes()).map_err(|e| {
+                    anyhow::anyhow!("{}: cannot create resume key: {e}", path.display())
+                })?;
+                ResumeKey::from_bytes(&key)
+            }
+            Err(e) => anyhow::bail!("{}: cannot read resume key: {e}", path.display()),
+        }
+    }
+
+    fn from_bytes(key: &[u8; 32]) -> anyhow::Result<ResumeKey> {
+        let keyed = HmacSha256::new_from_slice(key)
+            .map_err(|_| anyhow::anyhow!("resume key: bad length"))?;
+        Ok(ResumeKey { keyed })
+    }
+
+    /// A token for `account`, valid until `expires` (Unix seconds).
+    pub fn issue(&self, account: &Account, expires: u64) -> String {
+        let user = URL_SAFE_NO_PAD.encode(account.name.as_bytes());
+        let mac = self.mac(&user, expires, account.password_stamp());
+        format!(
+            "{PREFIX}.{user}.{expires}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
+    }
+
+    /// The account a token names, if it is genuine, unexpired at `now`, not
+    /// longer-lived than `max_secs` allows, and the account's password is the
+    /// one it was issued under. Enabled-ness is the caller's check.
+    pub fn check<'d>(
+        &self,
+        token: &str,
+        directory: &'d Directory,
+        now: u64,
+        max_secs: u64,
+    ) -> Option<&'d Account> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return None;
+        }
+        let mut parts = token.split('.');
+        let (prefix, user, expires, mac) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if prefix != PREFIX || parts.next().is_some() {
+            return None;
+        }
+        let expires: u64 = expires.parse().ok()?;
+        // A shorter resume_token_secs applies to tokens already out.
+        if expires <= now || expires > now.saturating_add(max_secs) {
+            return None;
+        }
+        let name = String::from_utf8(URL_SAFE_NO_PAD.decode(user).ok()?).ok()?;
+        let account = directory.get(&name)?;
+        let mac_bytes = URL_SAFE_NO_PAD.decode(mac).ok()?;
+        // Constant-time comparison inside `verify_slice`.
+        self.mac(user, expires, account.password_stamp())
+            .verify_slice(&mac_bytes)
+            .ok()?;
+        Some(account)
+    }
+
+    fn mac(&self, user_b64: &str, expires: u64, stamp: &str) -> HmacSha256 {
+        let mut mac = self.keyed.clone();
+        mac.update(PREFIX.as_bytes());
+        mac.update(b"\n");
+        mac.update(user_b64.as_bytes());
+        mac.update(b"\n");
+        mac.update(expires.to_string().as_bytes());
+        mac.update(b"\n");
+        mac.update(stamp.as_bytes());
+        mac
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn directory(hash: &str) -> Directory {
+        let text = format!(
+            "[tls]\ncert = \"c\"\nkey = \"k\"\n[[service_user]]\nname = \"app1\"\npassword = \"{hash}\"\n"
+        );
+        let config = crate::config::Config::parse(Path::new("/x/gateway.toml"), &text).unwrap();
+        Directory::from_config(&config)
+    }
+
+    const H1: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";
+    const H2: &str = "$argon2id$v=19$m=19456,t=2,p=1$b3RoZXJzYWx0$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";
+
+    #[test]
+    fn a_token_checks_until_it_expires_and_dies_with_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ResumeKey::load_or_create(&dir.path().join("k")).unwrap();
+        let d = directory(H1);
+        let t = key.issue(d.get("app1").unwrap(), 1_000);
+        assert_eq!(&*key.check(&t, &d, 999, 86_400).unwrap().name, "app1");
+        assert!(key.check(&t, &d, 1_000, 86_400).is_none());
+        // Longer-lived than the current maximum allows.
+        assert!(key.check(&t, &d, 100, 60).is_none());
+        // Another password for the same user.
+        assert!(key.check(&t, &directory(H2), 999, 86_400).is_none());
+        // Tampered expiry or user.
+        let forged = t.replace(".1000.", ".2000.");
+        assert!(key.check(&forged, &d, 999, 86_400).is_none());
+        assert!(key.check("v1.YQ.1000.AAAA", &d, 999, 86_400).is_none());
+        assert!(key.check("garbage", &d, 999, 86_400).is_none());
+        // The key file survives: a second load reads the same key.
+        let again = ResumeKey::load_or_create(&dir.path().join("k")).unwrap();
+        assert!(again.check(&t, &d, 999, 86_400).is_some());
+        let other = ResumeKey::load_or_create(&dir.path().join("k2")).unwrap();
+        assert!(other.check(&t, &d, 999, 86_400).is_none());
+    }
+}
