@@ -228,6 +228,31 @@ pub async fn ws_connect(
     headers: &[(&str, &str)],
 ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
     let tls = tls_connect(addr, ca_pem).await?;
+    ws_over(tls, addr, path, headers).await
+}
+
+/// A TLS connection from a chosen local address (127.0.0.2, …) through
+/// `connector` (which may present a client certificate).
+pub async fn tls_connect_from(
+    addr: SocketAddr,
+    local: std::net::IpAddr,
+    connector: &TlsConnector,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(local, 0))?;
+    let tcp = socket.connect(addr).await?;
+    connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
+/// The WebSocket upgrade over an established TLS connection.
+pub async fn ws_over(
+    tls: TlsStream<TcpStream>,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
     let mut req = format!("wss://localhost:{}{path}", addr.port()).into_client_request()?;
     for (k, v) in headers {
         req.headers_mut().insert(
