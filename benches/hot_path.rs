@@ -1,6 +1,7 @@
 //! The per-request path without sockets: envelope parse, the rights gate,
 //! parse + gate + dispatch + serialize of session.ping through the real
-//! dispatcher, and TURN credential derivation. `cargo bench --bench hot_path`.
+//! dispatcher, response serialization, TURN credential derivation and the
+//! resume-token check. `cargo bench --bench hot_path`.
 
 use std::hint::black_box;
 
@@ -87,6 +88,33 @@ fn bench(c: &mut Criterion) {
                 None,
                 1_764_000_000,
             ))
+        })
+    });
+
+    let result = serde_json::json!({"sessionId": "3f9a0c2b71d4e856", "user": "portal1", "rights": ["one-X CTI API", "TURN Server Connection"]});
+    let id = serde_json::value::RawValue::from_string("17".into()).unwrap();
+    c.bench_function("response_serialization", |b| {
+        b.iter(|| {
+            out.clear();
+            rpc::write_result(&mut out, Some(&id), black_box(&result));
+            black_box(out.len())
+        })
+    });
+
+    let account = snap.directory.get("portal1").unwrap();
+    let token = gw.resume.issue(account, 4_000_000_000);
+    c.bench_function("resume_token_check", |b| {
+        b.iter(|| {
+            black_box(
+                gw.resume
+                    .check(
+                        black_box(&token),
+                        &snap.directory,
+                        3_999_000_000,
+                        86_400_000,
+                    )
+                    .is_some(),
+            )
         })
     });
 }

@@ -1,0 +1,427 @@
+//! adjunct-loadgen: drives a real gateway (the release binary, started here
+//! on a generated config) and a baseline echo server over real TLS
+//! WebSockets, and prints what they sustain: a table, and JSON with --json.
+//!
+//! Scenarios: hold (RSS per idle session, with a latency probe), rpc
+//! (pipelined session.ping, closed loop, then open loop at half the peak),
+//! routed (cti.* through the gateway to providers in this process), fanout
+//! (one publisher, many subscribers), portal (connect + TLS + upgrade + one
+//! request + close), storm (a restart; every session reconnects with its
+//! resume token). It reports; it never asserts. See BENCHMARKS.md.
+
+mod baseline;
+mod drive;
+mod net;
+mod scenarios;
+mod servers;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use drive::Load;
+use scenarios::{Auth, Fanout, HoldStep, Storm};
+use servers::Workdir;
+
+#[derive(Parser)]
+#[command(
+    name = "adjunct-loadgen",
+    version,
+    about = "Load generator and benchmark for adjunct-gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs the scenarios against the gateway and the baseline.
+    Run(RunArgs),
+    /// The baseline echo server (started by `run`).
+    BaselineServer {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct RunArgs {
+    /// The gateway binary (build it with `cargo build --release`).
+    #[arg(long, default_value = "target/release/adjunct-gateway")]
+    gateway_bin: PathBuf,
+    /// Scenarios to run, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "hold,rpc,routed,fanout,portal,storm"
+    )]
+    scenarios: Vec<String>,
+    /// Idle session counts for `hold`, ascending.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,19000")]
+    steps: Vec<usize>,
+    /// Connections for rpc and routed.
+    #[arg(long, default_value_t = 50)]
+    conns: usize,
+    /// Requests in flight per connection (closed loop).
+    #[arg(long, default_value_t = 16)]
+    depth: usize,
+    /// Providers for `routed`.
+    #[arg(long, default_value_t = 4)]
+    providers: usize,
+    /// Subscribers for `fanout`.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Concurrent flows for `portal`.
+    #[arg(long, default_value_t = 32)]
+    portal_workers: usize,
+    /// Sessions for `storm`.
+    #[arg(long, default_value_t = 10_000)]
+    storm: usize,
+    /// Seconds measured per run.
+    #[arg(long, default_value_t = 5.0)]
+    secs: f64,
+    /// Seconds of warm-up before each measured run (and of settling in `hold`).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Interleaved gateway/baseline rounds for rpc and portal (medians reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Skip the latency probe while holding sessions.
+    #[arg(long)]
+    no_probe: bool,
+}
+
+#[derive(Serialize, Default)]
+struct Report {
+    machine: String,
+    fd_limit: u64,
+    hold: Option<Pair<Vec<HoldStep>>>,
+    rpc: Option<Pair<RateRow>>,
+    rpc_half_rate_p99_ms: Option<f64>,
+    routed: Option<RateRow>,
+    routed_half_rate_p99_ms: Option<f64>,
+    fanout: Option<Fanout>,
+    portal: Option<Pair<RateRow>>,
+    storm: Option<Storm>,
+}
+
+#[derive(Serialize, Clone)]
+struct Pair<T> {
+    gateway: T,
+    baseline: Option<T>,
+}
+
+/// Medians over the rounds.
+#[derive(Serialize, Clone, Default)]
+struct RateRow {
+    per_sec: f64,
+    per_server_cpu_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+}
+
+impl RateRow {
+    fn of(runs: &[scenarios::Run]) -> RateRow {
+        let med = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        RateRow {
+            per_sec: med(runs.iter().map(|r| r.stats.rate()).collect()),
+            per_server_cpu_sec: med(runs.iter().map(|r| r.per_core()).collect()),
+            p50_ms: med(runs.iter().map(|r| r.stats.ms(0.5)).collect()),
+            p99_ms: med(runs.iter().map(|r| r.stats.ms(0.99)).collect()),
+            p999_ms: med(runs.iter().map(|r| r.stats.ms(0.999)).collect()),
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    adjunct_gateway::tls::install_provider();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Cmd::BaselineServer { listen, cert, key } => {
+            rt.block_on(baseline::serve(listen, &cert, &key))
+        }
+        Cmd::Run(args) => rt.block_on(run(args)),
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let want = |s: &str| args.scenarios.iter().any(|x| x == s);
+    let fd_limit = net::raise_fd_limit();
+    let biggest = args
+        .steps
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(args.storm);
+    eprintln!("descriptor limit: {fd_limit}");
+    if (fd_limit as usize) < biggest + 200 {
+        eprintln!("note: the descriptor limit ({fd_limit}) caps sessions below {biggest}; counts above it will fail to open");
+    }
+    let gateway_bin = args.gateway_bin.canonicalize().map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e} (cargo build --release first)",
+            args.gateway_bin.display()
+        )
+    })?;
+    let dir = std::env::temp_dir().join(format!("adjunct-loadgen-{}", std::process::id()));
+    let work = Workdir::create(&dir)?;
+    let mut gateway = work.start_gateway(&gateway_bin).await?;
+    let users = work.users(&gateway.target()?).await?;
+    let gw_auth = Auth::gateway(&users);
+    let none = Auth::none();
+    let baseline = work.start_baseline().await?;
+    let warmup = Duration::from_secs_f64(args.warmup);
+    let measure = Duration::from_secs_f64(args.secs);
+    let mut report = Report {
+        machine: machine(),
+        fd_limit,
+        ..Report::default()
+    };
+
+    if want("hold") {
+        eprintln!(
+            "hold: {:?} idle sessions (gateway, then baseline)",
+            args.steps
+        );
+        let g = scenarios::hold(&gateway, &gw_auth, &args.steps, !args.no_probe, warmup).await?;
+        let b = scenarios::hold(&baseline, &none, &args.steps, !args.no_probe, warmup).await?;
+        report.hold = Some(Pair {
+            gateway: g,
+            baseline: Some(b),
+        });
+    }
+    if want("rpc") {
+        eprintln!(
+            "rpc: {} connections x {} in flight, {} rounds",
+            args.conns, args.depth, args.rounds
+        );
+        let (mut g, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..args.rounds {
+            let load = Load::Closed { depth: args.depth };
+            g.push(scenarios::rpc(&gateway, &gw_auth, args.conns, load, warmup, measure).await?);
+            b.push(scenarios::rpc(&baseline, &none, args.conns, load, warmup, measure).await?);
+        }
+        let gateway_row = RateRow::of(&g);
+        let half = gateway_row.per_sec / 2.0 / args.conns as f64;
+        eprintln!(
+            "rpc: open loop at half the peak ({:.0}/s)",
+            half * args.conns as f64
+        );
+        let open = scenarios::rpc(
+            &gateway,
+            &gw_auth,
+            args.conns,
+            Load::Open { rate: half },
+            warmup,
+            measure,
+        )
+        .await?;
+        report.rpc_half_rate_p99_ms = Some(open.stats.ms(0.99));
+        report.rpc = Some(Pair {
+            gateway: gateway_row,
+            baseline: Some(RateRow::of(&b)),
+        });
+    }
+    if want("routed") {
+        eprintln!(
+            "routed: {} clients x {} in flight, {} providers",
+            args.conns, args.depth, args.providers
+        );
+        let peak = scenarios::routed(
+            &gateway,
+            &gw_auth,
+            args.providers,
+            args.conns,
+            Load::Closed { depth: args.depth },
+            warmup,
+            measure,
+        )
+        .await?;
+        let row = RateRow::of(std::slice::from_ref(&peak));
+        let half = row.per_sec / 2.0 / args.conns as f64;
+        let open = scenarios::routed(
+            &gateway,
+            &gw_auth,
+            args.providers,
+            args.conns,
+            Load::Open { rate: half },
+            warmup,
+            measure,
+        )
+        .await?;
+        report.routed_half_rate_p99_ms = Some(open.stats.ms(0.99));
+        report.routed = Some(row);
+    }
+    if want("fanout") {
+        eprintln!("fanout: 1 publisher, {} subscribers", args.subscribers);
+        report.fanout =
+            Some(scenarios::fanout(&gateway, &gw_auth, args.subscribers, 8, measure).await?);
+    }
+    if want("portal") {
+        eprintln!(
+            "portal: {} concurrent flows, {} rounds",
+            args.portal_workers, args.rounds
+        );
+        let (mut g, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..args.rounds {
+            g.push(scenarios::portal(&gateway, &gw_auth, args.portal_workers, measure).await?);
+            b.push(scenarios::portal(&baseline, &none, args.portal_workers, measure).await?);
+        }
+        report.portal = Some(Pair {
+            gateway: RateRow::of(&g),
+            baseline: Some(RateRow::of(&b)),
+        });
+    }
+    baseline.stop().await;
+    if want("storm") {
+        eprintln!("storm: {} sessions, then a gateway restart", args.storm);
+        let bin = gateway_bin.clone();
+        let (storm, restarted) =
+            scenarios::storm(gateway, &gw_auth, args.storm, || work.start_gateway(&bin)).await?;
+        report.storm = Some(storm);
+        gateway = restarted;
+    }
+    gateway.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    print_table(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores, {cpu}")
+}
+
+fn ratio(g: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}", g / b)
+    } else {
+        "-".into()
+    }
+}
+
+fn print_table(r: &Report) {
+    println!("machine: {}; descriptor limit {}", r.machine, r.fd_limit);
+    println!(
+        "{:<34} {:>16} {:>16} {:>7}",
+        "scenario", "gateway", "baseline", "ratio"
+    );
+    if let Some(h) = &r.hold {
+        let base = h.baseline.clone().unwrap_or_default();
+        for (i, g) in h.gateway.iter().enumerate() {
+            let b = base.get(i);
+            println!(
+                "{:<34} {:>11.1} KiB {:>11.1} KiB {:>7}",
+                format!("hold {} sessions: RSS/session", g.sessions),
+                g.kib_per_session,
+                b.map_or(0.0, |b| b.kib_per_session),
+                ratio(g.kib_per_session, b.map_or(0.0, |b| b.kib_per_session))
+            );
+            if g.probe_p99_ms > 0.0 {
+                println!(
+                    "{:<34} {:>13.2} ms {:>13.2} ms",
+                    format!("  ping p99 while holding {}", g.sessions),
+                    g.probe_p99_ms,
+                    b.map_or(0.0, |b| b.probe_p99_ms)
+                );
+            }
+        }
+    }
+    let pair_rows = |name: &str, unit: &str, p: &Pair<RateRow>| {
+        let b = p.baseline.clone().unwrap_or_default();
+        println!(
+            "{:<34} {:>12.0} {unit} {:>12.0} {unit} {:>7}",
+            format!("{name} /s"),
+            p.gateway.per_sec,
+            b.per_sec,
+            ratio(p.gateway.per_sec, b.per_sec)
+        );
+        println!(
+            "{:<34} {:>12.0} {unit} {:>12.0} {unit} {:>7}",
+            format!("{name} per server core"),
+            p.gateway.per_server_cpu_sec,
+            b.per_server_cpu_sec,
+            ratio(p.gateway.per_server_cpu_sec, b.per_server_cpu_sec)
+        );
+        println!(
+            "{:<34} {:>13.2} ms {:>13.2} ms",
+            format!("{name} p50 / p99 / p999"),
+            p.gateway.p50_ms,
+            b.p50_ms
+        );
+        println!(
+            "{:<34} {:>13.2} ms {:>13.2} ms",
+            "", p.gateway.p99_ms, b.p99_ms
+        );
+        println!(
+            "{:<34} {:>13.2} ms {:>13.2} ms",
+            "", p.gateway.p999_ms, b.p999_ms
+        );
+    };
+    if let Some(p) = &r.rpc {
+        pair_rows("rpc", "req", p);
+    }
+    if let Some(p99) = r.rpc_half_rate_p99_ms {
+        println!("{:<34} {:>13.2} ms", "rpc p99 at half the peak (open)", p99);
+    }
+    if let Some(row) = &r.routed {
+        println!("{:<34} {:>12.0} req", "routed /s", row.per_sec);
+        println!("{:<34} {:>13.2} ms", "routed p99 (closed loop)", row.p99_ms);
+    }
+    if let Some(p99) = r.routed_half_rate_p99_ms {
+        println!(
+            "{:<34} {:>13.2} ms",
+            "routed p99 at half the peak (open)", p99
+        );
+    }
+    if let Some(f) = &r.fanout {
+        println!(
+            "{:<34} {:>12.0} /s  ({} published, {} lost)",
+            format!("fanout to {} deliveries", f.subscribers),
+            f.deliveries_per_sec,
+            f.published,
+            f.lost
+        );
+    }
+    if let Some(p) = &r.portal {
+        pair_rows("portal flows", "fl.", p);
+    }
+    if let Some(s) = &r.storm {
+        println!(
+            "{:<34} {:>12.2} s   ({} of {} back, p99 {:.0} ms)",
+            "storm: all sessions back after restart", s.secs, s.reconnected, s.sessions, s.p99_ms
+        );
+    }
+}

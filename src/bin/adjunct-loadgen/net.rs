@@ -1,0 +1,158 @@
+//! Client connections on the gateway's own stack (tokio, rustls with ring,
+//! tokio-tungstenite): TLS from a chosen loopback source address, the
+//! WebSocket upgrade, and the small helpers every scenario uses.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::{SinkExt, StreamExt};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+pub type Ws = WebSocketStream<TlsStream<TcpStream>>;
+
+/// Connections per source address before moving to the next one, well
+/// under the ephemeral port range.
+const PER_SOURCE: usize = 2000;
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub connector: TlsConnector,
+    sources: Arc<AtomicUsize>,
+}
+
+impl Target {
+    pub fn new(addr: SocketAddr, ca_pem: &str) -> anyhow::Result<Target> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(cert.context("CA PEM")?)?;
+        }
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Target {
+            addr,
+            connector: TlsConnector::from(Arc::new(config)),
+            sources: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// The next loopback source address: 127.0.0.2, 127.0.0.3, …
+    fn next_source(&self) -> IpAddr {
+        let n = self.sources.fetch_add(1, Ordering::Relaxed) / PER_SOURCE;
+        let host = 2 + (n % 250) as u8;
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, host))
+    }
+
+    /// TCP + TLS + upgrade to `path`, with an `Authorization` header if given.
+    pub async fn connect(&self, path: &str, authorization: Option<&str>) -> anyhow::Result<Ws> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(self.next_source(), 0))?;
+        let tcp = socket.connect(self.addr).await?;
+        tcp.set_nodelay(true)?;
+        let tls = self
+            .connector
+            .connect(ServerName::try_from("localhost")?, tcp)
+            .await?;
+        let mut request =
+            format!("wss://localhost:{}{path}", self.addr.port()).into_client_request()?;
+        if let Some(auth) = authorization {
+            request
+                .headers_mut()
+                .insert("Authorization", HeaderValue::from_str(auth)?);
+        }
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .max_message_size(Some(1 << 20));
+        let (ws, _) =
+            tokio_tungstenite::client_async_with_config(request, tls, Some(config)).await?;
+        Ok(ws)
+    }
+
+    /// Like `connect`, retrying for up to `patience` (a restarting server).
+    pub async fn connect_retrying(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+        patience: Duration,
+    ) -> anyhow::Result<Ws> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match self.connect(path, authorization).await {
+                Ok(ws) => return Ok(ws),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => {
+                    // Jitter spreads a reconnecting crowd over time.
+                    let jitter = Duration::from_micros(rand::random::<u64>() % 20_000);
+                    tokio::time::sleep(pause + jitter).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+}
+
+/// Sends one request and waits for the answer with the same numeric id.
+pub async fn call(ws: &mut Ws, id: u64, method: &str, params: &str) -> anyhow::Result<String> {
+    ws.send(Message::text(format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#
+    )))
+    .await?;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .context("no answer in 30 s")?
+            .context("connection closed")??;
+        if let Message::Text(t) = msg {
+            if id_of(t.as_str()) == Some(id) {
+                anyhow::ensure!(
+                    !t.as_str().contains("\"error\""),
+                    "{method} failed: {}",
+                    t.as_str()
+                );
+                return Ok(t.as_str().to_owned());
+            }
+        }
+    }
+}
+
+/// The numeric `"id"` of a JSON-RPC message, found without parsing it all.
+pub fn id_of(text: &str) -> Option<u64> {
+    let at = text.find("\"id\":")? + 5;
+    let digits = text.get(at..)?;
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits.get(..end)?.parse().ok()
+}
+
+/// A string member of a JSON object, parsed properly (setup paths only).
+pub fn string_field(text: &str, path: &[&str]) -> anyhow::Result<String> {
+    let v: serde_json::Value = serde_json::from_str(text)?;
+    let mut at = &v;
+    for key in path {
+        at = at.get(key).with_context(|| format!("no {key} in {text}"))?;
+    }
+    at.as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("not a string in {text}"))
+}
+
+/// Raises this process's descriptor limit as far as allowed; returns it.
+pub fn raise_fd_limit() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
+}

@@ -1,0 +1,560 @@
+//! The six scenarios of the benchmark: hold, rpc, routed, fanout, portal,
+//! storm. Each takes a server (the gateway or the baseline) and returns
+//! numbers; none of them asserts anything.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::drive::{drive, new_hist, Load, Stats};
+use crate::net::{self, id_of, Target, Ws};
+use crate::servers::{Server, Users};
+
+/// Handshakes in flight at once while opening many sessions.
+const OPENING: usize = 256;
+
+pub const PING: fn(u64) -> String =
+    |id| format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"session.ping"}}"#);
+
+/// How a session authenticates: the gateway takes a resume token, the
+/// baseline nothing.
+#[derive(Clone)]
+pub struct Auth {
+    pub app: Option<String>,
+    pub portal: Option<String>,
+}
+
+impl Auth {
+    pub fn gateway(users: &Users) -> Auth {
+        Auth {
+            app: Some(format!("Bearer {}", users.app_token)),
+            portal: Some(format!("Bearer {}", users.portal_token)),
+        }
+    }
+
+    pub fn none() -> Auth {
+        Auth {
+            app: None,
+            portal: None,
+        }
+    }
+}
+
+/// CPU seconds (user + system) a process has used, from /proc/PID/stat.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let ticks = clock_ticks();
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses.
+            let rest = s.get(s.rfind(')')? + 2..)?.to_owned();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = f.get(11)?.parse().ok()?;
+            let stime: f64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) / ticks)
+        })
+        .unwrap_or(0.0)
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Opens `n` sessions on `path` and parks each in a task that answers the
+/// server's pings until `stop` is set. Returns how many opened.
+pub async fn open_idle(
+    target: &Target,
+    path: &'static str,
+    auth: Option<String>,
+    n: usize,
+    stop: Arc<tokio::sync::Notify>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> usize {
+    let opened = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(OPENING));
+    let mut openers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let target = target.clone();
+        let auth = auth.clone();
+        let stop = stop.clone();
+        let opened = opened.clone();
+        let gate = gate.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tasks.push(tokio::spawn(async move {
+            let ws = {
+                let Ok(_permit) = gate.acquire().await else {
+                    return;
+                };
+                target.connect(path, auth.as_deref()).await
+            };
+            let Ok(mut ws) = ws else {
+                let _ = tx.send(());
+                return;
+            };
+            opened.fetch_add(1, Ordering::Relaxed);
+            let _ = tx.send(());
+            let stopped = stop.notified();
+            tokio::pin!(stopped);
+            loop {
+                tokio::select! {
+                    () = &mut stopped => break,
+                    m = ws.next() => if !matches!(m, Some(Ok(_))) { return },
+                }
+            }
+            let _ = ws.close(None).await;
+        }));
+        openers.push(rx);
+    }
+    for rx in openers {
+        let _ = rx.await;
+    }
+    opened.load(Ordering::Relaxed)
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct HoldStep {
+    pub sessions: usize,
+    pub rss_kib: u64,
+    pub kib_per_session: f64,
+    /// session.ping p99 (ms) on 20 probe sessions at 2,000 requests/s while these are held.
+    pub probe_p99_ms: f64,
+}
+
+/// Idle sessions in steps; RSS per session and a latency probe at each.
+pub async fn hold(
+    server: &Server,
+    auth: &Auth,
+    steps: &[usize],
+    probe: bool,
+    settle: Duration,
+) -> anyhow::Result<Vec<HoldStep>> {
+    let target = server.target()?;
+    tokio::time::sleep(settle).await;
+    let rss0 = server.rss_kib();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let mut tasks = Vec::new();
+    let mut held = 0usize;
+    let mut out = Vec::new();
+    for &n in steps {
+        if n > held {
+            held += open_idle(
+                &target,
+                "/adjunct",
+                auth.app.clone(),
+                n - held,
+                stop.clone(),
+                &mut tasks,
+            )
+            .await;
+        }
+        tokio::time::sleep(settle * 2).await;
+        let rss = server.rss_kib();
+        let probe_p99_ms = if probe {
+            rpc(
+                server,
+                auth,
+                20,
+                Load::Open { rate: 100.0 },
+                settle,
+                settle * 3,
+            )
+            .await?
+            .stats
+            .ms(0.99)
+        } else {
+            0.0
+        };
+        out.push(HoldStep {
+            sessions: held,
+            rss_kib: rss,
+            kib_per_session: rss.saturating_sub(rss0) as f64 / held.max(1) as f64,
+            probe_p99_ms,
+        });
+    }
+    stop.notify_waiters();
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(out)
+}
+
+/// Result of a request scenario, with the server's CPU use.
+pub struct Run {
+    pub stats: Stats,
+    pub server_cpu_secs: f64,
+}
+
+impl Run {
+    /// Requests per second of server CPU (per server core).
+    pub fn per_core(&self) -> f64 {
+        self.stats.answered as f64 / self.server_cpu_secs.max(1e-9)
+    }
+}
+
+/// session.ping on `conns` connections.
+pub async fn rpc(
+    server: &Server,
+    auth: &Auth,
+    conns: usize,
+    load: Load,
+    warmup: Duration,
+    measure: Duration,
+) -> anyhow::Result<Run> {
+    let target = server.target()?;
+    let mut sockets = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        sockets.push(target.connect("/adjunct", auth.app.as_deref()).await?);
+    }
+    measure_requests(server, sockets, PING, load, warmup, measure).await
+}
+
+/// Drives every socket and sums the results; server CPU is sampled over the
+/// measured window only.
+async fn measure_requests(
+    server: &Server,
+    sockets: Vec<Ws>,
+    request: fn(u64) -> String,
+    load: Load,
+    warmup: Duration,
+    measure: Duration,
+) -> anyhow::Result<Run> {
+    let pid = server.pid();
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .map(|ws| tokio::spawn(drive(ws, request, load, warmup, measure)))
+        .collect();
+    tokio::time::sleep(warmup).await;
+    let cpu0 = cpu_secs(pid);
+    tokio::time::sleep(measure).await;
+    let cpu1 = cpu_secs(pid);
+    let mut stats = Stats::new(measure.as_secs_f64());
+    for t in tasks {
+        if let Ok(s) = t.await {
+            stats.merge(&s);
+        }
+    }
+    Ok(Run {
+        stats,
+        server_cpu_secs: cpu1 - cpu0,
+    })
+}
+
+/// cti.* from `conns` clients through the gateway to `providers` providers
+/// (in this process) and back.
+pub async fn routed(
+    server: &Server,
+    auth: &Auth,
+    providers: usize,
+    conns: usize,
+    load: Load,
+    warmup: Duration,
+    measure: Duration,
+) -> anyhow::Result<Run> {
+    let target = server.target()?;
+    let mut provider_tasks = Vec::new();
+    for _ in 0..providers {
+        let mut ws = target.connect("/adjunct", auth.app.as_deref()).await?;
+        net::call(&mut ws, 1, "adjunct.register", r#"{"namespaces":["cti"]}"#).await?;
+        provider_tasks.push(tokio::spawn(serve_provider(ws)));
+    }
+    let mut sockets = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        sockets.push(target.connect("/portal", auth.portal.as_deref()).await?);
+    }
+    let request: fn(u64) -> String =
+        |id| format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"cti.echo","params":{{}}}}"#);
+    let run = measure_requests(server, sockets, request, load, warmup, measure).await;
+    for t in provider_tasks {
+        t.abort();
+    }
+    run
+}
+
+/// A provider that answers every routed request with `{}` at once.
+async fn serve_provider(mut ws: Ws) {
+    while let Some(Ok(first)) = ws.next().await {
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            if let Message::Text(t) = &m {
+                if let Some(id) = id_of(t.as_str()) {
+                    let answer = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#);
+                    if ws.feed(Message::text(answer)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            if let Some(Some(Ok(m))) = ws.next().now_or_never() {
+                next = Some(m);
+            }
+        }
+        if ws.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Fanout {
+    pub subscribers: usize,
+    pub published: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub deliveries_per_sec: f64,
+}
+
+/// One publisher, `subscribers` subscribers of `cti.bench`.
+pub async fn fanout(
+    server: &Server,
+    auth: &Auth,
+    subscribers: usize,
+    depth: usize,
+    measure: Duration,
+) -> anyhow::Result<Fanout> {
+    let target = server.target()?;
+    let delivered = Arc::new(AtomicU64::new(0));
+    let lost = Arc::new(AtomicU64::new(0));
+    let counting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut subs = Vec::new();
+    for _ in 0..subscribers {
+        let mut ws = target.connect("/portal", auth.portal.as_deref()).await?;
+        net::call(
+            &mut ws,
+            1,
+            "events.subscribe",
+            r#"{"topics":["cti.bench"]}"#,
+        )
+        .await?;
+        let (delivered, lost, counting) = (delivered.clone(), lost.clone(), counting.clone());
+        subs.push(tokio::spawn(async move {
+            while let Some(Ok(m)) = ws.next().await {
+                if let Message::Text(t) = m {
+                    let t = t.as_str();
+                    if !counting.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    if t.contains("\"method\":\"event\"") {
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                    } else if t.contains("\"event.lost\"") {
+                        let n = t
+                            .split("\"count\":")
+                            .nth(1)
+                            .and_then(|r| r.trim_end_matches(['}', ']']).parse::<u64>().ok())
+                            .unwrap_or(0);
+                        lost.fetch_add(n, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    let publisher = target.connect("/adjunct", auth.app.as_deref()).await?;
+    let request: fn(u64) -> String = |id| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"adjunct.publish","params":{{"topic":"cti.bench","data":{{"n":{id}}}}}}}"#
+        )
+    };
+    let warmup = Duration::from_millis(500);
+    let pub_task = tokio::spawn(drive(
+        publisher,
+        request,
+        Load::Closed { depth },
+        warmup,
+        measure,
+    ));
+    tokio::time::sleep(warmup).await;
+    counting.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    tokio::time::sleep(measure).await;
+    counting.store(false, Ordering::Relaxed);
+    let secs = t0.elapsed().as_secs_f64();
+    let published = pub_task.await.map(|s| s.answered).unwrap_or(0);
+    for s in subs {
+        s.abort();
+    }
+    let delivered = delivered.load(Ordering::Relaxed);
+    Ok(Fanout {
+        subscribers,
+        published,
+        delivered,
+        lost: lost.load(Ordering::Relaxed),
+        deliveries_per_sec: delivered as f64 / secs,
+    })
+}
+
+/// The User Portal flow, `workers` at a time: TLS connect, upgrade with the
+/// token (gateway) or nothing (baseline), one request, close.
+pub async fn portal(
+    server: &Server,
+    auth: &Auth,
+    workers: usize,
+    measure: Duration,
+) -> anyhow::Result<Run> {
+    let target = server.target()?;
+    let is_gateway = auth.portal.is_some();
+    let pid = server.pid();
+    let until = Instant::now() + measure;
+    let cpu0 = cpu_secs(pid);
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let target = target.clone();
+        let auth = auth.portal.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut stats = Stats::new(measure.as_secs_f64());
+            while Instant::now() < until {
+                let t = Instant::now();
+                let Ok(mut ws) = target.connect("/portal", auth.as_deref()).await else {
+                    continue;
+                };
+                let ok = if is_gateway {
+                    net::call(&mut ws, 1, "turn.credentials", "{}")
+                        .await
+                        .is_ok()
+                } else {
+                    net::call(&mut ws, 1, "session.ping", "{}").await.is_ok()
+                };
+                let _ = ws.close(None).await;
+                if ok {
+                    stats.answered += 1;
+                    let _ = stats.hist.record(t.elapsed().as_micros().max(1) as u64);
+                }
+            }
+            stats
+        }));
+    }
+    let mut stats = Stats::new(measure.as_secs_f64());
+    for t in tasks {
+        if let Ok(s) = t.await {
+            stats.merge(&s);
+        }
+    }
+    let cpu1 = cpu_secs(pid);
+    Ok(Run {
+        stats,
+        server_cpu_secs: cpu1 - cpu0,
+    })
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Storm {
+    pub sessions: usize,
+    pub reconnected: usize,
+    pub secs: f64,
+    pub p99_ms: f64,
+}
+
+/// `n` token-authenticated sessions; the gateway restarts; every session
+/// reconnects at once with its token. Seconds from the restart until the
+/// last is back and answering.
+pub async fn storm<F, Fut>(
+    server: Server,
+    auth: &Auth,
+    n: usize,
+    restart: F,
+) -> anyhow::Result<(Storm, Server)>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Server>>,
+{
+    let target = server.target()?;
+    let back = Arc::new(AtomicUsize::new(0));
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let restarted_at = Arc::new(parking_lot::Mutex::new(None::<Instant>));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+    let opened = Arc::new(AtomicUsize::new(0));
+    let settled = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(OPENING));
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let (target, auth) = (target.clone(), auth.app.clone());
+        let (back, armed, restarted_at, done_tx, opened, settled, gate) = (
+            back.clone(),
+            armed.clone(),
+            restarted_at.clone(),
+            done_tx.clone(),
+            opened.clone(),
+            settled.clone(),
+            gate.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let first = {
+                let Ok(_p) = gate.acquire().await else { return };
+                target.connect("/adjunct", auth.as_deref()).await
+            };
+            if first.is_ok() {
+                opened.fetch_add(1, Ordering::Relaxed);
+            }
+            settled.fetch_add(1, Ordering::Relaxed);
+            let Ok(mut ws) = first else { return };
+            // Wait for the restart to take this session away.
+            while let Some(Ok(_)) = ws.next().await {}
+            if !armed.load(Ordering::Relaxed) {
+                return;
+            }
+            let Ok(mut ws) = target
+                .connect_retrying("/adjunct", auth.as_deref(), Duration::from_secs(120))
+                .await
+            else {
+                return;
+            };
+            if net::call(&mut ws, 7, "session.ping", "{}").await.is_ok() {
+                back.fetch_add(1, Ordering::Relaxed);
+                if let Some(t0) = *restarted_at.lock() {
+                    let _ = done_tx.send(t0.elapsed());
+                }
+            }
+            // Hold it until the scenario ends.
+            while let Some(Ok(_)) = ws.next().await {}
+        }));
+    }
+    drop(done_tx);
+    while settled.load(Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let the last upgrades settle into sessions.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let held = opened.load(Ordering::Relaxed);
+    armed.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    *restarted_at.lock() = Some(t0);
+    server.stop().await;
+    let server = restart().await?;
+    let mut hist = new_hist();
+    let deadline = t0 + Duration::from_secs(120);
+    let mut last = Duration::ZERO;
+    while back.load(Ordering::Relaxed) < held && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(200), done_rx.recv()).await {
+            Ok(Some(d)) => {
+                last = last.max(d);
+                let _ = hist.record(d.as_micros().max(1) as u64);
+            }
+            Ok(None) => break,
+            Err(_) => {}
+        }
+    }
+    while let Ok(d) = done_rx.try_recv() {
+        last = last.max(d);
+        let _ = hist.record(d.as_micros().max(1) as u64);
+    }
+    for t in tasks {
+        t.abort();
+    }
+    Ok((
+        Storm {
+            sessions: held,
+            reconnected: back.load(Ordering::Relaxed),
+            secs: last.as_secs_f64(),
+            p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+        },
+        server,
+    ))
+}

@@ -1,0 +1,59 @@
+//! Keeps the load generator working: every scenario at a tiny scale against
+//! the real gateway binary and the baseline. It checks that each scenario
+//! produced numbers, never how big they are (that is BENCHMARKS.md's job).
+
+use std::process::Command;
+
+#[test]
+fn every_scenario_runs_at_a_tiny_scale() {
+    let json = tempfile::NamedTempFile::new().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_adjunct-loadgen"))
+        .args([
+            "run",
+            "--gateway-bin",
+            env!("CARGO_BIN_EXE_adjunct-gateway"),
+            "--steps",
+            "10,30",
+            "--storm",
+            "20",
+            "--secs",
+            "0.5",
+            "--warmup",
+            "0.2",
+            "--rounds",
+            "1",
+            "--conns",
+            "2",
+            "--depth",
+            "4",
+            "--providers",
+            "2",
+            "--subscribers",
+            "5",
+            "--portal-workers",
+            "2",
+            "--json",
+        ])
+        .arg(json.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("scenario"), "{stdout}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json.path()).unwrap()).unwrap();
+    let hold = r["hold"]["gateway"].as_array().unwrap();
+    assert_eq!(hold.len(), 2);
+    assert_eq!(hold[1]["sessions"], 30);
+    assert!(hold[1]["rss_kib"].as_u64().unwrap() > 0);
+    assert_eq!(r["hold"]["baseline"][1]["sessions"], 30);
+    assert!(r["rpc"]["gateway"]["per_sec"].as_f64().unwrap() > 0.0);
+    assert!(r["rpc"]["baseline"]["per_sec"].as_f64().unwrap() > 0.0);
+    assert!(r["rpc_half_rate_p99_ms"].as_f64().unwrap() > 0.0);
+    assert!(r["routed"]["per_sec"].as_f64().unwrap() > 0.0);
+    assert!(r["fanout"]["delivered"].as_u64().unwrap() > 0);
+    assert!(r["portal"]["gateway"]["per_sec"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["storm"]["sessions"], 20);
+    assert_eq!(r["storm"]["reconnected"], 20);
+}
