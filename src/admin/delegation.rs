@@ -25,6 +25,8 @@ pub struct Actor<'a> {
 pub enum Kind {
     Account,
     Group,
+    /// A live session (closing one reaches into its rights too).
+    Session,
 }
 
 impl Kind {
@@ -32,6 +34,7 @@ impl Kind {
         match self {
             Kind::Account => "account",
             Kind::Group => "group",
+            Kind::Session => "session",
         }
     }
 }
