@@ -423,6 +423,24 @@ mod tests {
     }
 
     #[test]
+    fn admin_methods_need_the_management_rights() {
+        let c = Catalog::default();
+        for (method, right) in [
+            ("admin.sessions.list", Right::ManagementApiRead),
+            ("admin.config.reload", Right::ManagementApiWrite),
+            ("admin.users.set_password", Right::WebControlSecurity),
+        ] {
+            let e = c.lookup(method).unwrap();
+            assert_eq!(e.need, Need::Right(right), "{method}");
+            let Target::Local(m) = e.target else {
+                panic!("{method} is routed")
+            };
+            assert_eq!(method_entry(m), (method, e.need));
+        }
+        assert_eq!(c.lookup("admin.nope"), None);
+    }
+
+    #[test]
     fn adjunct_methods_only_on_adjunct() {
         let c = Catalog::default();
         let reg = c.lookup("adjunct.register").unwrap();

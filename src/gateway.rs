@@ -2,8 +2,10 @@
 //! snapshot (swapped whole on reload), the hub of live sessions, the password
 //! verifier, the TLS certificate store and connection admission counters.
 //!
-//! Reload lives here because it touches all of them at once; it never reaches
-//! into a socket, only into the hub.
+//! Reload lives here because it touches all of them at once, and so does
+//! `install`, the one path by which a reload or a Management API change
+//! (`admin::change`) becomes the live configuration. Neither reaches into a
+//! socket, only into the hub.
 
 use std::net::IpAddr;
 use std::path::PathBuf;

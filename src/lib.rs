@@ -21,6 +21,10 @@
 //! the sixteen service rights; [`turn`] the coturn-compatible credentials;
 //! [`portal`] the Origin check and demo page;
 //! [`starter`] the embedded default configuration.
+//!
+//! The Management API (`admin.*`, handled in [`methods`]) changes the config
+//! through [`admin`]: delegation rules, comment-keeping edits, atomic writes,
+//! then the same install path as a reload.
 
 #![forbid(unsafe_code)]
 
