@@ -82,6 +82,15 @@ name = "Support Technician"
 rights = ["Management API Read"]
 "#;
 
+/// The names of the five role groups in `ROLES`, most powerful first.
+pub const ROLE_NAMES: [&str; 5] = [
+    "Server Administrator",
+    "System Administrator",
+    "Phone Administrator",
+    "Network Administrator",
+    "Support Technician",
+];
+
 const TEMPLATE: &str = r#"# adjunct-gateway starter configuration, written on first `serve`.
 # Every key is documented in README.md. Reload with SIGHUP after editing.
 
@@ -155,13 +164,7 @@ mod tests {
         let admin = &config.users[0];
         assert!(config.is_administrator(&admin.name));
         assert_eq!(config.rights_of(admin), crate::rights::RightSet::ALL);
-        for role in [
-            "Server Administrator",
-            "System Administrator",
-            "Phone Administrator",
-            "Network Administrator",
-            "Support Technician",
-        ] {
+        for role in ROLE_NAMES {
             assert!(config.group(role).is_some(), "{role}");
         }
         assert_eq!(

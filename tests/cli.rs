@@ -776,13 +776,7 @@ async fn serve_without_config_writes_the_embedded_default_and_serves_it() {
         .iter()
         .filter_map(|g| g["name"].as_str())
         .collect();
-    for role in [
-        "Server Administrator",
-        "System Administrator",
-        "Phone Administrator",
-        "Network Administrator",
-        "Support Technician",
-    ] {
+    for role in adjunct_gateway::starter::ROLE_NAMES {
         assert!(names.contains(&role), "{role} missing: {names:?}");
     }
 
