@@ -26,7 +26,10 @@ async fn a_locked_account_answers_exactly_like_a_wrong_password() {
     let mut c = gw.ws("/portal", &[]).await.unwrap();
     for _ in 0..3 {
         let (code, _) = c
-            .err("session.login", json!({"user": "cti1", "password": "wrong"}))
+            .err(
+                "session.login",
+                json!({"user": "cti1", "password": "wrong"}),
+            )
             .await;
         assert_eq!(code, -32002);
     }
@@ -59,13 +62,19 @@ async fn a_success_resets_the_failure_count() {
         let mut c = gw.ws("/portal", &[]).await.unwrap();
         for _ in 0..2 {
             let (code, _) = c
-                .err("session.login", json!({"user": "turn1", "password": "nope"}))
+                .err(
+                    "session.login",
+                    json!({"user": "turn1", "password": "nope"}),
+                )
                 .await;
             assert_eq!(code, -32002);
         }
         // Two failures, then the right password: never three in a row.
-        c.ok("session.login", json!({"user": "turn1", "password": TURN_PW}))
-            .await;
+        c.ok(
+            "session.login",
+            json!({"user": "turn1", "password": TURN_PW}),
+        )
+        .await;
     }
     gw.shutdown().await;
 }
@@ -156,7 +165,13 @@ async fn resume_tokens_replace_the_password_until_it_changes() {
     let parts: Vec<&str> = token.split('.').collect();
     let forged = [
         format!("{}.cG9ydGFsMQ.{}.{}", parts[0], parts[2], parts[3]),
-        format!("{}.{}.{}.{}", parts[0], parts[1], parts[2].parse::<u64>().unwrap() + 1, parts[3]),
+        format!(
+            "{}.{}.{}.{}",
+            parts[0],
+            parts[1],
+            parts[2].parse::<u64>().unwrap() + 1,
+            parts[3]
+        ),
         "v1.garbage".to_owned(),
     ];
     for f in &forged {
@@ -182,14 +197,20 @@ async fn a_disabled_user_token_is_void_and_tokens_survive_a_restart() {
     let mut gw = TestGateway::start().await;
     let mut c = gw.ws("/portal", &[]).await.unwrap();
     let portal = c
-        .ok("session.login", json!({"user": "portal1", "password": PORTAL_PW}))
+        .ok(
+            "session.login",
+            json!({"user": "portal1", "password": PORTAL_PW}),
+        )
         .await["resumeToken"]
         .as_str()
         .unwrap()
         .to_owned();
     let mut c = gw.ws("/portal", &[]).await.unwrap();
     let turn = c
-        .ok("session.login", json!({"user": "turn1", "password": TURN_PW}))
+        .ok(
+            "session.login",
+            json!({"user": "turn1", "password": TURN_PW}),
+        )
         .await["resumeToken"]
         .as_str()
         .unwrap()
@@ -217,13 +238,8 @@ async fn a_disabled_user_token_is_void_and_tokens_survive_a_restart() {
     );
 
     // Disabling turn1 voids its token.
-    gw.edit_and_reload(|t| {
-        t.replace(
-            "name = \"turn1\"\n",
-            "name = \"turn1\"\nenabled = false\n",
-        )
-    })
-    .unwrap();
+    gw.edit_and_reload(|t| t.replace("name = \"turn1\"\n", "name = \"turn1\"\nenabled = false\n"))
+        .unwrap();
     let mut c = gw.ws("/portal", &[]).await.unwrap();
     let (code, _) = c.err("session.resume", json!({"token": turn})).await;
     assert_eq!(code, -32002);
@@ -242,7 +258,10 @@ impl ClientCa {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let key = KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         ClientCa {
@@ -286,11 +305,7 @@ fn connector_with_cert(
     TlsConnector::from(Arc::new(config))
 }
 
-async fn ws_with(
-    gw: &TestGateway,
-    connector: &TlsConnector,
-    path: &str,
-) -> Result<Client, String> {
+async fn ws_with(gw: &TestGateway, connector: &TlsConnector, path: &str) -> Result<Client, String> {
     let local: IpAddr = "127.0.0.1".parse().unwrap();
     let tls = tls_connect_from(gw.addr, local, connector)
         .await
@@ -319,15 +334,22 @@ async fn a_client_certificate_authenticates_an_adjunct_server() {
         )
         .replace(
             "name = \"off1\"\n",
-            &format!("name = \"off1\"\nclient_cert = \"sha256:{}\"\n", fp.to_uppercase()),
+            &format!(
+                "name = \"off1\"\nclient_cert = \"sha256:{}\"\n",
+                fp.to_uppercase()
+            ),
         )
     })
     .unwrap();
 
     // By subject CN: authenticated with no password at all.
-    let mut c = ws_with(&gw, &connector_with_cert(&gw.ca_pem, by_cn, by_cn_key), "/adjunct")
-        .await
-        .unwrap();
+    let mut c = ws_with(
+        &gw,
+        &connector_with_cert(&gw.ca_pem, by_cn, by_cn_key),
+        "/adjunct",
+    )
+    .await
+    .unwrap();
     let info = c.ok("session.info", json!(null)).await;
     assert_eq!(info["user"], "app1");
     assert_eq!(info["endpoint"], "adjunct");
@@ -344,9 +366,13 @@ async fn a_client_certificate_authenticates_an_adjunct_server() {
     assert_eq!(c.ok("session.info", json!(null)).await["user"], "off1");
 
     // A certificate no user claims: connected, not authenticated, may log in.
-    let mut c = ws_with(&gw, &connector_with_cert(&gw.ca_pem, nobody, nobody_key), "/adjunct")
-        .await
-        .unwrap();
+    let mut c = ws_with(
+        &gw,
+        &connector_with_cert(&gw.ca_pem, nobody, nobody_key),
+        "/adjunct",
+    )
+    .await
+    .unwrap();
     let (code, _) = c.err("session.ping", json!(null)).await;
     assert_eq!(code, -32001);
     c.ok("session.login", json!({"user": "app1", "password": APP_PW}))
@@ -355,7 +381,12 @@ async fn a_client_certificate_authenticates_an_adjunct_server() {
     // A certificate from a CA the gateway does not trust: no connection.
     let stranger = ClientCa::new("stranger CA");
     let (s_cert, s_key, _) = stranger.client("appserver-7");
-    let refused = ws_with(&gw, &connector_with_cert(&gw.ca_pem, s_cert, s_key), "/adjunct").await;
+    let refused = ws_with(
+        &gw,
+        &connector_with_cert(&gw.ca_pem, s_cert, s_key),
+        "/adjunct",
+    )
+    .await;
     assert!(refused.is_err());
 
     // No certificate: password login as before.
@@ -427,7 +458,10 @@ async fn a_user_holds_at_most_max_connections_per_user_sessions() {
         .await;
     assert_eq!(code, -32007, "{e}");
     let r = gw
-        .ws("/portal", &[("Authorization", &basic("portal1", PORTAL_PW))])
+        .ws(
+            "/portal",
+            &[("Authorization", &basic("portal1", PORTAL_PW))],
+        )
         .await;
     assert_eq!(upgrade_status(r), 503);
     // Another user is not limited by portal1's sessions.
@@ -493,7 +527,10 @@ async fn json_nested_deeper_than_the_bound_is_refused() {
     c.send_text(deep).await;
     let v = c.recv().await;
     assert_eq!(code(&v), -32600, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("deeper than 32"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("deeper than 32"));
     c.ok("session.ping", json!(null)).await;
     gw.shutdown().await;
 }
