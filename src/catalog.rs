@@ -58,6 +58,20 @@ pub enum Method {
     AdjunctPublish,
     EventsSubscribe,
     EventsUnsubscribe,
+    AdminSessionsList,
+    AdminSessionsClose,
+    AdminConfigGet,
+    AdminConfigReload,
+    AdminNetworkSet,
+    AdminUsersList,
+    AdminUsersCreate,
+    AdminUsersUpdate,
+    AdminUsersDelete,
+    AdminUsersSetPassword,
+    AdminGroupsList,
+    AdminGroupsCreate,
+    AdminGroupsUpdate,
+    AdminGroupsDelete,
 }
 
 /// What serves a request once the gate lets it through.
@@ -84,6 +98,10 @@ const fn local(method: Method, need: Need, reach: Reach) -> Entry<'static> {
 }
 
 use Need::{Anonymous, Authenticated};
+
+const READ: Need = Need::Right(Right::ManagementApiRead);
+const WRITE: Need = Need::Right(Right::ManagementApiWrite);
+const SECURITY: Need = Need::Right(Right::WebControlSecurity);
 use Reach::{AdjunctOnly, Anywhere};
 
 /// The gateway's methods. A method missing here cannot be reached.
@@ -149,7 +167,74 @@ const METHODS: &[(&str, Entry<'static>)] = &[
         "events.unsubscribe",
         local(Method::EventsUnsubscribe, Authenticated, Anywhere),
     ),
+    // The Management API (docs/ADMIN.md). Writes are judged again by
+    // `admin::delegation` once the gate has let them through.
+    (
+        "admin.sessions.list",
+        local(Method::AdminSessionsList, READ, Anywhere),
+    ),
+    (
+        "admin.sessions.close",
+        local(Method::AdminSessionsClose, WRITE, Anywhere),
+    ),
+    (
+        "admin.config.get",
+        local(Method::AdminConfigGet, READ, Anywhere),
+    ),
+    (
+        "admin.config.reload",
+        local(Method::AdminConfigReload, WRITE, Anywhere),
+    ),
+    (
+        "admin.network.set",
+        local(Method::AdminNetworkSet, WRITE, Anywhere),
+    ),
+    (
+        "admin.users.list",
+        local(Method::AdminUsersList, SECURITY, Anywhere),
+    ),
+    (
+        "admin.users.create",
+        local(Method::AdminUsersCreate, SECURITY, Anywhere),
+    ),
+    (
+        "admin.users.update",
+        local(Method::AdminUsersUpdate, SECURITY, Anywhere),
+    ),
+    (
+        "admin.users.delete",
+        local(Method::AdminUsersDelete, SECURITY, Anywhere),
+    ),
+    (
+        "admin.users.set_password",
+        local(Method::AdminUsersSetPassword, SECURITY, Anywhere),
+    ),
+    (
+        "admin.groups.list",
+        local(Method::AdminGroupsList, SECURITY, Anywhere),
+    ),
+    (
+        "admin.groups.create",
+        local(Method::AdminGroupsCreate, SECURITY, Anywhere),
+    ),
+    (
+        "admin.groups.update",
+        local(Method::AdminGroupsUpdate, SECURITY, Anywhere),
+    ),
+    (
+        "admin.groups.delete",
+        local(Method::AdminGroupsDelete, SECURITY, Anywhere),
+    ),
 ];
+
+/// The name and need of one of the gateway's own methods, from the table
+/// (for handlers that must re-check their need later, and for audit lines).
+pub fn method_entry(method: Method) -> (&'static str, Need) {
+    METHODS
+        .iter()
+        .find(|(_, e)| e.target == Target::Local(method))
+        .map_or(("", Need::Anonymous), |(name, e)| (*name, e.need))
+}
 
 /// Namespaces served by providers (and topics of their events).
 const NAMESPACES: &[(&str, Need)] = &[("cti", Need::Right(Right::OneXCtiApi))];
@@ -335,6 +420,24 @@ mod tests {
         let rpc = err.to_error();
         assert_eq!(rpc.code, Code::Forbidden);
         assert_eq!(rpc.data.unwrap()["right"], "TURN Server Connection");
+    }
+
+    #[test]
+    fn admin_methods_need_the_management_rights() {
+        let c = Catalog::default();
+        for (method, right) in [
+            ("admin.sessions.list", Right::ManagementApiRead),
+            ("admin.config.reload", Right::ManagementApiWrite),
+            ("admin.users.set_password", Right::WebControlSecurity),
+        ] {
+            let e = c.lookup(method).unwrap();
+            assert_eq!(e.need, Need::Right(right), "{method}");
+            let Target::Local(m) = e.target else {
+                panic!("{method} is routed")
+            };
+            assert_eq!(method_entry(m), (method, e.need));
+        }
+        assert_eq!(c.lookup("admin.nope"), None);
     }
 
     #[test]

@@ -429,6 +429,52 @@ pub struct Config {
     pub security: Security,
     pub admin: AdminSection,
     pub audit: AuditSection,
+    /// The text this config was read from, and its revision.
+    pub source: Source,
+}
+
+/// The text a config was validated from and its revision: what the
+/// Management API edits and what its writers must name to avoid lost
+/// updates. Never printed: the text holds password hashes and secrets.
+#[derive(Clone)]
+pub struct Source {
+    text: std::sync::Arc<str>,
+    revision: String,
+}
+
+impl Source {
+    pub fn new(text: &str) -> Source {
+        Source {
+            text: std::sync::Arc::from(text),
+            revision: revision_of(text),
+        }
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// See [`revision_of`].
+    pub fn revision(&self) -> &str {
+        &self.revision
+    }
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Source")
+            .field("revision", &self.revision)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The revision of a config text: the first 16 hex digits of its SHA-256.
+/// A content hash rather than a counter, so it survives restarts and an
+/// edit by hand changes it too.
+pub fn revision_of(text: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Config {
@@ -450,13 +496,22 @@ impl Config {
         v.build(raw)
     }
 
+    /// Is `name` the built-in administrator account (the Server Administrator)?
+    pub fn is_administrator(&self, name: &str) -> bool {
+        !self.security.administrator.is_empty() && self.security.administrator == name
+    }
+
     /// The rights of the group named `name`.
     pub fn group(&self, name: &str) -> Option<&Group> {
         self.groups.iter().find(|g| g.name == name)
     }
 
-    /// A user's effective rights: the union over its groups.
+    /// A user's effective rights: the union over its groups; every right
+    /// for the built-in administrator (`[security] administrator`).
     pub fn rights_of(&self, user: &User) -> RightSet {
+        if self.is_administrator(&user.name) {
+            return RightSet::ALL;
+        }
         user.groups
             .iter()
             .filter_map(|g| self.group(g))
@@ -728,6 +783,7 @@ impl Validator<'_> {
                 file: raw.audit.file.as_ref().map(|f| self.resolve(f)),
                 ..raw.audit
             },
+            source: Source::new(self.text),
         })
     }
 

@@ -2,8 +2,10 @@
 //! snapshot (swapped whole on reload), the hub of live sessions, the password
 //! verifier, the TLS certificate store and connection admission counters.
 //!
-//! Reload lives here because it touches all of them at once; it never reaches
-//! into a socket, only into the hub.
+//! Reload lives here because it touches all of them at once, and so does
+//! `install`, the one path by which a reload or a Management API change
+//! (`admin::change`) becomes the live configuration. Neither reaches into a
+//! socket, only into the hub.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -105,14 +107,40 @@ impl Gateway {
     /// error the running configuration stays and the error is returned.
     /// Sessions whose rights went away are closed with 1008 at once.
     pub fn reload(&self) -> Result<ReloadReport, String> {
-        let _serial = self.reload_lock.lock();
+        let serial = self.config_lock();
         let config = Config::load(&self.config_path).map_err(|e| e.to_string())?;
         let key = crate::tls::load_certified_key(&config.tls_cert, &config.tls_key)?;
         let listen_changed = config.listen != self.snapshot().config.listen;
         let tls = crate::tls::server_config(self.certs.clone(), config.tls_client_ca.as_deref())?;
-        let snapshot = Arc::new(Snapshot::new(config));
         self.certs.replace(key);
         self.tls.store(tls);
+        let revoked = self.install(&serial, config);
+        Ok(ReloadReport {
+            revoked,
+            listen_changed,
+        })
+    }
+
+    /// The config file this gateway was started with (reloads re-read it,
+    /// Management API changes rewrite it).
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config_path
+    }
+
+    /// Serializes everything that replaces the configuration: reloads and
+    /// Management API changes. Hold it from reading the file to `install`.
+    pub fn config_lock(&self) -> ConfigLock<'_> {
+        ConfigLock {
+            _held: self.reload_lock.lock(),
+        }
+    }
+
+    /// Makes `config` the live configuration and applies it to every session
+    /// at once: rights recomputed, sessions that lost their connection right
+    /// closed with 1008 and audited. The one path for reloads and Management
+    /// API changes alike; returns how many sessions were closed.
+    pub fn install(&self, _serial: &ConfigLock<'_>, config: Config) -> usize {
+        let snapshot = Arc::new(Snapshot::new(config));
         self.snapshot.store(snapshot.clone());
         let revoked = self.hub.apply(&snapshot.directory);
         for r in &revoked {
@@ -127,11 +155,13 @@ impl Gateway {
                 "session closed: rights revoked"
             );
         }
-        Ok(ReloadReport {
-            revoked: revoked.len(),
-            listen_changed,
-        })
+        revoked.len()
     }
+}
+
+/// Proof that the caller holds the config lock (see [`Gateway::config_lock`]).
+pub struct ConfigLock<'a> {
+    _held: parking_lot::MutexGuard<'a, ()>,
 }
 
 /// Connection counts for the `[limits]` admission checks.

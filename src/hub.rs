@@ -147,6 +147,16 @@ impl Hub {
         self.per_user.remove_if(user, |_, n| *n == 0);
     }
 
+    /// The session with this id, if it is live.
+    pub fn get(&self, id: u64) -> Option<Arc<SessionHandle>> {
+        self.sessions.get(&id).map(|s| s.value().clone())
+    }
+
+    /// Every live session (anonymous ones included), in no particular order.
+    pub fn list(&self) -> Vec<Arc<SessionHandle>> {
+        self.sessions.iter().map(|s| s.value().clone()).collect()
+    }
+
     pub fn remove(&self, id: u64) {
         if let Some((_, s)) = self.sessions.remove(&id) {
             if let Some(user) = s.user() {

@@ -21,9 +21,14 @@
 //! the sixteen service rights; [`turn`] the coturn-compatible credentials;
 //! [`portal`] the Origin check and demo page;
 //! [`starter`] the embedded default configuration.
+//!
+//! The Management API (`admin.*`, handled in [`methods`]) changes the config
+//! through [`admin`]: delegation rules, comment-keeping edits, atomic writes,
+//! then the same install path as a reload.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod broker;
 pub mod catalog;

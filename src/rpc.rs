@@ -24,6 +24,7 @@ pub enum Code {
     ProviderTimeout,
     TooManyPending,
     TooManySessions,
+    StaleRevision,
     RateLimited,
 }
 
@@ -42,6 +43,7 @@ impl Code {
             Code::ProviderTimeout => -32005,
             Code::TooManyPending => -32006,
             Code::TooManySessions => -32007,
+            Code::StaleRevision => -32040,
             Code::RateLimited => -32029,
         }
     }
@@ -60,6 +62,7 @@ impl Code {
             Code::ProviderTimeout => "provider timeout",
             Code::TooManyPending => "too many pending requests",
             Code::TooManySessions => "too many sessions for this user",
+            Code::StaleRevision => "stale revision",
             Code::RateLimited => "rate limited",
         }
     }

@@ -74,10 +74,16 @@ struct Proc {
 impl Proc {
     /// Starts the binary with `args` in `cwd`; `stdin` is written then closed.
     fn spawn(args: &[&str], cwd: &Path, stdin: Option<&str>) -> Proc {
+        Proc::spawn_env(args, cwd, stdin, &[])
+    }
+
+    /// `spawn` with extra environment variables.
+    fn spawn_env(args: &[&str], cwd: &Path, stdin: Option<&str>, env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(BIN)
             .args(args)
             .current_dir(cwd)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -689,7 +695,9 @@ async fn serve_without_config_writes_the_embedded_default_and_serves_it() {
     let toml = std::fs::read_to_string(root.join("gateway.toml")).unwrap();
     assert!(!toml.contains(&app_pw), "plaintext password written");
     assert!(!toml.contains(&portal_pw), "plaintext password written");
-    assert_eq!(toml.matches("password = \"$argon2id$").count(), 2);
+    assert_eq!(toml.matches("password = \"$argon2id$").count(), 3);
+    let admin_pw = printed_password(&gw.stdout(), "admin").expect("the admin password is printed");
+    assert!(!toml.contains(&admin_pw), "plaintext password written");
     #[cfg(unix)]
     {
         assert_eq!(mode(&root.join("gateway.toml")), 0o600);
@@ -752,8 +760,109 @@ async fn serve_without_config_writes_the_embedded_default_and_serves_it() {
     );
     drop(wrong);
 
+    // The built-in administrator holds every right and sees the five roles.
+    let mut admin = ws_connect(addr, &ca_pem, "/portal", &[]).await.unwrap();
+    let r = admin
+        .ok(
+            "session.login",
+            json!({"user": "admin", "password": admin_pw}),
+        )
+        .await;
+    assert_eq!(r["rights"].as_array().unwrap().len(), 16);
+    let groups = admin.ok("admin.groups.list", json!(null)).await;
+    let names: Vec<&str> = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    for role in adjunct_gateway::starter::ROLE_NAMES {
+        assert!(names.contains(&role), "{role} missing: {names:?}");
+    }
+
     gw.signal("TERM");
     assert_eq!(c.closed().await, Some(1001));
     let status = gw.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "exit status {status:?}");
+}
+
+// ------------------------------------------------- Management API crash safety
+
+const ADMIN_PW: &str = "admin-Pass-0x";
+
+/// Kills the gateway (SIGKILL) at each step of an admin change's write
+/// (`ADJUNCT_GATEWAY_CRASH_AT`, honoured by debug builds only): the config
+/// file is then the old one or the new one, never broken, and the gateway
+/// starts on it and accepts the next change.
+#[tokio::test]
+async fn an_admin_change_killed_at_any_write_step_leaves_the_old_or_the_new_config() {
+    if !cfg!(debug_assertions) {
+        eprintln!("release build: crash points are compiled out; skipped");
+        return;
+    }
+    let admin = format!(
+        "[[service_user]]\nname = \"admin\"\npassword = \"{}\"\ngroups = []\n",
+        cheap_hash(ADMIN_PW)
+    );
+    for step in adjunct_gateway::admin::persist::STEPS {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, ca_pem) = write_config(dir.path(), "", &admin);
+        let config = path.to_str().unwrap();
+        let old = std::fs::read_to_string(&path).unwrap();
+        let gw = Proc::spawn_env(
+            &["serve", "--config", config],
+            dir.path(),
+            None,
+            &[("ADJUNCT_GATEWAY_CRASH_AT", step)],
+        );
+        let addr = gw.listening().await;
+        let auth = basic("admin", ADMIN_PW);
+        let mut c = ws_connect(addr, &ca_pem, "/portal", &[("Authorization", &auth)])
+            .await
+            .unwrap();
+        let rev = c.ok("admin.users.list", json!(null)).await["revision"].clone();
+        let create = json!({"jsonrpc": "2.0", "id": 99, "method": "admin.users.create",
+            "params": {"revision": rev, "name": "crash1", "password": "Crash-pass-1x", "groups": ["CTI Only"]}});
+        c.send_text(create.to_string()).await;
+        let reached = format!("crash point {step} reached");
+        gw.wait_stderr(&reached, |t| t.contains(&reached)).await;
+        gw.signal("KILL");
+        drop(gw);
+
+        let now = std::fs::read_to_string(&path).unwrap();
+        let is_new = step == "after-rename";
+        assert_eq!(now != old, is_new, "{step}: wrong file:\n{now}");
+        if is_new {
+            assert!(now.contains("name = \"crash1\""), "{step}");
+        }
+        adjunct_gateway::config::Config::load(&path)
+            .unwrap_or_else(|e| panic!("{step}: the config no longer loads: {e}"));
+
+        // It serves the surviving file and takes the next change.
+        let gw = Proc::spawn(&["serve", "--config", config], dir.path(), None);
+        let addr = gw.listening().await;
+        let mut crash1 = ws_connect(addr, &ca_pem, "/portal", &[]).await.unwrap();
+        let login = crash1
+            .call(
+                "session.login",
+                json!({"user": "crash1", "password": "Crash-pass-1x"}),
+            )
+            .await;
+        assert_eq!(login.get("result").is_some(), is_new, "{step}: {login}");
+        let mut c = ws_connect(addr, &ca_pem, "/portal", &[("Authorization", &auth)])
+            .await
+            .unwrap();
+        let rev = c.ok("admin.users.list", json!(null)).await["revision"].clone();
+        c.ok(
+            "admin.groups.create",
+            json!({"revision": rev, "name": "After the crash", "rights": []}),
+        )
+        .await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("After the crash"), "{step}");
+        assert!(
+            !adjunct_gateway::admin::persist::temp_path(&path).exists(),
+            "{step}: temp file left after a clean write"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! only after the gate has let its request through.
 
 mod adjunct;
+mod admin;
 mod events;
 mod session;
 mod turn;
@@ -52,6 +53,20 @@ pub async fn call(
         Method::AdjunctPublish => adjunct::publish(ctx, snap, params).into(),
         Method::EventsSubscribe => events::subscribe(ctx, snap, params).into(),
         Method::EventsUnsubscribe => events::unsubscribe(ctx, params).into(),
+        Method::AdminSessionsList => admin::sessions_list(ctx, params).into(),
+        Method::AdminSessionsClose => admin::sessions_close(ctx, params).into(),
+        Method::AdminConfigGet => admin::config_get(snap).into(),
+        Method::AdminConfigReload => admin::config_reload(ctx).await.into(),
+        Method::AdminNetworkSet => admin::network_set(ctx, params).await.into(),
+        Method::AdminUsersList => admin::users_list(snap).into(),
+        Method::AdminUsersCreate => admin::users_create(ctx, snap, params).await.into(),
+        Method::AdminUsersUpdate => admin::users_update(ctx, params).await.into(),
+        Method::AdminUsersDelete => admin::users_delete(ctx, params).await.into(),
+        Method::AdminUsersSetPassword => admin::users_set_password(ctx, snap, params).await.into(),
+        Method::AdminGroupsList => admin::groups_list(snap).into(),
+        Method::AdminGroupsCreate => admin::groups_create(ctx, params).await.into(),
+        Method::AdminGroupsUpdate => admin::groups_update(ctx, params).await.into(),
+        Method::AdminGroupsDelete => admin::groups_delete(ctx, params).await.into(),
     }
 }
 

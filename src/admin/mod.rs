@@ -1,0 +1,170 @@
+//! The Management API's write path: one change at a time, from an edit of
+//! the config text to a new live snapshot.
+//!
+//! A change is: take the config lock, refuse a stale revision, edit the text
+//! ([`edit`]), validate it with `Config::parse`, judge it ([`delegation`]),
+//! write it ([`persist`]), then install it through the same function as a
+//! reload (revocation included) and audit it. Every step before the write
+//! can refuse with nothing changed. Must not know the wire: handlers in
+//! `methods::admin` map params and errors.
+
+pub mod delegation;
+pub mod edit;
+pub mod persist;
+
+use std::sync::Arc;
+
+use toml_edit::DocumentMut;
+
+use crate::catalog::{self, Method};
+use crate::config::{revision_of, Config};
+use crate::gateway::Gateway;
+use crate::hub::SessionHandle;
+use delegation::{Actor, Change, Refusal};
+
+/// Who asks for a change, through which method, from which revision.
+pub struct Request<'a> {
+    pub session: &'a SessionHandle,
+    pub method: Method,
+    /// The revision the client last read (`admin.config.get` and friends).
+    pub revision: &'a str,
+}
+
+/// A change that was written and installed.
+#[derive(Debug)]
+pub struct Committed<T> {
+    pub revision: String,
+    /// Sessions closed because the change took their connection right.
+    pub revoked: usize,
+    pub changes: Vec<Change>,
+    pub value: T,
+}
+
+/// Why a change was not made. In every case nothing was written.
+#[derive(Debug)]
+pub enum ChangeError {
+    /// `revision` is not the live one, or the file was edited on disk and
+    /// not reloaded (`on_disk`): the change would be made from a stale view.
+    Stale { current: String, on_disk: bool },
+    /// The edit cannot be made, or its result is not a valid config.
+    Invalid(String),
+    /// A delegation rule refuses it.
+    Refused(Refusal),
+    /// The session no longer holds the method's right (a concurrent change
+    /// took it while this one waited for the lock).
+    Gone,
+    /// Reading or writing the config file failed.
+    Io(std::io::Error),
+}
+
+/// Makes one change: see the module doc for the steps. `edit` gets the
+/// document to change and the live config to look things up in.
+pub fn change<T>(
+    gw: &Arc<Gateway>,
+    req: &Request<'_>,
+    edit: impl FnOnce(&mut DocumentMut, &Config) -> Result<T, edit::EditError>,
+) -> Result<Committed<T>, ChangeError> {
+    let serial = gw.config_lock();
+    let live = gw.snapshot_owned();
+    let current = live.config.source.revision();
+    let stale = |on_disk| ChangeError::Stale {
+        current: current.to_owned(),
+        on_disk,
+    };
+    if req.revision != current {
+        return Err(stale(false));
+    }
+    let path = gw.config_path();
+    let disk = std::fs::read_to_string(path).map_err(ChangeError::Io)?;
+    if revision_of(&disk) != current {
+        return Err(stale(true));
+    }
+    // Re-gated under the lock: the gate ran before this change waited.
+    let (method, need) = catalog::method_entry(req.method);
+    let rights = req.session.rights().unwrap_or_default();
+    if !catalog::satisfies(rights, need) {
+        return Err(ChangeError::Gone);
+    }
+    let user = req.session.user().map_or("", |u| &**u);
+    let mut doc = edit::parse(&disk).map_err(ChangeError::Invalid)?;
+    let value = edit(&mut doc, &live.config).map_err(ChangeError::Invalid)?;
+    let text = doc.to_string();
+    let new = Config::parse(path, &text).map_err(|e| ChangeError::Invalid(e.message))?;
+    let changes = delegation::diff(&live.config, &new);
+    let actor = Actor { name: user, rights };
+    if let Err(refusal) = delegation::check(actor, &live.config.security.administrator, &changes) {
+        audit_refused(req.session, method, &refusal);
+        return Err(ChangeError::Refused(refusal));
+    }
+    if text != disk {
+        persist::write_atomic(path, &text).map_err(ChangeError::Io)?;
+    }
+    let revision = new.source.revision().to_owned();
+    let revoked = gw.install(&serial, new);
+    audit_change(req.session, method, current, &revision, &changes, revoked);
+    Ok(Committed {
+        revision,
+        revoked,
+        changes,
+        value,
+    })
+}
+
+/// One line for the change, then one per account or group it touched, with
+/// rights before and after. Names and rights only: never a secret.
+fn audit_change(
+    s: &SessionHandle,
+    method: &str,
+    before: &str,
+    after: &str,
+    changes: &[Change],
+    revoked: usize,
+) {
+    let user = s.user().map_or("", |u| &**u);
+    tracing::info!(
+        target: "audit",
+        event = "admin_change",
+        user = ?user,
+        peer = %s.peer,
+        endpoint = s.endpoint.name(),
+        session = %s.id_string(),
+        method,
+        revision_before = before,
+        revision_after = after,
+        revoked,
+        "configuration changed through the Management API"
+    );
+    for c in changes {
+        tracing::info!(
+            target: "audit",
+            event = "admin_change_item",
+            user = ?user,
+            session = %s.id_string(),
+            method,
+            kind = c.kind.name(),
+            name = ?c.name,
+            change = c.verb(),
+            rights_before = ?c.before.map(|r| r.names()),
+            rights_after = ?c.after.map(|r| r.names()),
+            password_changed = c.password,
+            enabled_before = ?c.enabled.0,
+            enabled_after = ?c.enabled.1,
+            "account or group changed"
+        );
+    }
+}
+
+/// A write the delegation rules refused.
+pub fn audit_refused(s: &SessionHandle, method: &str, refusal: &Refusal) {
+    tracing::warn!(
+        target: "audit",
+        event = "admin_refused",
+        user = ?s.user().map_or("", |u| &**u),
+        peer = %s.peer,
+        endpoint = s.endpoint.name(),
+        session = %s.id_string(),
+        method,
+        reason = %refusal,
+        "Management API change refused"
+    );
+}

@@ -1,0 +1,566 @@
+//! admin.*: the Management API (docs/ADMIN.md). Reads answer from the live
+//! snapshot and hub; writes go through `admin::change`, which serializes
+//! them, validates, applies the delegation rules, writes the file and
+//! installs the result. A handler here only maps params and errors.
+//!
+//! Must never put a password, a hash or a TURN secret in an answer, an
+//! error or a log line.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use toml_edit::{value, DocumentMut, Table};
+
+use super::adjunct::truncate;
+use crate::admin::delegation::{self, Kind, Refusal};
+use crate::admin::edit::{self, EditError, Section};
+use crate::admin::{self, ChangeError, Committed};
+use crate::catalog::{Endpoint, Method};
+use crate::config::Config;
+use crate::directory::{check_complexity, hash_password};
+use crate::dispatch::Ctx;
+use crate::gateway::Snapshot;
+use crate::rights::Right;
+use crate::rpc::{self, Close, Code, RpcError};
+
+/// What answers carry in place of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// Longest password the API accepts: longer ones could never log in.
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+// ------------------------------------------------------------------ reads
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SessionFilter {
+    user: Option<String>,
+    endpoint: Option<String>,
+}
+
+pub fn sessions_list(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
+    let f: SessionFilter = rpc::params(params)?;
+    let endpoint = match f.endpoint.as_deref() {
+        None => None,
+        Some("adjunct") => Some(Endpoint::Adjunct),
+        Some("portal") => Some(Endpoint::Portal),
+        Some(_) => {
+            return Err(RpcError::invalid_params(
+                "endpoint must be \"adjunct\" or \"portal\"",
+            ))
+        }
+    };
+    let mut sessions = ctx.gw.hub.list();
+    sessions.retain(|s| {
+        endpoint.is_none_or(|e| s.endpoint == e)
+            && f.user
+                .as_deref()
+                .is_none_or(|u| s.user().is_some_and(|n| **n == *u))
+    });
+    sessions.sort_by_key(|s| (s.connected_at, s.id));
+    let list: Vec<Value> = sessions
+        .iter()
+        .map(|s| {
+            let connected_at = s
+                .connected_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            json!({
+                "sessionId": s.id_string(),
+                "user": s.user().map(|u| &**u),
+                "endpoint": s.endpoint.name(),
+                "peer": s.peer.to_string(),
+                "connectedAt": connected_at,
+                "rights": s.rights().unwrap_or_default().names(),
+            })
+        })
+        .collect();
+    Ok(json!({ "sessions": list }))
+}
+
+/// The config as the file says it, as JSON, with every secret redacted.
+pub fn config_get(snap: &Snapshot) -> Result<Value, RpcError> {
+    let c = &snap.config;
+    let table: toml::Table =
+        toml::from_str(c.source.text()).map_err(|_| RpcError::new(Code::Internal))?;
+    let mut config = serde_json::to_value(table).map_err(|_| RpcError::new(Code::Internal))?;
+    redact(&mut config);
+    Ok(json!({ "revision": c.source.revision(), "config": config }))
+}
+
+/// Keys whose values are secrets: passwords (hashes), TURN secrets, and
+/// anything else that says secret, password or token, except the keys that
+/// name a file or a complexity level.
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    (k.contains("password") || k.contains("secret") || k.contains("token"))
+        && !k.ends_with("_file")
+        && !k.ends_with("_secs")
+        && k != "password_complexity"
+}
+
+fn redact(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if is_secret_key(k) {
+                    *v = match v {
+                        Value::Array(items) => Value::Array(vec![json!(REDACTED); items.len()]),
+                        _ => json!(REDACTED),
+                    };
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+pub fn users_list(snap: &Snapshot) -> Result<Value, RpcError> {
+    let c = &snap.config;
+    let users: Vec<Value> = c
+        .users
+        .iter()
+        .map(|u| {
+            let mut v = json!({
+                "name": u.name,
+                "groups": u.groups,
+                "rights": c.rights_of(u).names(),
+                "enabled": u.enabled,
+                "administrator": c.is_administrator(&u.name),
+            });
+            if let Some(cert) = &u.client_cert {
+                v["clientCert"] = json!(cert);
+            }
+            v
+        })
+        .collect();
+    Ok(json!({ "revision": c.source.revision(), "users": users }))
+}
+
+pub fn groups_list(snap: &Snapshot) -> Result<Value, RpcError> {
+    let c = &snap.config;
+    let groups: Vec<Value> = c
+        .groups
+        .iter()
+        .map(|g| {
+            let members: Vec<&str> = c
+                .users
+                .iter()
+                .filter(|u| u.groups.contains(&g.name))
+                .map(|u| u.name.as_str())
+                .collect();
+            json!({ "name": g.name, "rights": g.rights.names(), "members": members })
+        })
+        .collect();
+    Ok(json!({ "revision": c.source.revision(), "groups": groups }))
+}
+
+// --------------------------------------------------------- session control
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloseParams {
+    #[serde(rename = "sessionId")]
+    session_id: String,
+    reason: Option<String>,
+}
+
+/// Closes a session with 1008 `closed by administrator`. Closing reaches
+/// into the session's rights, so the actor must hold all of them.
+pub fn sessions_close(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
+    let p: CloseParams = rpc::params(params)?;
+    let target = u64::from_str_radix(&p.session_id, 16)
+        .ok()
+        .filter(|_| p.session_id.len() == 16)
+        .and_then(|id| ctx.gw.hub.get(id))
+        .ok_or_else(|| {
+            RpcError::invalid_params(format!("no live session {:?}", truncate(&p.session_id)))
+        })?;
+    let (method, _) = crate::catalog::method_entry(Method::AdminSessionsClose);
+    let actor = ctx.session.rights().unwrap_or_default();
+    let held = target.rights().unwrap_or_default();
+    if let Err(right) = delegation::may_manage(actor, held, held) {
+        let refusal = Refusal::Lacks {
+            right,
+            kind: Kind::Session,
+            name: target.id_string(),
+        };
+        admin::audit_refused(ctx.session, method, &refusal);
+        return Err(refused(&refusal));
+    }
+    target
+        .outbound
+        .close(Close::Policy, "closed by administrator");
+    let reason: Option<String> = p.reason.map(|r| r.chars().take(256).collect());
+    let s = ctx.session;
+    tracing::warn!(
+        target: "audit",
+        event = "admin_session_closed",
+        user = ?s.user().map_or("", |u| &**u),
+        peer = %s.peer,
+        endpoint = s.endpoint.name(),
+        session = %s.id_string(),
+        closed_session = %target.id_string(),
+        closed_user = ?target.user().map_or("", |u| &**u),
+        reason = ?reason,
+        "session closed by an administrator"
+    );
+    Ok(json!({ "closed": target.id_string() }))
+}
+
+/// The SIGHUP path, for operators without a shell on the gateway host.
+pub async fn config_reload(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
+    let s = ctx.session;
+    let user = s.user().map_or("", |u| &**u);
+    let gw = ctx.gw.clone();
+    // Off the async workers: it reads files and may wait for a change's fsync.
+    let reloaded = tokio::task::spawn_blocking(move || gw.reload())
+        .await
+        .map_err(|_| RpcError::new(Code::Internal))?;
+    match reloaded {
+        Ok(report) => {
+            tracing::info!(target: "audit", event = "reload", outcome = "ok", user = ?user, peer = %s.peer, session = %s.id_string(), revoked = report.revoked, "configuration reloaded through the Management API");
+            let snap = ctx.gw.snapshot();
+            Ok(json!({
+                "revision": snap.config.source.revision(),
+                "revoked": report.revoked,
+                "listenChanged": report.listen_changed,
+            }))
+        }
+        Err(e) => {
+            tracing::error!(target: "audit", event = "reload", outcome = "refused", user = ?user, peer = %s.peer, session = %s.id_string(), error = %e, "configuration refused; the old one stays");
+            Err(RpcError::with_message(
+                Code::Internal,
+                format!("the config file was refused; the old one stays: {e}"),
+            ))
+        }
+    }
+}
+
+// ------------------------------------------------------------------ writes
+
+/// Runs `edit` as one change (off the async workers: it writes and fsyncs)
+/// and answers the new revision.
+async fn write<T: Send + 'static>(
+    ctx: &Ctx<'_>,
+    method: Method,
+    revision: String,
+    edit: impl FnOnce(&mut DocumentMut, &Config) -> Result<T, EditError> + Send + 'static,
+) -> Result<Committed<T>, RpcError> {
+    let gw = ctx.gw.clone();
+    let session = ctx.session.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let req = admin::Request {
+            session: &session,
+            method,
+            revision: &revision,
+        };
+        admin::change(&gw, &req, edit)
+    })
+    .await
+    .map_err(|_| RpcError::new(Code::Internal))?;
+    done.map_err(|e| change_error(e, method))
+}
+
+fn answer<T>(c: Committed<T>) -> Value {
+    json!({ "revision": c.revision, "revoked": c.revoked })
+}
+
+fn change_error(e: ChangeError, method: Method) -> RpcError {
+    match e {
+        ChangeError::Stale { current, on_disk } => {
+            let msg = if on_disk {
+                "the config file was edited on disk and not reloaded: call admin.config.reload, then read again"
+            } else {
+                "the configuration changed since it was read: read it again"
+            };
+            RpcError::with_message(Code::StaleRevision, msg)
+                .with_data(json!({ "revision": current }))
+        }
+        ChangeError::Invalid(why) => RpcError::invalid_params(why),
+        ChangeError::Refused(r) => refused(&r),
+        ChangeError::Gone => match crate::catalog::method_entry(method).1 {
+            crate::catalog::Need::Right(r) => RpcError::forbidden(r),
+            _ => RpcError::new(Code::Forbidden),
+        },
+        ChangeError::Io(e) => {
+            tracing::error!(error = %e, "cannot read or write the config file");
+            RpcError::with_message(
+                Code::Internal,
+                "cannot read or write the config file; nothing changed",
+            )
+        }
+    }
+}
+
+/// -32003 with the rule that refused and, for rights, the one missing.
+fn refused(r: &Refusal) -> RpcError {
+    let data = match r {
+        Refusal::Lacks { right, kind, name } => json!({
+            "rule": "delegation",
+            "right": right.name(),
+            kind.name(): name,
+        }),
+        Refusal::Administrator(_) => json!({ "rule": "administrator" }),
+    };
+    RpcError::with_message(Code::Forbidden, r.to_string()).with_data(data)
+}
+
+/// Checks the complexity rule and hashes, off the async workers.
+async fn new_password(snap: &Snapshot, user: &str, password: String) -> Result<String, RpcError> {
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(RpcError::invalid_params(format!(
+            "the password must be at most {MAX_PASSWORD_BYTES} bytes"
+        )));
+    }
+    check_complexity(
+        &password,
+        Some(user),
+        snap.config.security.password_complexity,
+    )
+    .map_err(RpcError::invalid_params)?;
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| RpcError::new(Code::Internal))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkParams {
+    revision: String,
+    stun_urls: Option<Vec<String>>,
+    turn_urls: Option<Vec<String>>,
+}
+
+pub async fn network_set(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
+    let p: NetworkParams = rpc::params(params)?;
+    if p.stun_urls.is_none() && p.turn_urls.is_none() {
+        return Err(RpcError::invalid_params(
+            "give stun_urls, turn_urls or both",
+        ));
+    }
+    let (stun, turn) = (p.stun_urls, p.turn_urls);
+    let done = write(ctx, Method::AdminNetworkSet, p.revision, move |doc, _| {
+        if let Some(urls) = &stun {
+            edit::set_topology(doc, "stun_urls", urls)?;
+        }
+        if let Some(urls) = &turn {
+            edit::set_topology(doc, "turn_urls", urls)?;
+        }
+        Ok((stun, turn))
+    })
+    .await?;
+    // URLs are not secrets: the audit trail says what the topology became.
+    let (stun, turn) = &done.value;
+    tracing::info!(target: "audit", event = "admin_network", user = ?ctx.session.user().map_or("", |u| &**u), session = %ctx.session.id_string(), stun_urls = ?stun, turn_urls = ?turn, revision = %done.revision, "network topology set");
+    Ok(answer(done))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUser {
+    revision: String,
+    name: String,
+    password: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    enabled: Option<bool>,
+}
+
+pub async fn users_create(
+    ctx: &Ctx<'_>,
+    snap: &Snapshot,
+    params: Option<&RawValue>,
+) -> Result<Value, RpcError> {
+    let p: CreateUser = rpc::params(params)?;
+    if !crate::config::valid_user_name(&p.name) {
+        return Err(RpcError::invalid_params(
+            "name must be 1-64 printable characters without ':' or spaces at the ends",
+        ));
+    }
+    let hash = new_password(snap, &p.name, p.password).await?;
+    let done = write(ctx, Method::AdminUsersCreate, p.revision, move |doc, _| {
+        let mut t = Table::new();
+        t.insert("password", value(hash));
+        t.insert("groups", edit::strings(&p.groups));
+        if let Some(enabled) = p.enabled {
+            t.insert("enabled", value(enabled));
+        }
+        edit::append(doc, Section::Users, &p.name, t)
+    })
+    .await?;
+    Ok(answer(done))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateUser {
+    revision: String,
+    name: String,
+    groups: Option<Vec<String>>,
+    enabled: Option<bool>,
+}
+
+pub async fn users_update(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
+    let p: UpdateUser = rpc::params(params)?;
+    if p.groups.is_none() && p.enabled.is_none() {
+        return Err(RpcError::invalid_params("give groups, enabled or both"));
+    }
+    let done = write(ctx, Method::AdminUsersUpdate, p.revision, move |doc, _| {
+        let t = edit::find(doc, Section::Users, &p.name)?;
+        if let Some(groups) = &p.groups {
+            t.insert("groups", edit::strings(groups));
+        }
+        if let Some(enabled) = p.enabled {
+            t.insert("enabled", value(enabled));
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(answer(done))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Named {
+    revision: String,
+    name: String,
+}
+
+pub async fn users_delete(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
+    let p: Named = rpc::params(params)?;
+    let done = write(
+        ctx,
+        Method::AdminUsersDelete,
+        p.revision,
+        move |doc, config| {
+            if config
+                .turn
+                .static_user
+                .as_ref()
+                .is_some_and(|(u, _)| *u == p.name)
+            {
+                return Err(format!(
+                    "{:?} is the [turn] service_user; change [turn] first",
+                    p.name
+                ));
+            }
+            edit::remove(doc, Section::Users, &p.name)
+        },
+    )
+    .await?;
+    Ok(answer(done))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetPassword {
+    revision: String,
+    name: String,
+    password: String,
+}
+
+pub async fn users_set_password(
+    ctx: &Ctx<'_>,
+    snap: &Snapshot,
+    params: Option<&RawValue>,
+) -> Result<Value, RpcError> {
+    let p: SetPassword = rpc::params(params)?;
+    if snap.config.users.iter().all(|u| u.name != p.name) {
+        return Err(RpcError::invalid_params(format!(
+            "no service user named {:?}",
+            truncate(&p.name)
+        )));
+    }
+    let hash = new_password(snap, &p.name, p.password).await?;
+    let done = write(
+        ctx,
+        Method::AdminUsersSetPassword,
+        p.revision,
+        move |doc, _| {
+            edit::find(doc, Section::Users, &p.name)?.insert("password", value(hash));
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(answer(done))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupParams {
+    revision: String,
+    name: String,
+    rights: Vec<String>,
+}
+
+/// Right names must be exact; the first unknown one is named.
+fn known_rights(rights: &[String]) -> Result<(), RpcError> {
+    match rights.iter().find(|r| Right::from_name(r).is_none()) {
+        Some(r) => Err(RpcError::invalid_params(format!(
+            "unknown service right {:?}",
+            truncate(r)
+        ))),
+        None => Ok(()),
+    }
+}
+
+pub async fn groups_create(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
+    let p: GroupParams = rpc::params(params)?;
+    known_rights(&p.rights)?;
+    if p.name.trim().is_empty() || p.name.len() > 64 || p.name.chars().any(char::is_control) {
+        return Err(RpcError::invalid_params(
+            "name must be 1-64 printable characters",
+        ));
+    }
+    let done = write(ctx, Method::AdminGroupsCreate, p.revision, move |doc, _| {
+        let mut t = Table::new();
+        t.insert("rights", edit::strings(&p.rights));
+        edit::append(doc, Section::Groups, &p.name, t)
+    })
+    .await?;
+    Ok(answer(done))
+}
+
+pub async fn groups_update(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
+    let p: GroupParams = rpc::params(params)?;
+    known_rights(&p.rights)?;
+    let done = write(ctx, Method::AdminGroupsUpdate, p.revision, move |doc, _| {
+        edit::find(doc, Section::Groups, &p.name)?.insert("rights", edit::strings(&p.rights));
+        Ok(())
+    })
+    .await?;
+    Ok(answer(done))
+}
+
+pub async fn groups_delete(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
+    let p: Named = rpc::params(params)?;
+    let done = write(
+        ctx,
+        Method::AdminGroupsDelete,
+        p.revision,
+        move |doc, config| {
+            let members: Vec<&str> = config
+                .users
+                .iter()
+                .filter(|u| u.groups.contains(&p.name))
+                .map(|u| u.name.as_str())
+                .collect();
+            if !members.is_empty() {
+                return Err(format!(
+                    "rights group {:?} is still assigned to {}; take it from them first",
+                    p.name,
+                    members.join(", ")
+                ));
+            }
+            edit::remove(doc, Section::Groups, &p.name)
+        },
+    )
+    .await?;
+    Ok(answer(done))
+}
