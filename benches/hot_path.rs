@@ -63,7 +63,12 @@ fn bench(c: &mut Criterion) {
     let session = gw
         .hub
         .open(Endpoint::Portal, "127.0.0.1:1".parse().unwrap());
-    gw.hub.bind(&session, "portal1".into(), rights, 1).unwrap();
+    let granted = adjunct_gateway::auth::Granted {
+        user: "portal1".into(),
+        rights,
+        stamp: 0,
+    };
+    gw.hub.bind(&session, &granted, 1).unwrap();
     let mut out = Vec::with_capacity(256);
     let mut rate = RateLimit::new(u32::MAX, std::time::Instant::now());
     c.bench_function("dispatch_session_ping", |b| {

@@ -15,6 +15,7 @@ use std::time::Instant;
 use crate::catalog::Endpoint;
 use crate::directory::{Account, LoginFailure};
 use crate::gateway::Gateway;
+use crate::hub::SessionHandle;
 use crate::rights::{Right, RightSet};
 use crate::tls::ClientIdentity;
 
@@ -47,6 +48,9 @@ pub struct Attempt {
 pub struct Granted {
     pub user: Arc<str>,
     pub rights: RightSet,
+    /// The password the credential rests on (`Account::stamp`); 0 for a
+    /// certificate, which no password change affects.
+    pub stamp: u64,
 }
 
 /// Why an attempt was refused.
@@ -73,6 +77,7 @@ pub async fn authenticate(
     let snap = gw.snapshot_owned();
     let sec = &snap.config.security;
     let how = cred.kind();
+    let is_certificate = matches!(cred, Credential::Certificate(_));
     let claimed: &str = match &cred {
         Credential::Password { user, .. } => user,
         _ => "",
@@ -81,10 +86,10 @@ pub async fn authenticate(
         audit(at, claimed, how, "throttled", "address throttled");
         return Err(Refused::Throttled);
     }
-    let checked: Result<Arc<str>, (Option<Arc<str>>, &'static str)> = match &cred {
+    let checked: Result<&Account, (Option<Arc<str>>, &'static str)> = match &cred {
         Credential::Password { user, password } => {
             match gw.verifier.login(&snap.directory, user, password).await {
-                Ok(name) => Ok(name),
+                Ok(name) => snap.directory.get(&name).ok_or((None, "unknown user")),
                 Err(LoginFailure::Busy) => {
                     audit(at, user, how, "throttled", "verification queue full");
                     return Err(Refused::Busy);
@@ -101,19 +106,33 @@ pub async fn authenticate(
                 .resume
                 .check(token, &snap.directory, now, sec.resume_token_secs)
             {
-                Some(a) if a.enabled => Ok(a.name.clone()),
+                Some(a) if a.enabled => Ok(a),
                 Some(_) => Err((None, "disabled")),
                 None => Err((None, "invalid or expired token")),
             }
         }
         Credential::Certificate(id) => match snap.directory.by_client_cert(id) {
-            Some(a) if a.enabled => Ok(a.name.clone()),
+            Some(a) if a.enabled => Ok(a),
             Some(_) => Err((None, "disabled")),
             None => Err((None, "no service user for this certificate")),
         },
     };
-    let name = match checked {
-        Ok(name) => name,
+    // A locked account fails whatever was presented, and that counts as a
+    // failure like any other: a right guess must not look different. A
+    // certificate is a credential of its own and is not locked out.
+    let checked = match checked {
+        Ok(a) if !is_certificate && gw.lockout.is_locked(&a.name, Instant::now()) => {
+            Err((Some(a.name.clone()), "account locked"))
+        }
+        other => other,
+    };
+    let (name, stamp) = match checked {
+        Ok(a) => (a.name.clone(), if is_certificate { 0 } else { a.stamp }),
+        Err((_, reason)) if is_certificate => {
+            // Not a guess: an unclaimed certificate may still log in.
+            audit(at, "", how, "failed", reason);
+            return Err(Refused::Failed);
+        }
         Err((account, reason)) => {
             let now = Instant::now();
             let locked = account
@@ -134,12 +153,6 @@ pub async fn authenticate(
             return Err(Refused::Failed);
         }
     };
-    // Lockout guards the password and what a password login hands out (the
-    // token); a certificate is a credential of its own.
-    if !matches!(cred, Credential::Certificate(_)) && gw.lockout.is_locked(&name, Instant::now()) {
-        audit(at, &name, how, "locked", "account locked");
-        return Err(Refused::Failed);
-    }
     // A reload may have landed during the password check: use the current view.
     let now_snap = gw.snapshot();
     let Some(rights) = now_snap.directory.live_rights(&name) else {
@@ -154,9 +167,28 @@ pub async fn authenticate(
         audit(at, &name, how, "refused", "too many sessions for this user");
         return Err(Refused::TooManySessions);
     }
-    gw.lockout.succeeded(&name);
+    if matches!(cred, Credential::Password { .. }) {
+        // Only the password resets its own failure count.
+        gw.lockout.succeeded(&name);
+    }
     tracing::info!(target: "audit", event = "login", outcome = "ok", user = ?&*name, peer = %at.peer, endpoint = at.endpoint.name(), method = how, "login succeeded");
-    Ok(Granted { user: name, rights })
+    Ok(Granted {
+        user: name,
+        rights,
+        stamp,
+    })
+}
+
+/// Authenticates `session` as `granted`, within the per-user limit, then
+/// re-reads the current directory: a reload between the check and the bind
+/// must not leave the session with rights (or a password) it no longer has.
+pub fn bind(gw: &Gateway, session: &SessionHandle, granted: &Granted) -> Result<(), Refused> {
+    let limit = gw.snapshot().config.limits.max_connections_per_user;
+    gw.hub.bind(session, granted, limit)?;
+    if let Some(reason) = gw.hub.recheck(session, &gw.snapshot().directory) {
+        tracing::warn!(target: "audit", event = "revoked", session = %session.id_string(), user = ?&*granted.user, peer = %session.peer, endpoint = session.endpoint.name(), reason, "session closed: changed while logging in");
+    }
+    Ok(())
 }
 
 /// A fresh resume token for `user` (after any successful authentication).

@@ -725,6 +725,35 @@ impl Validator<'_> {
         {
             return Err(self.err(None, "[security]: reject_limit, reject_window_secs, ip_reject_limit and resume_token_secs must be at least 1"));
         }
+        const TEN_YEARS: u64 = 10 * 365 * 86400;
+        if [
+            sec.reject_window_secs,
+            sec.lockout_secs,
+            sec.ip_block_secs,
+            sec.resume_token_secs,
+        ]
+        .iter()
+        .any(|v| *v > TEN_YEARS)
+        {
+            return Err(self.err(
+                None,
+                format!("[security]: durations must be at most {TEN_YEARS} seconds (ten years)"),
+            ));
+        }
+        let mut claimed = HashSet::new();
+        for u in &users {
+            if let Some(id) = &u.client_cert {
+                if !claimed.insert(id.clone()) {
+                    return Err(self.err(
+                        None,
+                        format!(
+                            "service user {:?}: client_cert {id:?} is already claimed by another user",
+                            u.name
+                        ),
+                    ));
+                }
+            }
+        }
         if let Some(ca) = &raw.tls.client_ca {
             if !self.resolve(ca.get_ref()).is_file() {
                 return Err(self.at(ca, "[tls] client_ca: no such file"));
@@ -900,23 +929,27 @@ impl Validator<'_> {
     }
 }
 
-/// serde quotes offending values (`invalid type: string "…"`); a value may
-/// be a secret typed in the wrong place, so quoted text is replaced.
+/// serde quotes offending values (`invalid type: string "…"`, or a number
+/// in backticks); a value may be a secret typed in the wrong place, so
+/// quoted text is replaced. Key names (`unknown field `x``) are not values
+/// and stay readable.
 fn redact_values(message: &str) -> String {
+    let keys_only = message.trim_start().starts_with("unknown field");
     let mut out = String::new();
-    let mut quoted = false;
+    let mut open: Option<char> = None;
     for c in message.chars() {
-        match (c, quoted) {
-            ('"', false) => {
-                quoted = true;
-                out.push_str("\"…");
+        match open {
+            None if c == '"' || (c == '`' && !keys_only) => {
+                open = Some(c);
+                out.push(c);
+                out.push('…');
             }
-            ('"', true) => {
-                quoted = false;
-                out.push('"');
+            None => out.push(c),
+            Some(q) if c == q => {
+                open = None;
+                out.push(c);
             }
-            (_, true) => {}
-            (c, false) => out.push(c),
+            Some(_) => {}
         }
     }
     out
@@ -996,6 +1029,31 @@ mod tests {
             e.to_string().contains("secrets") || e.to_string().contains("sequence"),
             "{e}"
         );
+        // A number in the wrong place comes back in backticks: redacted too.
+        let e = parse(&format!("{}\n[turn]\nsecrets = [918273645]\n", base())).unwrap_err();
+        assert!(!e.to_string().contains("918273645"), "{e}");
+    }
+
+    #[test]
+    fn client_certs_are_unique_and_durations_bounded() {
+        let two = base().replace(
+            "groups = [\"Apps\"]\n",
+            "groups = [\"Apps\"]\nclient_cert = \"app-host\"\n",
+        ) + &format!(
+            "[[service_user]]\nname = \"app2\"\npassword = \"{HASH}\"\nclient_cert = \"app-host\"\n"
+        );
+        assert!(parse(&two)
+            .unwrap_err()
+            .to_string()
+            .contains("already claimed"));
+        let forever = format!(
+            "{}\n[security]\nlockout_secs = 9223372036854775807\n",
+            base()
+        );
+        assert!(parse(&forever)
+            .unwrap_err()
+            .to_string()
+            .contains("ten years"));
     }
 
     #[test]

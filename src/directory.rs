@@ -22,6 +22,9 @@ pub struct Account {
     pub groups: Vec<String>,
     pub rights: RightSet,
     pub enabled: bool,
+    /// Identifies the current password (a hash of its PHC string): sessions
+    /// and tokens resting on another password are void.
+    pub stamp: u64,
     hash: Arc<str>,
 }
 
@@ -48,8 +51,11 @@ impl Account {
 #[derive(Default)]
 pub struct Directory {
     users: HashMap<Arc<str>, Account>,
-    /// Client-certificate identities (CN or `sha256:` fingerprint) to users.
-    by_cert: HashMap<String, Arc<str>>,
+    /// Client-certificate fingerprints (`sha256:…`) to users.
+    by_fingerprint: HashMap<String, Arc<str>>,
+    /// Client-certificate subject CNs to users; kept apart from fingerprints
+    /// so a CN can never pose as one.
+    by_cn: HashMap<String, Arc<str>>,
 }
 
 impl Directory {
@@ -64,26 +70,38 @@ impl Directory {
                     groups: u.groups.clone(),
                     rights: config.rights_of(u),
                     enabled: u.enabled,
+                    stamp: stamp_of(&u.password),
                     hash: Arc::from(u.password.as_str()),
                 };
                 (name, account)
             })
             .collect();
-        let by_cert = config
-            .users
-            .iter()
-            .filter_map(|u| Some((u.client_cert.clone()?, Arc::from(u.name.as_str()))))
-            .collect();
-        Directory { users, by_cert }
+        let mut by_fingerprint = HashMap::new();
+        let mut by_cn = HashMap::new();
+        for u in &config.users {
+            if let Some(id) = &u.client_cert {
+                let map = if id.starts_with("sha256:") {
+                    &mut by_fingerprint
+                } else {
+                    &mut by_cn
+                };
+                map.insert(id.clone(), Arc::from(u.name.as_str()));
+            }
+        }
+        Directory {
+            users,
+            by_fingerprint,
+            by_cn,
+        }
     }
 
     /// The user a verified client certificate names: by fingerprint first,
     /// then by subject CN.
     pub fn by_client_cert(&self, id: &crate::tls::ClientIdentity) -> Option<&Account> {
         let name = self
-            .by_cert
+            .by_fingerprint
             .get(&id.fingerprint)
-            .or_else(|| id.cn.as_ref().and_then(|cn| self.by_cert.get(cn)))?;
+            .or_else(|| id.cn.as_ref().and_then(|cn| self.by_cn.get(cn)))?;
         self.users.get(name)
     }
 
@@ -96,6 +114,15 @@ impl Directory {
     pub fn live_rights(&self, name: &str) -> Option<RightSet> {
         self.users.get(name).filter(|a| a.enabled).map(|a| a.rights)
     }
+}
+
+/// A stable 64-bit digest of a PHC string (never 0, which means "none").
+fn stamp_of(phc: &str) -> u64 {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(phc.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_le_bytes(b).max(1)
 }
 
 /// Why a login failed. All of them look the same on the wire.

@@ -112,8 +112,9 @@ async fn one(
     let req = match item {
         Ok(Item::Call(req)) => req,
         Ok(Item::Answer(answer)) => {
-            // A provider answering a routed request; never answered back.
-            if ctx.session.rights().is_some() {
+            // A provider answering a routed request; never answered back,
+            // but it spends the budget like any other frame element.
+            if ctx.admit(snap).is_ok() && ctx.session.rights().is_some() {
                 ctx.gw.router.answer(ctx.session, answer.id, answer.outcome);
             }
             return false;

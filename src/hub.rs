@@ -29,6 +29,8 @@ pub struct SessionHandle {
     pub connected_at: SystemTime,
     user: OnceLock<Arc<str>>,
     rights: AtomicU32,
+    /// The password the session's credential rested on (0: a certificate).
+    stamp: std::sync::atomic::AtomicU64,
     pub outbound: Outbound,
     /// Routed requests this session waits on (as a caller).
     pub waiting: AtomicU32,
@@ -99,6 +101,7 @@ impl Hub {
                     connected_at: SystemTime::now(),
                     user: OnceLock::new(),
                     rights: AtomicU32::new(0),
+                    stamp: std::sync::atomic::AtomicU64::new(0),
                     outbound: Outbound::default(),
                     waiting: AtomicU32::new(0),
                     serving: AtomicU32::new(0),
@@ -115,10 +118,10 @@ impl Hub {
     pub fn bind(
         &self,
         session: &SessionHandle,
-        user: Arc<str>,
-        rights: RightSet,
+        granted: &crate::auth::Granted,
         limit: usize,
     ) -> Result<(), crate::auth::Refused> {
+        let user = &granted.user;
         {
             let mut n = self.per_user.entry(user.clone()).or_insert(0);
             if *n >= limit {
@@ -126,13 +129,41 @@ impl Hub {
             }
             *n += 1;
         }
-        if session.authenticate(user.clone(), rights) {
+        session.stamp.store(granted.stamp, Ordering::Release);
+        if session.authenticate(user.clone(), granted.rights) {
             Ok(())
         } else {
             // A concurrent login won the race; the gate normally stops this.
-            self.release(&user);
+            self.release(user);
             Err(crate::auth::Refused::Failed)
         }
+    }
+
+    /// Brings one session in line with `directory` (see `apply`); returns
+    /// the reason if it had to be closed.
+    pub fn recheck(&self, s: &SessionHandle, directory: &Directory) -> Option<&'static str> {
+        let user = s.user()?;
+        let stamp = s.stamp.load(Ordering::Acquire);
+        let reason = match directory.get(user).filter(|a| a.enabled) {
+            None => Some("rights revoked"),
+            Some(a)
+                if s.endpoint == Endpoint::Adjunct
+                    && !a.rights.contains(Right::AdjunctServerConnection) =>
+            {
+                Some("rights revoked")
+            }
+            Some(a) if stamp != 0 && stamp != a.stamp => Some("credentials changed"),
+            Some(a) => {
+                s.set_rights(a.rights);
+                None
+            }
+        };
+        if let Some(reason) = reason {
+            // Nothing more may be served: clear the rights before closing.
+            s.set_rights(RightSet::EMPTY);
+            s.outbound.close(Close::Policy, reason);
+        }
+        reason
     }
 
     /// Authenticated sessions `user` holds now.
@@ -175,29 +206,14 @@ impl Hub {
 
     /// Recomputes every authenticated session's rights from `directory`:
     /// a user gone or disabled, or an /adjunct session that lost Adjunct
-    /// Server Connection, is closed with 1008; the others get the new rights.
+    /// Server Connection, or one whose password changed since its
+    /// credential was checked, is closed with 1008; the others get the new
+    /// rights.
     pub fn apply(&self, directory: &Directory) -> Vec<Revoked> {
         let mut revoked = Vec::new();
         for entry in self.sessions.iter() {
             let s = entry.value();
-            let Some(user) = s.user() else { continue };
-            let reason = match directory.live_rights(user) {
-                None => Some("rights revoked"),
-                Some(r)
-                    if s.endpoint == Endpoint::Adjunct
-                        && !r.contains(Right::AdjunctServerConnection) =>
-                {
-                    Some("rights revoked")
-                }
-                Some(r) => {
-                    s.set_rights(r);
-                    None
-                }
-            };
-            if let Some(reason) = reason {
-                // Nothing more may be served: clear the rights before closing.
-                s.set_rights(RightSet::EMPTY);
-                s.outbound.close(Close::Policy, reason);
+            if let Some(reason) = self.recheck(s, directory) {
                 revoked.push(Revoked {
                     session: s.clone(),
                     reason,

@@ -63,7 +63,7 @@ impl Lockout {
     /// Is `ip` refused at `now`?
     pub fn is_blocked(&self, ip: IpAddr, now: Instant) -> bool {
         self.addresses
-            .get(&ip)
+            .get(&source(ip))
             .and_then(|a| a.blocked_until)
             .is_some_and(|until| now < until)
     }
@@ -103,15 +103,22 @@ impl Lockout {
         }
         if state.failures.len() >= limit {
             state.failures.clear();
-            state.locked_until = Some(now + Duration::from_secs(sec.lockout_secs));
+            state.locked_until = now.checked_add(Duration::from_secs(sec.lockout_secs));
             return true;
         }
         false
     }
 
     fn address_failed(&self, ip: IpAddr, now: Instant, sec: &Security) -> bool {
+        let ip = source(ip);
         if self.addresses.len() >= MAX_ADDRESSES && !self.addresses.contains_key(&ip) {
-            return false;
+            // Full (a spread-out attack): forget what expired, then every
+            // address not blocked right now, rather than stop counting.
+            self.prune(now, sec);
+            if self.addresses.len() >= MAX_ADDRESSES {
+                self.addresses
+                    .retain(|_, a| a.blocked_until.is_some_and(|u| now < u));
+            }
         }
         let mut state = self.addresses.entry(ip).or_insert(AddressState {
             window_start: now,
@@ -128,7 +135,7 @@ impl Lockout {
         }
         state.failures = state.failures.saturating_add(1);
         if state.failures > sec.ip_reject_limit {
-            state.blocked_until = Some(now + Duration::from_secs(sec.ip_block_secs));
+            state.blocked_until = now.checked_add(Duration::from_secs(sec.ip_block_secs));
             state.failures = 0;
             return true;
         }
@@ -138,7 +145,9 @@ impl Lockout {
     /// A successful login resets the account's count (not a running lock:
     /// `auth` refuses locked accounts before it gets here).
     pub fn succeeded(&self, user: &str) {
-        self.accounts.remove(user);
+        let now = Instant::now();
+        self.accounts
+            .remove_if(user, |_, a| a.locked_until.is_none_or(|u| now >= u));
     }
 
     /// Forgets entries that no longer matter; called now and then.
@@ -154,6 +163,21 @@ impl Lockout {
             a.blocked_until.is_some_and(|u| now < u)
                 || now.duration_since(a.window_start) < ADDRESS_WINDOW
         });
+    }
+}
+
+/// The unit one source is counted as: an IPv4 address, or an IPv6 /64 (a
+/// single host usually holds a whole /64).
+fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
 }
 

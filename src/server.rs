@@ -33,6 +33,8 @@ pub type Ws = WebSocketStream<Transport>;
 /// Connections being refused at capacity at once; past this they are dropped
 /// without a TLS handshake, so refusing cannot itself exhaust the machine.
 const MAX_REFUSING: usize = 256;
+/// Pending connections the kernel may queue for accept.
+const LISTEN_BACKLOG: u32 = 8192;
 /// How long shutdown waits for sessions to finish their close handshakes.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
@@ -45,7 +47,17 @@ impl Server {
     /// Binds `[server] listen`.
     pub async fn bind(gw: Arc<Gateway>) -> std::io::Result<Server> {
         let addr = gw.snapshot().config.listen;
-        let listener = TcpListener::bind(addr).await?;
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        // A restart binds again at once, past connections in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        // A deep accept queue (the kernel caps it at somaxconn): after a
+        // restart every application server reconnects at once, and a SYN
+        // dropped from a full queue costs its client a second or more.
+        let listener = socket.listen(LISTEN_BACKLOG)?;
         Ok(Server { listener, gw })
     }
 
@@ -158,12 +170,7 @@ impl Conn {
         let Ok(Some(up)) = upgraded else { return };
         let handle = self.gw.hub.open(up.endpoint, self.peer);
         if let Some(granted) = up.user {
-            let limit = self.gw.snapshot().config.limits.max_connections_per_user;
-            match self
-                .gw
-                .hub
-                .bind(&handle, granted.user, granted.rights, limit)
-            {
+            match auth::bind(&self.gw, &handle, &granted) {
                 Ok(()) => ticket.authenticated(),
                 // Lost a race for the user's last slot since the check.
                 Err(_) => handle

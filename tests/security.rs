@@ -55,6 +55,29 @@ async fn a_locked_account_answers_exactly_like_a_wrong_password() {
 }
 
 #[tokio::test]
+async fn a_right_guess_on_a_locked_account_counts_like_a_wrong_one() {
+    // Otherwise the address throttle would tell a right guess from a wrong one.
+    let gw = TestGateway::start_with(
+        "",
+        "[security]\nreject_limit = 2\nip_reject_limit = 3\nlockout_secs = 600\n",
+    )
+    .await;
+    let mut c = gw.ws("/portal", &[]).await.unwrap();
+    for pw in ["bad1", "bad2", CTI_PW, CTI_PW] {
+        let (code, _) = c
+            .err("session.login", json!({"user": "cti1", "password": pw}))
+            .await;
+        assert_eq!(code, -32002, "{pw}");
+    }
+    // Four failures from this address, more than ip_reject_limit = 3.
+    let (code, _) = c
+        .err("session.login", json!({"user": "cti1", "password": CTI_PW}))
+        .await;
+    assert_eq!(code, -32029);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_success_resets_the_failure_count() {
     let gw =
         TestGateway::start_with("", "[security]\nreject_limit = 3\nlockout_secs = 600\n").await;
@@ -183,9 +206,12 @@ async fn resume_tokens_replace_the_password_until_it_changes() {
         assert_eq!(upgrade_status(r), 401);
     }
 
-    // A password change voids every token at once.
+    // A password change voids every token at once, and closes the sessions
+    // that rest on the old password (an attacker's included).
     gw.edit_and_reload(|t| t.replacen(&cheap_hash(APP_PW), &cheap_hash("new-Pass-9x"), 1))
         .unwrap();
+    assert_eq!(c.closed().await, Some(1008));
+    assert_eq!(c3.closed().await, Some(1008));
     let mut c6 = gw.ws("/adjunct", &[]).await.unwrap();
     let (code, _) = c6.err("session.resume", json!({"token": token})).await;
     assert_eq!(code, -32002);
@@ -364,6 +390,25 @@ async fn a_client_certificate_authenticates_an_adjunct_server() {
         .unwrap();
     let mut c = ws_with(&gw, &fp_connector, "/adjunct").await.unwrap();
     assert_eq!(c.ok("session.info", json!(null)).await["user"], "off1");
+
+    // A CN cannot pose as a fingerprint.
+    let (posing, posing_key, _) = ca.client(&format!("sha256:{fp}"));
+    let mut c = ws_with(
+        &gw,
+        &connector_with_cert(&gw.ca_pem, posing, posing_key),
+        "/adjunct",
+    )
+    .await
+    .unwrap();
+    let (code, _) = c.err("session.ping", json!(null)).await;
+    assert_eq!(code, -32001);
+
+    // Unclaimed certificates are not failed logins: no 429 after many.
+    let (nobody2, nobody2_key, _) = ca.client("unknown-server-2");
+    let many = connector_with_cert(&gw.ca_pem, nobody2, nobody2_key);
+    for _ in 0..25 {
+        ws_with(&gw, &many, "/adjunct").await.unwrap();
+    }
 
     // A certificate no user claims: connected, not authenticated, may log in.
     let mut c = ws_with(

@@ -63,12 +63,7 @@ async fn establish(ctx: &mut Ctx<'_>, cred: Credential<'_>) -> Result<Value, Rpc
         Ok(g) => g,
         Err(refused) => return Err(refusal(ctx, refused)),
     };
-    let limit = ctx.gw.snapshot().config.limits.max_connections_per_user;
-    if let Err(refused) = ctx
-        .gw
-        .hub
-        .bind(s, granted.user.clone(), granted.rights, limit)
-    {
+    if let Err(refused) = auth::bind(ctx.gw, s, &granted) {
         return Err(refusal(ctx, refused));
     }
     let snap = ctx.gw.snapshot();

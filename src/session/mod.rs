@@ -52,8 +52,16 @@ pub async fn run(gw: Arc<Gateway>, ws: Ws, handle: Arc<SessionHandle>, ticket: T
             std::time::Instant::now(),
         ),
     };
+    // Ends the session everywhere even if its task unwinds: a leaked hub
+    // entry would hold the user's session count forever.
+    struct Ending(Arc<Gateway>, Arc<SessionHandle>);
+    impl Drop for Ending {
+        fn drop(&mut self) {
+            self.0.end_session(&self.1);
+        }
+    }
+    let _ending = Ending(gw, handle);
     session.drive(ws).instrument(span).await;
-    gw.end_session(&handle);
 }
 
 struct Session {
