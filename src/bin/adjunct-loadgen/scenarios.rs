@@ -497,16 +497,26 @@ where
             let Ok(mut ws) = first else { return };
             // Wait for the restart to take this session away.
             while let Some(Ok(_)) = ws.next().await {}
+            // Free the descriptor before taking a new one.
+            drop(ws);
             if !armed.load(Ordering::Relaxed) {
                 return;
             }
-            let Ok(mut ws) = target
+            let mut ws = match target
                 .connect_retrying("/adjunct", auth.as_deref(), Duration::from_secs(120))
                 .await
-            else {
-                return;
+            {
+                Ok(ws) => ws,
+                Err(e) => {
+                    eprintln!("storm: reconnect failed: {e}");
+                    return;
+                }
             };
-            if net::call(&mut ws, 7, "session.ping", "{}").await.is_ok() {
+            let answer = net::call(&mut ws, 7, "session.ping", "{}").await;
+            if let Err(e) = &answer {
+                eprintln!("storm: first request failed: {e}");
+            }
+            if answer.is_ok() {
                 back.fetch_add(1, Ordering::Relaxed);
                 if let Some(t0) = *restarted_at.lock() {
                     let _ = done_tx.send(t0.elapsed());
