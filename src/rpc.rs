@@ -238,10 +238,20 @@ pub fn parse(text: &str, bounds: Bounds) -> Incoming<'_> {
             }
             Err(e) => Incoming::Unusable(classify(e)),
         },
-        _ => match serde_json::from_str::<&RawValue>(text) {
-            Ok(raw) => Incoming::Single(parse_one(raw.get())),
-            Err(e) => Incoming::Unusable(classify(e)),
+        // The common case in one pass: an object that is an envelope.
+        Some(b'{') => match serde_json::from_str::<Envelope>(text) {
+            Ok(env) => Incoming::Single(from_envelope(env)),
+            Err(_) => single(text),
         },
+        _ => single(text),
+    }
+}
+
+/// A frame that is not an array, classified the slow way.
+fn single(text: &str) -> Incoming<'_> {
+    match serde_json::from_str::<&RawValue>(text) {
+        Ok(raw) => Incoming::Single(parse_one(raw.get())),
+        Err(e) => Incoming::Unusable(classify(e)),
     }
 }
 
@@ -294,6 +304,14 @@ fn parse_one(text: &str) -> Result<Item<'_>, Invalid<'_>> {
     }
     let env: Envelope =
         serde_json::from_str(text).map_err(|_| invalid(None, "request must be an object"))?;
+    from_envelope(env)
+}
+
+fn from_envelope(env: Envelope<'_>) -> Result<Item<'_>, Invalid<'_>> {
+    let invalid = |id, why: &'static str| Invalid {
+        id,
+        error: RpcError::with_message(Code::InvalidRequest, why),
+    };
     let id = match env.id {
         Some(id) if matches!(id.get().as_bytes().first(), Some(b'{' | b'[' | b't' | b'f')) => {
             return Err(invalid(None, "id must be a string, a number or null"));
