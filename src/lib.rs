@@ -40,6 +40,7 @@ pub mod http;
 pub mod hub;
 pub mod lockout;
 pub mod methods;
+pub mod metrics;
 pub mod portal;
 pub mod resume;
 pub mod rights;
@@ -58,14 +59,18 @@ use std::sync::Arc;
 
 use config::Config;
 use gateway::Gateway;
+use metrics::Exporter;
 use server::Server;
 
 /// A gateway serving in the background (tests, benchmarks, embedding).
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` is served (`None`: `[admin] listen` is empty).
+    pub admin_addr: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    exporter: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -75,7 +80,22 @@ impl Running {
             let _ = stop.send(());
         }
         let _ = (&mut self.task).await;
+        if let Some(exporter) = self.exporter.take() {
+            exporter.abort();
+        }
     }
+}
+
+/// Binds `[admin] listen` (unless empty) and serves `/metrics` in a task.
+async fn start_exporter(
+    gateway: &Gateway,
+) -> anyhow::Result<(Option<SocketAddr>, Option<tokio::task::JoinHandle<()>>)> {
+    let listen = gateway.snapshot().config.admin.listen.clone();
+    let Some(exporter) = Exporter::bind(&listen, gateway.metrics.clone()).await? else {
+        return Ok((None, None));
+    };
+    let addr = exporter.local_addr()?;
+    Ok((Some(addr), Some(tokio::spawn(exporter.run()))))
 }
 
 /// Binds `[server] listen` and serves in a spawned task.
@@ -83,15 +103,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let gateway = Gateway::new(config)?;
     let server = Server::bind(gateway.clone()).await?;
     let addr = server.local_addr()?;
+    let (admin_addr, exporter) = start_exporter(&gateway).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {
         let _ = stopped.await;
     }));
     Ok(Running {
         addr,
+        admin_addr,
         gateway,
         stop: Some(stop),
         task,
+        exporter,
     })
 }
 
@@ -102,11 +125,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let signals = Signals::install()?;
     let gateway = Gateway::new(config)?;
     let server = Server::bind(gateway.clone()).await?;
+    let (admin_addr, exporter) = start_exporter(&gateway).await?;
     let Signals { hangup, shutdown } = signals;
     let reloader = tokio::spawn(reload_on_hangup(gateway.clone(), hangup));
+    if let Some(admin) = admin_addr {
+        tracing::info!(admin = %admin, "serving GET /metrics");
+    }
     tracing::info!(addr = %server.local_addr()?, "listening");
     server.run(shutdown).await;
     reloader.abort();
+    if let Some(exporter) = exporter {
+        exporter.abort();
+    }
     Ok(())
 }
 
@@ -156,7 +186,9 @@ async fn reload_on_hangup(gateway: Arc<Gateway>, mut hup: Hangup) {
             Ok(report) => {
                 tracing::info!(target: "audit", event = "reload", outcome = "ok", revoked = report.revoked, "configuration reloaded");
                 if report.listen_changed {
-                    tracing::warn!("[server] listen changed: takes effect after a restart");
+                    tracing::warn!(
+                        "[server] listen or [admin] listen changed: takes effect after a restart"
+                    );
                 }
             }
             Err(e) => {

@@ -209,6 +209,7 @@ impl Conn {
         let mut tls = match self.acceptor.accept(tcp).await {
             Ok(tls) => tls,
             Err(e) => {
+                self.gw.metrics.tls_handshake_failed();
                 tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
                 return None;
             }
@@ -319,6 +320,7 @@ impl Conn {
             endpoint,
         };
         if self.gw.lockout.is_blocked(self.peer.ip(), Instant::now()) {
+            self.gw.metrics.login(crate::metrics::Login::Throttled);
             return Err(refusal(Refused::Throttled, block_secs));
         }
         let outcome = match head.authorization.as_deref() {
