@@ -25,12 +25,18 @@
 //! The Management API (`admin.*`, handled in [`methods`]) changes the config
 //! through [`admin`]: delegation rules, comment-keeping edits, atomic writes,
 //! then the same install path as a reload.
+//!
+//! Operations: [`metrics`] (Prometheus families, counted on the path above,
+//! served on `[admin] listen`), [`audit`] (the audit trail as JSON lines on
+//! disk, a `tracing` layer), [`call`] (the operator's command-line client).
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod broker;
+pub mod call;
 pub mod catalog;
 pub mod config;
 pub mod directory;
@@ -121,8 +127,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 /// Serves until Ctrl-C or SIGTERM; SIGHUP (on Unix) reloads the config.
 /// Signal handlers are installed before the listener is announced, so a
 /// supervisor may signal as soon as it sees "listening".
+/// `[audit] file` is opened here (the binary installs [`audit::layer`]).
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let signals = Signals::install()?;
+    audit::global()
+        .configure(&config.audit)
+        .map_err(|e| anyhow::anyhow!("[audit] file: {e}"))?;
     let gateway = Gateway::new(config)?;
     let server = Server::bind(gateway.clone()).await?;
     let (admin_addr, exporter) = start_exporter(&gateway).await?;
@@ -137,6 +147,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(exporter) = exporter {
         exporter.abort();
     }
+    audit::global().flush();
     Ok(())
 }
 
@@ -184,6 +195,10 @@ async fn reload_on_hangup(gateway: Arc<Gateway>, mut hup: Hangup) {
     while hup.recv().await.is_some() {
         match gateway.reload() {
             Ok(report) => {
+                // Reopened on every reload, so an external rotation works too.
+                if let Err(e) = audit::global().configure(&gateway.snapshot().config.audit) {
+                    tracing::error!(error = %e, "[audit] file cannot be opened; audit lines go to the previous file");
+                }
                 tracing::info!(target: "audit", event = "reload", outcome = "ok", revoked = report.revoked, "configuration reloaded");
                 if report.listen_changed {
                     tracing::warn!(
