@@ -209,3 +209,64 @@ async fn an_empty_admin_listen_turns_the_metrics_listener_off() {
     assert_eq!(running.admin_addr, None);
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn lockout_and_throttling_count_as_locked_and_throttled_logins() {
+    let gw = TestGateway::start_with(
+        "",
+        "[security]\nreject_limit = 2\nlockout_secs = 600\nip_reject_limit = 4\nip_block_secs = 60\n",
+    )
+    .await;
+    let mut c = gw.ws("/portal", &[]).await.unwrap();
+    let wrong = |user: &str| json!({"user": user, "password": "wrong-Pass-0"});
+    for _ in 0..2 {
+        assert_eq!(c.err("session.login", wrong("cti1")).await.0, -32002);
+    }
+    // Locked: the right password is refused, and counted as such.
+    let right = json!({"user": "cti1", "password": CTI_PW});
+    assert_eq!(c.err("session.login", right).await.0, -32002);
+    // Failures from this address (unknown users: no account to lock)
+    // until the address is throttled.
+    let mut failed = 2;
+    loop {
+        let (code, _) = c
+            .err("session.login", wrong(&format!("nobody{failed}")))
+            .await;
+        if code == -32029 {
+            break;
+        }
+        assert_eq!(code, -32002);
+        failed += 1;
+        assert!(failed < 10, "never throttled");
+    }
+    // The upgrade is refused with 429 before any credential is looked at.
+    let (status, _) = gw
+        .http("GET /portal HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .await;
+    assert_eq!(status, 429);
+    let text = gw.scrape().await;
+    assert_eq!(
+        value(&text, "adjunct_gateway_logins_total{outcome=\"locked\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&text, "adjunct_gateway_logins_total{outcome=\"failed\"}"),
+        f64::from(failed)
+    );
+    assert_eq!(
+        value(&text, "adjunct_gateway_logins_total{outcome=\"throttled\"}"),
+        2.0
+    );
+    assert_eq!(
+        value(&text, "adjunct_gateway_logins_total{outcome=\"ok\"}"),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "adjunct_gateway_requests_total{method=\"session.login\",outcome=\"limited\"}"
+        ),
+        1.0
+    );
+    gw.shutdown().await;
+}
