@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::catalog::{self, Endpoint, Entry, Target};
+use crate::gateway::Refusal;
 use crate::http::{self, Answer};
 use crate::methods::Reply;
 use crate::rights::Right;
@@ -196,6 +197,7 @@ struct Inner {
     events_dropped: Counter,
     outbound_drain: Histogram,
     tls_failures: Counter,
+    refused: [Counter; 2],
     reloads: [Counter; 2],
 }
 
@@ -299,6 +301,19 @@ impl Metrics {
             "TLS handshakes that failed or were abandoned",
             tls_failures.clone(),
         );
+        let refused = Family::<One, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections refused by [limits] admission, by reason",
+            refused.clone(),
+        );
+        let refused = [Refusal::AtCapacity, Refusal::TooManyFromAddress].map(|r| {
+            let reason = match r {
+                Refusal::AtCapacity => "at_capacity",
+                Refusal::TooManyFromAddress => "per_address",
+            };
+            series(&refused, [label("reason", reason)])
+        });
         let reloads = Family::<One, Counter>::default();
         registry.register(
             "config_reloads",
@@ -322,6 +337,7 @@ impl Metrics {
             events_dropped,
             outbound_drain,
             tls_failures,
+            refused,
             reloads,
         }));
         for ns in catalog::builtin_namespaces() {
@@ -418,6 +434,11 @@ impl Metrics {
 
     pub fn tls_handshake_failed(&self) {
         self.0.tls_failures.inc();
+    }
+
+    /// A connection refused by admission (`[limits]`).
+    pub fn connection_refused(&self, refusal: Refusal) {
+        self.0.refused[refusal as usize].inc();
     }
 
     pub fn reload(&self, ok: bool) {
@@ -543,6 +564,7 @@ mod tests {
             "adjunct_gateway_events_dropped",
             "adjunct_gateway_outbound_queue_depth",
             "adjunct_gateway_tls_handshake_failures",
+            "adjunct_gateway_connections_refused",
             "adjunct_gateway_config_reloads",
         ] {
             assert!(

@@ -183,6 +183,7 @@ impl Conn {
 
     /// At capacity: a clean 503 when we can afford the TLS handshake.
     async fn refuse(self, tcp: TcpStream, refusal: Refusal, deadline: Duration) {
+        self.gw.metrics.connection_refused(refusal);
         tracing::warn!(peer = %self.peer, ?refusal, "connection refused");
         if self.refusing.fetch_add(1, Ordering::AcqRel) < MAX_REFUSING {
             let _ = tokio::time::timeout(deadline.min(Duration::from_secs(2)), async {

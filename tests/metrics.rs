@@ -270,3 +270,28 @@ async fn lockout_and_throttling_count_as_locked_and_throttled_logins() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn connections_refused_at_capacity_are_counted() {
+    let gw = TestGateway::start_with("", "[limits]\nmax_connections = 1\n").await;
+    let mut a = gw.login("/portal", "portal1", PORTAL_PW).await;
+    let (status, _) = gw.http("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(status, 503);
+    a.ok("session.ping", json!(null)).await;
+    let text = gw.scrape().await;
+    assert_eq!(
+        value(
+            &text,
+            "adjunct_gateway_connections_refused_total{reason=\"at_capacity\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "adjunct_gateway_connections_refused_total{reason=\"per_address\"}"
+        ),
+        0.0
+    );
+    gw.shutdown().await;
+}
