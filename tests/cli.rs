@@ -547,16 +547,19 @@ fn gen_cert_makes_an_existing_server_key_private_again() {
 
 // ----------------------------------------------------------------- signals
 
+/// `serve` on a fresh test config in `dir`, once it listens:
+/// (the process, the config path, the CA's PEM, the address).
+async fn serve_fresh(dir: &Path) -> (Proc, std::path::PathBuf, String, SocketAddr) {
+    let (path, ca_pem) = write_config(dir, "", "");
+    let gw = Proc::spawn(&["serve", "--config", path.to_str().unwrap()], dir, None);
+    let addr = gw.listening().await;
+    (gw, path, ca_pem, addr)
+}
+
 #[tokio::test]
 async fn sighup_reloads_and_revokes_a_refused_reload_keeps_serving_sigterm_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, ca_pem) = write_config(dir.path(), "", "");
-    let mut gw = Proc::spawn(
-        &["serve", "--config", path.to_str().unwrap()],
-        dir.path(),
-        None,
-    );
-    let addr = gw.listening().await;
+    let (mut gw, path, ca_pem, addr) = serve_fresh(dir.path()).await;
     assert_eq!(addr.ip().to_string(), "127.0.0.1");
     assert_ne!(addr.port(), 0);
 
@@ -1159,13 +1162,7 @@ async fn serve_writes_the_audit_trail_to_its_file_whatever_rust_log_says() {
 #[tokio::test]
 async fn text_logs_name_the_session_on_every_session_line() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, ca_pem) = write_config(dir.path(), "", "");
-    let mut gw = Proc::spawn(
-        &["serve", "--config", path.to_str().unwrap()],
-        dir.path(),
-        None,
-    );
-    let addr = gw.listening().await;
+    let (mut gw, _, ca_pem, addr) = serve_fresh(dir.path()).await;
     audited_traffic(addr, &ca_pem).await;
     let log = gw
         .wait_stderr("the forbidden line", |t| t.contains("request refused"))
