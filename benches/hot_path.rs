@@ -1,7 +1,8 @@
 //! The per-request path without sockets: envelope parse, the rights gate,
 //! parse + gate + dispatch + serialize of session.ping through the real
-//! dispatcher, response serialization, TURN credential derivation and the
-//! resume-token check. `cargo bench --bench hot_path`.
+//! dispatcher, the metrics count per request, response serialization, TURN
+//! credential derivation and the resume-token check.
+//! `cargo bench --bench hot_path`.
 
 use std::hint::black_box;
 
@@ -80,6 +81,16 @@ fn bench(c: &mut Criterion) {
                 .now_or_never()
                 .unwrap();
             black_box(out.len())
+        })
+    });
+
+    // What dispatch adds per request for the metrics (one atomic add).
+    let ping = gw.snapshot().config.catalog.lookup("session.ping");
+    let answered = adjunct_gateway::methods::Reply::Value(serde_json::json!({}));
+    c.bench_function("metrics_count_request", |b| {
+        b.iter(|| {
+            gw.metrics
+                .request(black_box(ping.as_ref()), black_box(&answered))
         })
     });
 

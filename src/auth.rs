@@ -16,6 +16,7 @@ use crate::catalog::Endpoint;
 use crate::directory::{Account, LoginFailure};
 use crate::gateway::Gateway;
 use crate::hub::SessionHandle;
+use crate::metrics::Login;
 use crate::rights::{Right, RightSet};
 use crate::tls::ClientIdentity;
 
@@ -83,7 +84,7 @@ pub async fn authenticate(
         _ => "",
     };
     if gw.lockout.is_blocked(at.peer.ip(), Instant::now()) {
-        audit(at, claimed, how, "throttled", "address throttled");
+        audit(gw, at, claimed, how, Login::Throttled, "address throttled");
         return Err(Refused::Throttled);
     }
     let checked: Result<&Account, (Option<Arc<str>>, &'static str)> = match &cred {
@@ -91,7 +92,14 @@ pub async fn authenticate(
             match gw.verifier.login(&snap.directory, user, password).await {
                 Ok(name) => snap.directory.get(&name).ok_or((None, "unknown user")),
                 Err(LoginFailure::Busy) => {
-                    audit(at, user, how, "throttled", "verification queue full");
+                    audit(
+                        gw,
+                        at,
+                        user,
+                        how,
+                        Login::Throttled,
+                        "verification queue full",
+                    );
                     return Err(Refused::Busy);
                 }
                 Err(f @ LoginFailure::WrongPassword) => {
@@ -130,7 +138,7 @@ pub async fn authenticate(
         Ok(a) => (a.name.clone(), if is_certificate { 0 } else { a.stamp }),
         Err((_, reason)) if is_certificate => {
             // Not a guess: an unclaimed certificate may still log in.
-            audit(at, "", how, "failed", reason);
+            audit(gw, at, "", how, Login::Failed, reason);
             return Err(Refused::Failed);
         }
         Err((account, reason)) => {
@@ -140,9 +148,9 @@ pub async fn authenticate(
                 .is_some_and(|a| gw.lockout.is_locked(a, now));
             let tripped = gw.lockout.failed(account.as_ref(), at.peer.ip(), now, sec);
             if locked {
-                audit(at, claimed, how, "locked", "account locked");
+                audit(gw, at, claimed, how, Login::Locked, "account locked");
             } else {
-                audit(at, claimed, how, "failed", reason);
+                audit(gw, at, claimed, how, Login::Failed, reason);
             }
             if tripped.account_locked {
                 tracing::warn!(target: "audit", event = "lockout", user = ?shown(claimed), peer = %at.peer, lockout_secs = sec.lockout_secs, "account locked after repeated failures");
@@ -156,21 +164,36 @@ pub async fn authenticate(
     // A reload may have landed during the password check: use the current view.
     let now_snap = gw.snapshot();
     let Some(rights) = now_snap.directory.live_rights(&name) else {
-        audit(at, &name, how, "failed", "disabled");
+        audit(gw, at, &name, how, Login::Failed, "disabled");
         return Err(Refused::Failed);
     };
     if at.endpoint == Endpoint::Adjunct && !rights.contains(Right::AdjunctServerConnection) {
-        audit(at, &name, how, "failed", "no Adjunct Server Connection");
+        audit(
+            gw,
+            at,
+            &name,
+            how,
+            Login::Failed,
+            "no Adjunct Server Connection",
+        );
         return Err(Refused::NoConnectionRight);
     }
     if gw.hub.sessions_of(&name) >= now_snap.config.limits.max_connections_per_user {
-        audit(at, &name, how, "refused", "too many sessions for this user");
+        audit(
+            gw,
+            at,
+            &name,
+            how,
+            Login::Refused,
+            "too many sessions for this user",
+        );
         return Err(Refused::TooManySessions);
     }
     if matches!(cred, Credential::Password { .. }) {
         // Only the password resets its own failure count.
         gw.lockout.succeeded(&name);
     }
+    gw.metrics.login(Login::Ok);
     tracing::info!(target: "audit", event = "login", outcome = "ok", user = ?&*name, peer = %at.peer, endpoint = at.endpoint.name(), method = how, "login succeeded");
     Ok(Granted {
         user: name,
@@ -203,6 +226,8 @@ fn shown(user: &str) -> String {
     user.chars().take(64).collect()
 }
 
-fn audit(at: Attempt, user: &str, how: &str, outcome: &str, reason: &str) {
-    tracing::warn!(target: "audit", event = "login", outcome, user = ?shown(user), peer = %at.peer, endpoint = at.endpoint.name(), method = how, reason, "login refused");
+/// A refused attempt: counted, and an audit line.
+fn audit(gw: &Gateway, at: Attempt, user: &str, how: &str, outcome: Login, reason: &str) {
+    gw.metrics.login(outcome);
+    tracing::warn!(target: "audit", event = "login", outcome = outcome.name(), user = ?shown(user), peer = %at.peer, endpoint = at.endpoint.name(), method = how, reason, "login refused");
 }

@@ -54,6 +54,15 @@ pub struct Delivery {
     pub stall: Duration,
 }
 
+/// What one publish did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Fanout {
+    /// Subscribers the event was queued to.
+    pub delivered: usize,
+    /// Subscribers allowed to see it whose queue was full (or who were closing).
+    pub dropped: usize,
+}
+
 impl Broker {
     /// Adds `session` to `pattern`; false if it already was there.
     pub fn subscribe(&self, session: &Arc<SessionHandle>, pattern: &str) -> bool {
@@ -74,8 +83,8 @@ impl Broker {
         }
     }
 
-    /// Delivers one event to every subscriber that may see it; returns how many got it.
-    pub fn publish(&self, topic: &str, data: &RawValue, delivery: &Delivery) -> usize {
+    /// Delivers one event to every subscriber that may see it.
+    pub fn publish(&self, topic: &str, data: &RawValue, delivery: &Delivery) -> Fanout {
         let mut text = String::with_capacity(64 + topic.len() + data.get().len());
         text.push_str("{\"jsonrpc\":\"2.0\",\"method\":\"event\",\"params\":{\"topic\":");
         crate::router::push_json_str(&mut text, topic);
@@ -94,7 +103,7 @@ impl Broker {
         patterns.retain(|p| self.subscribers.contains_key(p.as_str()));
         // A session subscribed through two patterns gets the event once.
         let mut seen: Option<HashSet<u64>> = (patterns.len() > 1).then(HashSet::new);
-        let mut delivered = 0;
+        let mut fanout = Fanout::default();
         // One pattern at a time, so no two shard locks are held at once.
         for pattern in &patterns {
             let Some(list) = self.subscribers.get(pattern.as_str()) else {
@@ -109,16 +118,20 @@ impl Broker {
                 let allowed = sub
                     .rights()
                     .is_some_and(|r| catalog::satisfies(r, delivery.need));
-                if allowed
-                    && sub
-                        .outbound
-                        .push_event(message.clone(), delivery.queue_cap, delivery.stall)
+                if !allowed {
+                    continue;
+                }
+                if sub
+                    .outbound
+                    .push_event(message.clone(), delivery.queue_cap, delivery.stall)
                 {
-                    delivered += 1;
+                    fanout.delivered += 1;
+                } else {
+                    fanout.dropped += 1;
                 }
             }
         }
-        delivered
+        fanout
     }
 
     /// Removes every subscription of a session that ended.

@@ -236,8 +236,23 @@ pub fn method_entry(method: Method) -> (&'static str, Need) {
         .map_or(("", Need::Anonymous), |(name, e)| (*name, e.need))
 }
 
+/// The gateway's own methods by name, in table order.
+pub fn local_methods() -> impl Iterator<Item = (&'static str, Method)> {
+    METHODS
+        .iter()
+        .filter_map(|(name, entry)| match entry.target {
+            Target::Local(m) => Some((*name, m)),
+            Target::Routed(_) => None,
+        })
+}
+
 /// Namespaces served by providers (and topics of their events).
 const NAMESPACES: &[(&str, Need)] = &[("cti", Need::Right(Right::OneXCtiApi))];
+
+/// The routed namespaces every gateway has (config may add more).
+pub fn builtin_namespaces() -> impl Iterator<Item = &'static str> {
+    NAMESPACES.iter().map(|(ns, _)| *ns)
+}
 
 /// Namespaces of the gateway's own methods: never routed, never added by config.
 pub const RESERVED: &[&str] = &["session", "turn", "adjunct", "events", "admin", "event"];
@@ -333,6 +348,15 @@ pub fn named_right(need: Need) -> Option<Right> {
 }
 
 impl Denied {
+    /// The right a forbidden caller lacks (`None`: not a missing-right refusal).
+    pub fn right(self) -> Option<Right> {
+        match self {
+            Denied::Missing(need) => named_right(need),
+            Denied::WrongEndpoint => Some(Right::AdjunctServerConnection),
+            Denied::NotAuthenticated | Denied::AlreadyAuthenticated => None,
+        }
+    }
+
     /// The wire answer for a refusal.
     pub fn to_error(self) -> RpcError {
         match self {

@@ -8,10 +8,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::catalog::{self, Denied, Target};
+use crate::catalog::{self, Entry, Target};
 use crate::gateway::{Gateway, Snapshot};
 use crate::hub::SessionHandle;
 use crate::methods::{self, Reply};
+use crate::rights::Right;
 use crate::rpc::{self, Close, Code, Incoming, Invalid, Item, Request, RpcError};
 use crate::session::rate::RateLimit;
 
@@ -69,6 +70,7 @@ pub async fn frame(ctx: &mut Ctx<'_>, text: &str, out: &mut Vec<u8>) {
     );
     match rpc::parse(text, bounds) {
         Incoming::Unusable(err) => {
+            ctx.gw.metrics.invalid_request();
             let err = ctx.admit(&snap).err().unwrap_or(err);
             rpc::write_error(out, None, &err);
         }
@@ -120,15 +122,18 @@ async fn one(
             return false;
         }
         Err(invalid) => {
+            ctx.gw.metrics.invalid_request();
             let err = ctx.admit(snap).err().unwrap_or(invalid.error);
             rpc::write_error(out, invalid.id, &err);
             return true;
         }
     };
+    let entry = snap.config.catalog.lookup(&req.method);
     let reply = match ctx.admit(snap) {
-        Ok(()) => call(ctx, snap, &req).await,
+        Ok(()) => call(ctx, entry, snap, &req).await,
         Err(e) => Reply::Error(e),
     };
+    ctx.gw.metrics.request(entry.as_ref(), &reply);
     let Some(id) = req.id else {
         return false;
     };
@@ -140,14 +145,20 @@ async fn one(
     true
 }
 
-async fn call(ctx: &mut Ctx<'_>, snap: &Snapshot, req: &Request<'_>) -> Reply {
-    let Some(entry) = snap.config.catalog.lookup(&req.method) else {
+async fn call(
+    ctx: &mut Ctx<'_>,
+    entry: Option<Entry<'_>>,
+    snap: &Snapshot,
+    req: &Request<'_>,
+) -> Reply {
+    let Some(entry) = entry else {
         return Reply::Error(RpcError::new(Code::MethodNotFound));
     };
     let rights = ctx.session.rights();
     if let Err(denied) = catalog::gate(&entry, rights, ctx.session.endpoint) {
-        if matches!(denied, Denied::Missing(_) | Denied::WrongEndpoint) {
-            audit_forbidden(ctx.session, &req.method, denied);
+        if let Some(right) = denied.right() {
+            ctx.gw.metrics.forbidden(right);
+            audit_forbidden(ctx.session, &req.method, right);
         }
         return Reply::Error(denied.to_error());
     }
@@ -157,18 +168,14 @@ async fn call(ctx: &mut Ctx<'_>, snap: &Snapshot, req: &Request<'_>) -> Reply {
     }
 }
 
-fn audit_forbidden(session: &SessionHandle, method: &str, denied: Denied) {
-    let right = match denied {
-        Denied::Missing(need) => catalog::named_right(need).map_or("", |r| r.name()),
-        _ => "Adjunct Server Connection",
-    };
+fn audit_forbidden(session: &SessionHandle, method: &str, right: Right) {
     let shown: String = method.chars().take(128).collect();
     tracing::warn!(
         target: "audit",
         event = "forbidden",
         user = ?session.user().map_or("", |u| &**u),
         method = ?shown,
-        right,
+        right = right.name(),
         "request refused"
     );
 }

@@ -19,6 +19,7 @@ use crate::broker::Broker;
 use crate::config::{Config, Limits};
 use crate::directory::{Directory, Verifier};
 use crate::hub::{Hub, SessionHandle};
+use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::tls::CertStore;
 
@@ -48,6 +49,7 @@ pub struct Gateway {
     pub lockout: crate::lockout::Lockout,
     /// Resume-token key; read once at start (a new key file needs a restart).
     pub resume: crate::resume::ResumeKey,
+    pub metrics: Metrics,
     config_path: PathBuf,
     reload_lock: parking_lot::Mutex<()>,
 }
@@ -56,6 +58,7 @@ pub struct Gateway {
 #[derive(Debug, Default)]
 pub struct ReloadReport {
     pub revoked: usize,
+    /// `[server] listen` or `[admin] listen` changed: applies after a restart.
     pub listen_changed: bool,
 }
 
@@ -81,6 +84,7 @@ impl Gateway {
             admission: Admission::default(),
             lockout: crate::lockout::Lockout::default(),
             resume,
+            metrics: Metrics::new(),
             reload_lock: parking_lot::Mutex::new(()),
         }))
     }
@@ -107,10 +111,19 @@ impl Gateway {
     /// error the running configuration stays and the error is returned.
     /// Sessions whose rights went away are closed with 1008 at once.
     pub fn reload(&self) -> Result<ReloadReport, String> {
+        let result = self.try_reload();
+        self.metrics.reload(result.is_ok());
+        result
+    }
+
+    fn try_reload(&self) -> Result<ReloadReport, String> {
         let serial = self.config_lock();
         let config = Config::load(&self.config_path).map_err(|e| e.to_string())?;
         let key = crate::tls::load_certified_key(&config.tls_cert, &config.tls_key)?;
-        let listen_changed = config.listen != self.snapshot().config.listen;
+        let old = self.snapshot();
+        let listen_changed =
+            config.listen != old.config.listen || config.admin.listen != old.config.admin.listen;
+        drop(old);
         let tls = crate::tls::server_config(self.certs.clone(), config.tls_client_ca.as_deref())?;
         self.certs.replace(key);
         self.tls.store(tls);

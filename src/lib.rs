@@ -25,12 +25,18 @@
 //! The Management API (`admin.*`, handled in [`methods`]) changes the config
 //! through [`admin`]: delegation rules, comment-keeping edits, atomic writes,
 //! then the same install path as a reload.
+//!
+//! Operations: [`metrics`] (Prometheus families, counted on the path above,
+//! served on `[admin] listen`), [`audit`] (the audit trail as JSON lines on
+//! disk, a `tracing` layer), [`call`] (the operator's command-line client).
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod broker;
+pub mod call;
 pub mod catalog;
 pub mod config;
 pub mod directory;
@@ -40,6 +46,7 @@ pub mod http;
 pub mod hub;
 pub mod lockout;
 pub mod methods;
+pub mod metrics;
 pub mod portal;
 pub mod resume;
 pub mod rights;
@@ -58,14 +65,18 @@ use std::sync::Arc;
 
 use config::Config;
 use gateway::Gateway;
+use metrics::Exporter;
 use server::Server;
 
 /// A gateway serving in the background (tests, benchmarks, embedding).
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` is served (`None`: `[admin] listen` is empty).
+    pub admin_addr: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    exporter: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -75,7 +86,22 @@ impl Running {
             let _ = stop.send(());
         }
         let _ = (&mut self.task).await;
+        if let Some(exporter) = self.exporter.take() {
+            exporter.abort();
+        }
     }
+}
+
+/// Binds `[admin] listen` (unless empty) and serves `/metrics` in a task.
+async fn start_exporter(
+    gateway: &Gateway,
+) -> anyhow::Result<(Option<SocketAddr>, Option<tokio::task::JoinHandle<()>>)> {
+    let listen = gateway.snapshot().config.admin.listen.clone();
+    let Some(exporter) = Exporter::bind(&listen, gateway.metrics.clone()).await? else {
+        return Ok((None, None));
+    };
+    let addr = exporter.local_addr()?;
+    Ok((Some(addr), Some(tokio::spawn(exporter.run()))))
 }
 
 /// Binds `[server] listen` and serves in a spawned task.
@@ -83,30 +109,45 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let gateway = Gateway::new(config)?;
     let server = Server::bind(gateway.clone()).await?;
     let addr = server.local_addr()?;
+    let (admin_addr, exporter) = start_exporter(&gateway).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {
         let _ = stopped.await;
     }));
     Ok(Running {
         addr,
+        admin_addr,
         gateway,
         stop: Some(stop),
         task,
+        exporter,
     })
 }
 
 /// Serves until Ctrl-C or SIGTERM; SIGHUP (on Unix) reloads the config.
 /// Signal handlers are installed before the listener is announced, so a
 /// supervisor may signal as soon as it sees "listening".
+/// `[audit] file` is opened here (the binary installs [`audit::layer`]).
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let signals = Signals::install()?;
+    audit::global()
+        .configure(&config.audit)
+        .map_err(|e| anyhow::anyhow!("[audit] file: {e}"))?;
     let gateway = Gateway::new(config)?;
     let server = Server::bind(gateway.clone()).await?;
+    let (admin_addr, exporter) = start_exporter(&gateway).await?;
     let Signals { hangup, shutdown } = signals;
     let reloader = tokio::spawn(reload_on_hangup(gateway.clone(), hangup));
+    if let Some(admin) = admin_addr {
+        tracing::info!(admin = %admin, "serving GET /metrics");
+    }
     tracing::info!(addr = %server.local_addr()?, "listening");
     server.run(shutdown).await;
     reloader.abort();
+    if let Some(exporter) = exporter {
+        exporter.abort();
+    }
+    audit::global().flush();
     Ok(())
 }
 
@@ -154,9 +195,15 @@ async fn reload_on_hangup(gateway: Arc<Gateway>, mut hup: Hangup) {
     while hup.recv().await.is_some() {
         match gateway.reload() {
             Ok(report) => {
+                // Reopened on every reload, so an external rotation works too.
+                if let Err(e) = audit::global().configure(&gateway.snapshot().config.audit) {
+                    tracing::error!(error = %e, "[audit] file cannot be opened; audit lines go to the previous file");
+                }
                 tracing::info!(target: "audit", event = "reload", outcome = "ok", revoked = report.revoked, "configuration reloaded");
                 if report.listen_changed {
-                    tracing::warn!("[server] listen changed: takes effect after a restart");
+                    tracing::warn!(
+                        "[server] listen or [admin] listen changed: takes effect after a restart"
+                    );
                 }
             }
             Err(e) => {

@@ -54,6 +54,35 @@ enum Command {
         #[arg(long = "host")]
         hosts: Vec<String>,
     },
+    /// Log in to a gateway, call one method and print its result as JSON.
+    /// The password comes from ADJUNCT_GATEWAY_PASSWORD, else a prompt.
+    #[command(arg_required_else_help = true)]
+    Call(CallArgs),
+}
+
+#[derive(clap::Args)]
+struct CallArgs {
+    /// The gateway's endpoint, e.g. wss://gw.example.com:8443/adjunct
+    #[arg(long)]
+    url: String,
+    /// The service user to log in as.
+    #[arg(long)]
+    user: String,
+    /// PEM file of the CA to trust (default: the system's roots).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Subscribe to this topic pattern and print its events until Ctrl-C
+    /// (repeatable; after METHOD, if one is given).
+    #[arg(long = "watch", value_name = "TOPIC")]
+    watch: Vec<String>,
+    /// Seconds to wait for the connection and for each answer.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// The method, e.g. session.info.
+    #[arg(required_unless_present = "watch")]
+    method: Option<String>,
+    /// Its params as JSON, e.g. '{"ttl": 600}'.
+    params: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -78,6 +107,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Call(args) => call(args),
         Command::GenCert { out, hosts } => {
             let hosts = if hosts.is_empty() {
                 vec!["localhost".to_owned(), "127.0.0.1".to_owned()]
@@ -101,16 +131,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// The log on stderr, filtered by `RUST_LOG` (default `info`), plus the
+/// audit file layer, which `RUST_LOG` does not filter.
 fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let log = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let log = match format {
+        LogFormat::Text => log.with_filter(filter).boxed(),
+        LogFormat::Json => log.json().with_filter(filter).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(log)
+        .with(adjunct_gateway::audit::layer())
+        .init();
 }
 
 fn serve(config: Option<PathBuf>) -> ExitCode {
@@ -143,15 +181,8 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(adjunct_gateway::run(config)) {
         Ok(()) => {
@@ -161,6 +192,68 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("adjunct-gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Builds a Tokio runtime, or says why not.
+fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("cannot start the runtime: {e}"))
+        .ok()
+}
+
+fn call(args: CallArgs) -> ExitCode {
+    use adjunct_gateway::call::{self, Call};
+    let CallArgs {
+        url,
+        user,
+        ca,
+        watch,
+        timeout,
+        method,
+        params,
+    } = args;
+    let params = match params.as_deref().map(serde_json::from_str) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(e)) => {
+            eprintln!("call: PARAMS is not JSON: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let password = match std::env::var("ADJUNCT_GATEWAY_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            match rpassword::prompt_password(format!("password for {user}: ")) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("call: no password: set ADJUNCT_GATEWAY_PASSWORD or run on a terminal ({e})");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
+    };
+    let call = Call {
+        url,
+        user,
+        password,
+        ca,
+        method,
+        params,
+        watch,
+        timeout: std::time::Duration::from_secs(timeout),
+    };
+    match runtime.block_on(call::run(call)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("call: {e}");
             ExitCode::FAILURE
         }
     }

@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::catalog::{self, Need};
 use crate::hub::SessionHandle;
+use crate::metrics::{NamespaceMetrics, RoutedEnd};
 use crate::rpc::{self, Code, RpcError};
 
 struct Pending {
@@ -27,6 +28,8 @@ struct Pending {
     caller_id: Box<RawValue>,
     provider: Arc<SessionHandle>,
     deadline: Instant,
+    started: Instant,
+    metrics: Arc<NamespaceMetrics>,
 }
 
 #[derive(Default)]
@@ -47,6 +50,8 @@ pub struct Routed<'a> {
     pub max_pending: usize,
     /// Bound of the provider's queue for notifications (no answer owed).
     pub queue_cap: usize,
+    /// Where the answer's latency is counted.
+    pub metrics: Arc<NamespaceMetrics>,
 }
 
 impl Router {
@@ -108,13 +113,16 @@ impl Router {
             let gid = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
             caller.waiting.fetch_add(1, Ordering::AcqRel);
             provider.serving.fetch_add(1, Ordering::AcqRel);
+            let started = Instant::now();
             self.pending.insert(
                 gid,
                 Pending {
                     caller: caller.clone(),
                     caller_id: caller_id.to_owned(),
                     provider: provider.clone(),
-                    deadline: Instant::now() + r.timeout,
+                    deadline: started + r.timeout,
+                    started,
+                    metrics: r.metrics.clone(),
                 },
             );
             out.push_str("\"id\":");
@@ -179,10 +187,11 @@ impl Router {
             }
         }
         out.push(b'}');
-        self.finish(p, out);
+        self.finish(p, out, RoutedEnd::Answered);
     }
 
-    fn finish(&self, p: Pending, message: Vec<u8>) {
+    fn finish(&self, p: Pending, message: Vec<u8>, end: RoutedEnd) {
+        p.metrics.routed(end, p.started);
         p.caller.waiting.fetch_sub(1, Ordering::AcqRel);
         p.provider.serving.fetch_sub(1, Ordering::AcqRel);
         if let Ok(text) = String::from_utf8(message) {
@@ -190,11 +199,11 @@ impl Router {
         }
     }
 
-    fn fail(&self, gid: u64, error: &RpcError) {
+    fn fail(&self, gid: u64, error: &RpcError, end: RoutedEnd) {
         if let Some((_, p)) = self.pending.remove(&gid) {
             let mut out = Vec::with_capacity(96);
             rpc::write_error(&mut out, Some(&p.caller_id), error);
-            self.finish(p, out);
+            self.finish(p, out, end);
         }
     }
 
@@ -208,7 +217,7 @@ impl Router {
             .collect();
         let err = RpcError::new(Code::ProviderTimeout);
         for gid in expired {
-            self.fail(gid, &err);
+            self.fail(gid, &err, RoutedEnd::Timeout);
         }
     }
 
@@ -231,7 +240,7 @@ impl Router {
         let err = RpcError::with_message(Code::NoProvider, "provider disconnected");
         for (gid, as_provider) in affected {
             if as_provider {
-                self.fail(gid, &err);
+                self.fail(gid, &err, RoutedEnd::ProviderGone);
             } else if let Some((_, p)) = self.pending.remove(&gid) {
                 p.caller.waiting.fetch_sub(1, Ordering::AcqRel);
                 p.provider.serving.fetch_sub(1, Ordering::AcqRel);

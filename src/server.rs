@@ -183,6 +183,7 @@ impl Conn {
 
     /// At capacity: a clean 503 when we can afford the TLS handshake.
     async fn refuse(self, tcp: TcpStream, refusal: Refusal, deadline: Duration) {
+        self.gw.metrics.connection_refused(refusal);
         tracing::warn!(peer = %self.peer, ?refusal, "connection refused");
         if self.refusing.fetch_add(1, Ordering::AcqRel) < MAX_REFUSING {
             let _ = tokio::time::timeout(deadline.min(Duration::from_secs(2)), async {
@@ -209,6 +210,7 @@ impl Conn {
         let mut tls = match self.acceptor.accept(tcp).await {
             Ok(tls) => tls,
             Err(e) => {
+                self.gw.metrics.tls_handshake_failed();
                 tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
                 return None;
             }
@@ -319,6 +321,7 @@ impl Conn {
             endpoint,
         };
         if self.gw.lockout.is_blocked(self.peer.ip(), Instant::now()) {
+            self.gw.metrics.login(crate::metrics::Login::Throttled);
             return Err(refusal(Refused::Throttled, block_secs));
         }
         let outcome = match head.authorization.as_deref() {

@@ -120,6 +120,14 @@ max_ttl_secs = 86400
 allowed_origins = ["https://127.0.0.1:8443", "https://localhost:8443"]
 demo_page = true
 
+[admin]
+# Prometheus metrics: GET http://127.0.0.1:9464/metrics ("" turns it off).
+listen = "127.0.0.1:9464"
+
+[audit]
+# The audit trail, one JSON object per line, rotated at max_bytes.
+file = "audit.log"
+
 {ROLES}
 
 [[rights_group]]

@@ -207,12 +207,17 @@ impl Drop for Proc {
     }
 }
 
-/// The address in the gateway's `... listening addr=127.0.0.1:PORT` log line.
+/// The address in the gateway's `... listening addr=127.0.0.1:PORT` log line
+/// (or its JSON form, `"addr":"127.0.0.1:PORT"`).
 fn listening_addr(stderr: &str) -> Option<SocketAddr> {
     stderr
         .lines()
         .filter(|l| l.contains("listening"))
         .find_map(|l| {
+            let json: Option<serde_json::Value> = serde_json::from_str(l).ok();
+            if let Some(addr) = json.as_ref().and_then(|v| v["fields"]["addr"].as_str()) {
+                return addr.parse().ok();
+            }
             let rest = &l[l.find("addr=127.0.0.1:")? + "addr=".len()..];
             rest.split_whitespace().next()?.parse().ok()
         })
@@ -542,16 +547,19 @@ fn gen_cert_makes_an_existing_server_key_private_again() {
 
 // ----------------------------------------------------------------- signals
 
+/// `serve` on a fresh test config in `dir`, once it listens:
+/// (the process, the config path, the CA's PEM, the address).
+async fn serve_fresh(dir: &Path) -> (Proc, std::path::PathBuf, String, SocketAddr) {
+    let (path, ca_pem) = write_config(dir, "", "");
+    let gw = Proc::spawn(&["serve", "--config", path.to_str().unwrap()], dir, None);
+    let addr = gw.listening().await;
+    (gw, path, ca_pem, addr)
+}
+
 #[tokio::test]
 async fn sighup_reloads_and_revokes_a_refused_reload_keeps_serving_sigterm_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, ca_pem) = write_config(dir.path(), "", "");
-    let mut gw = Proc::spawn(
-        &["serve", "--config", path.to_str().unwrap()],
-        dir.path(),
-        None,
-    );
-    let addr = gw.listening().await;
+    let (mut gw, path, ca_pem, addr) = serve_fresh(dir.path()).await;
     assert_eq!(addr.ip().to_string(), "127.0.0.1");
     assert_ne!(addr.port(), 0);
 
@@ -865,4 +873,312 @@ async fn an_admin_change_killed_at_any_write_step_leaves_the_old_or_the_new_conf
             "{step}: temp file left after a clean write"
         );
     }
+}
+
+// ------------------------------------------------------- the operator client
+
+/// `call` as a subprocess against `gw`, logged in as `user`.
+fn call(gw: &TestGateway, path: &str, user: &str, password: &str, args: &[&str]) -> Proc {
+    let url = format!("wss://localhost:{}{path}", gw.addr.port());
+    let ca = gw.dir.path().join("ca.pem");
+    let mut all = vec![
+        "call",
+        "--url",
+        &url,
+        "--user",
+        user,
+        "--ca",
+        ca.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    Proc::spawn_env(
+        &all,
+        gw.dir.path(),
+        None,
+        &[("ADJUNCT_GATEWAY_PASSWORD", password)],
+    )
+}
+
+// Multi-threaded: the gateway keeps serving while the test waits on a process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_prints_results_as_json_and_exits_1_with_the_code_on_any_error() {
+    let gw = TestGateway::start().await;
+
+    let (code, out, err) = call(&gw, "/portal", "portal1", PORTAL_PW, &["session.info"]).finish();
+    assert_eq!(code, 0, "{err}");
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(info["user"], "portal1");
+    assert_eq!(info["endpoint"], "portal");
+    assert!(out.contains("\n  \"user\""), "not pretty-printed: {out}");
+
+    // PARAMS as JSON.
+    let (code, out, err) = call(
+        &gw,
+        "/portal",
+        "portal1",
+        PORTAL_PW,
+        &["events.subscribe", r#"{"topics": ["cti.call.1"]}"#],
+    )
+    .finish();
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v, json!({"subscribed": ["cti.call.1"]}));
+
+    // A JSON-RPC error: its code on stderr, nothing on stdout, exit 1.
+    let (code, out, err) = call(&gw, "/portal", "cti1", CTI_PW, &["turn.credentials"]).finish();
+    assert_eq!(code, 1);
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("error -32003") && err.contains("TURN Server Connection"),
+        "{err}"
+    );
+    let (code, _, err) =
+        call(&gw, "/portal", "portal1", "wrong-Pass-0", &["session.ping"]).finish();
+    assert_eq!(code, 1);
+    assert!(err.contains("session.login: error -32002"), "{err}");
+    assert!(!err.contains("wrong-Pass-0"), "the password was printed");
+    let (code, _, err) = call(
+        &gw,
+        "/portal",
+        "portal1",
+        PORTAL_PW,
+        &["session.ping", "{no"],
+    )
+    .finish();
+    assert_eq!(code, 1);
+    assert!(err.contains("PARAMS is not JSON"), "{err}");
+
+    // Connection failures are said plainly, with exit 1.
+    let other = tempfile::tempdir().unwrap();
+    let stranger = adjunct_gateway::tls::generate_dev_certs(&["localhost".into()]).unwrap();
+    let stranger_ca = other.path().join("ca.pem");
+    std::fs::write(&stranger_ca, stranger.ca_pem).unwrap();
+    let url = format!("wss://localhost:{}/portal", gw.addr.port());
+    let (code, _, err) = Proc::spawn_env(
+        &[
+            "call",
+            "--url",
+            &url,
+            "--user",
+            "portal1",
+            "--ca",
+            stranger_ca.to_str().unwrap(),
+            "session.ping",
+        ],
+        other.path(),
+        None,
+        &[("ADJUNCT_GATEWAY_PASSWORD", PORTAL_PW)],
+    )
+    .finish();
+    assert_eq!(code, 1);
+    assert!(err.contains("TLS handshake with localhost"), "{err}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let ca = gw.dir.path().join("ca.pem");
+    let (code, _, err) = Proc::spawn_env(
+        &[
+            "call",
+            "--url",
+            &format!("wss://127.0.0.1:{port}/portal"),
+            "--user",
+            "x",
+            "--ca",
+            ca.to_str().unwrap(),
+            "session.ping",
+        ],
+        other.path(),
+        None,
+        &[("ADJUNCT_GATEWAY_PASSWORD", "x")],
+    )
+    .finish();
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot connect to 127.0.0.1"), "{err}");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_watch_prints_published_events_until_interrupted() {
+    let gw = TestGateway::start().await;
+    let mut provider = gw
+        .ws("/adjunct", &[("Authorization", &basic("app1", APP_PW))])
+        .await
+        .unwrap();
+    let mut watcher = call(
+        &gw,
+        "/portal",
+        "portal1",
+        PORTAL_PW,
+        &["--watch", "cti.call.*"],
+    );
+    watcher
+        .wait_stderr("the subscription", |t| t.contains("watching cti.call.*"))
+        .await;
+    for n in 1..=2 {
+        let r = provider
+            .ok(
+                "adjunct.publish",
+                json!({"topic": format!("cti.call.{n}"), "data": {"n": n}}),
+            )
+            .await;
+        assert_eq!(r["delivered"], 1);
+    }
+    wait_until("two events on stdout", LIMIT, || {
+        watcher.stdout().lines().count() >= 2
+    })
+    .await;
+    let lines: Vec<serde_json::Value> = watcher
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            json!({"topic": "cti.call.1", "data": {"n": 1}}),
+            json!({"topic": "cti.call.2", "data": {"n": 2}}),
+        ]
+    );
+    watcher.signal("INT");
+    let status = watcher.wait_exit(LIMIT);
+    assert!(status.success(), "{status:?}");
+    gw.shutdown().await;
+}
+
+// ------------------------------------------------- audit trail and log format
+
+/// Logs in on both endpoints, fails one login, is refused one request.
+async fn audited_traffic(addr: SocketAddr, ca_pem: &str) {
+    let mut app = ws_connect(
+        addr,
+        ca_pem,
+        "/adjunct",
+        &[("Authorization", &basic("app1", APP_PW))],
+    )
+    .await
+    .unwrap();
+    app.ok("session.ping", json!(null)).await;
+    let mut bad = ws_connect(addr, ca_pem, "/portal", &[]).await.unwrap();
+    bad.err(
+        "session.login",
+        json!({"user": "portal1", "password": "not-It-1"}),
+    )
+    .await;
+    let mut cti = ws_connect(addr, ca_pem, "/portal", &[]).await.unwrap();
+    cti.ok("session.login", json!({"user": "cti1", "password": CTI_PW}))
+        .await;
+    assert_eq!(cti.err("turn.credentials", json!(null)).await.0, -32003);
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn serve_writes_the_audit_trail_to_its_file_whatever_rust_log_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, ca_pem) = write_config(
+        dir.path(),
+        "",
+        "[audit]\nfile = \"logs/audit.log\"\nmax_bytes = 4096\nkeep = 2\n",
+    );
+    std::fs::create_dir(dir.path().join("logs")).unwrap();
+    let audit = dir.path().join("logs/audit.log");
+    // JSON logs, and only warnings from the audit target: the file gets all.
+    let mut gw = Proc::spawn_env(
+        &[
+            "--log-format",
+            "json",
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+        ],
+        dir.path(),
+        None,
+        &[("RUST_LOG", "warn,adjunct_gateway=info")],
+    );
+    let addr = gw.listening().await;
+    audited_traffic(addr, &ca_pem).await;
+    gw.signal("HUP");
+    let mut lines = Vec::new();
+    wait_until("the audit lines", LIMIT, || {
+        lines = json_lines(&std::fs::read_to_string(&audit).unwrap_or_default());
+        lines.iter().any(|l| l["event"] == "reload")
+    })
+    .await;
+    assert_eq!(mode(&audit), 0o600);
+    let find = |event: &str, outcome: &str| {
+        lines
+            .iter()
+            .find(|l| l["event"] == event && (outcome.is_empty() || l["outcome"] == outcome))
+            .unwrap_or_else(|| panic!("no {event} {outcome} line in {lines:#?}"))
+            .clone()
+    };
+    let basic_ok = find("login", "ok");
+    assert_eq!(basic_ok["user"], "app1");
+    assert_eq!(basic_ok["endpoint"], "adjunct");
+    assert_eq!(basic_ok["level"], "INFO");
+    assert!(basic_ok["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(basic_ok["time"].as_str().unwrap().ends_with('Z'));
+    let failed = find("login", "failed");
+    assert_eq!(failed["user"], "portal1");
+    assert_eq!(
+        failed["session"].as_str().map(str::len),
+        Some(16),
+        "{failed}"
+    );
+    let forbidden = find("forbidden", "");
+    assert_eq!(forbidden["user"], "cti1");
+    assert_eq!(forbidden["right"], "TURN Server Connection");
+    assert_eq!(forbidden["endpoint"], "portal");
+    assert_eq!(forbidden["session"].as_str().map(str::len), Some(16));
+    assert_eq!(find("reload", "ok")["level"], "INFO");
+    let raw = std::fs::read_to_string(&audit).unwrap();
+    assert!(!raw.contains(APP_PW) && !raw.contains(CTI_PW) && !raw.contains("not-It-1"));
+
+    // stderr: JSON lines, RUST_LOG applied (the info audit lines filtered
+    // out, the warnings kept), session lines carrying the session span.
+    let log = gw
+        .wait_stderr("the forbidden line", |t| t.contains("request refused"))
+        .await;
+    let log = json_lines(&log);
+    assert!(!log
+        .iter()
+        .any(|l| l["fields"]["message"] == "login succeeded"));
+    let refused = log
+        .iter()
+        .find(|l| l["fields"]["message"] == "request refused")
+        .unwrap();
+    assert_eq!(refused["span"]["name"], "session");
+    assert_eq!(refused["span"]["endpoint"], "portal");
+    assert_eq!(refused["span"]["id"], forbidden["session"]);
+    assert!(refused["span"]["user"].as_str().unwrap().contains("cti1"));
+    gw.signal("TERM");
+    assert!(gw.wait_exit(LIMIT).success());
+}
+
+#[tokio::test]
+async fn text_logs_name_the_session_on_every_session_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, _, ca_pem, addr) = serve_fresh(dir.path()).await;
+    audited_traffic(addr, &ca_pem).await;
+    let log = gw
+        .wait_stderr("the forbidden line", |t| t.contains("request refused"))
+        .await;
+    for needle in ["login refused", "request refused"] {
+        let line = log.lines().find(|l| l.contains(needle)).unwrap();
+        assert!(
+            line.contains("session{id=") && line.contains("endpoint=\"portal\""),
+            "{line}"
+        );
+    }
+    assert!(
+        log.contains("login succeeded"),
+        "RUST_LOG=info shows info lines"
+    );
+    assert!(!log.contains('\u{1b}'), "ANSI colours in a piped log");
+    gw.signal("TERM");
+    assert!(gw.wait_exit(LIMIT).success());
 }

@@ -414,6 +414,9 @@ async fn a_stalled_subscriber_loses_events_not_the_others_latency() {
     };
     assert!(lost > 0);
     assert!(events < total);
+    // The metrics saw the drops too.
+    let dropped = sample(&gw.scrape().await, "adjunct_gateway_events_dropped_total").unwrap();
+    assert!(dropped >= lost as f64, "{dropped} dropped, {lost} lost");
     gw.shutdown().await;
 }
 

@@ -81,7 +81,7 @@ pub fn publish(
     let need = namespace_need(ctx, snap, broker::namespace(&p.topic))?;
     let null = RawValue::NULL;
     let limits = &snap.config.limits;
-    let delivered = ctx.gw.broker.publish(
+    let fanout = ctx.gw.broker.publish(
         &p.topic,
         p.data.unwrap_or(null),
         &Delivery {
@@ -90,7 +90,8 @@ pub fn publish(
             stall: std::time::Duration::from_secs(limits.stalled_close_secs),
         },
     );
-    Ok(json!({ "delivered": delivered }))
+    ctx.gw.metrics.events(fanout.delivered, fanout.dropped);
+    Ok(json!({ "delivered": fanout.delivered }))
 }
 
 /// Caps what of a peer's string goes into an error message.

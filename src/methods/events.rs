@@ -42,6 +42,9 @@ pub fn subscribe(
             )));
         };
         if !catalog::satisfies(rights, need) {
+            if let Some(right) = catalog::named_right(need) {
+                ctx.gw.metrics.forbidden(right);
+            }
             return Err(Denied::Missing(need).to_error().with_topic(t));
         }
     }

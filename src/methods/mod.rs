@@ -81,6 +81,7 @@ pub fn route(ctx: &mut Ctx<'_>, snap: &Snapshot, ns: &str, need: Need, req: &Req
         timeout: Duration::from_millis(snap.config.routing.request_timeout_ms),
         max_pending: snap.config.limits.max_pending_per_session,
         queue_cap: snap.config.limits.outbound_queue,
+        metrics: ctx.gw.metrics.namespace(ns),
     };
     match ctx.gw.router.route(ctx.session, routed) {
         Ok(()) => Reply::Later,

@@ -42,6 +42,7 @@ pub async fn run(gw: Arc<Gateway>, ws: Ws, handle: Arc<SessionHandle>, ticket: T
     if let Some(user) = handle.user() {
         span.record("user", tracing::field::debug(&**user));
     }
+    let _open = gw.metrics.session_opened(handle.endpoint);
     let mut session = Session {
         gw: gw.clone(),
         handle: handle.clone(),
@@ -124,6 +125,7 @@ impl Session {
                 biased;
                 () = handle.outbound.ready() => {
                     let drained = self.handle.outbound.drain(&mut queued);
+                    self.gw.metrics.outbound_drained(queued.len());
                     for msg in queued.drain(..) {
                         if !write(ws, Message::Text(msg)).await {
                             return End::Drop;

@@ -103,6 +103,8 @@ pub struct TestGateway {
 }
 
 /// Writes certs and a config (`[server]` section plus `extra`) into a temp dir.
+/// The metrics listener (`[admin]`) takes a free port, so gateways can run in
+/// parallel; `extra` must not have an `[admin]` section.
 pub fn write_config(dir: &Path, server: &str, extra: &str) -> (PathBuf, String) {
     let certs = adjunct_gateway::tls::generate_dev_certs(&["localhost".into(), "127.0.0.1".into()])
         .unwrap();
@@ -110,7 +112,7 @@ pub fn write_config(dir: &Path, server: &str, extra: &str) -> (PathBuf, String) 
     std::fs::write(dir.join("server.key"), &certs.server_key_pem).unwrap();
     std::fs::write(dir.join("ca.pem"), &certs.ca_pem).unwrap();
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n{}\n{extra}\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n{}\n{extra}\n",
         base_directory()
     );
     let path = dir.join("gateway.toml");
@@ -183,6 +185,26 @@ impl TestGateway {
         c
     }
 
+    /// Where `GET /metrics` is served.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.running
+            .as_ref()
+            .unwrap()
+            .admin_addr
+            .expect("the metrics listener is on")
+    }
+
+    /// The metrics exposition, scraped over plain HTTP like Prometheus does.
+    pub async fn scrape(&self) -> String {
+        let (status, text) = raw_http(
+            self.admin_addr(),
+            "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status, 200, "{text}");
+        text
+    }
+
     /// One raw HTTPS request; returns (status, full response text).
     pub async fn http(&self, request: &str) -> (u16, String) {
         raw_https(self.addr, &self.ca_pem, request.as_bytes()).await
@@ -208,10 +230,22 @@ pub async fn tls_connect(addr: SocketAddr, ca_pem: &str) -> std::io::Result<TlsS
 }
 
 pub async fn raw_https(addr: SocketAddr, ca_pem: &str, request: &[u8]) -> (u16, String) {
-    let mut tls = tls_connect(addr, ca_pem).await.unwrap();
-    tls.write_all(request).await.unwrap();
+    exchange(tls_connect(addr, ca_pem).await.unwrap(), request).await
+}
+
+/// One plain-HTTP request; returns (status, full response text).
+pub async fn raw_http(addr: SocketAddr, request: &str) -> (u16, String) {
+    exchange(TcpStream::connect(addr).await.unwrap(), request.as_bytes()).await
+}
+
+/// Writes `request`, reads until the server closes (bounded): (status, text).
+async fn exchange(
+    mut io: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    request: &[u8],
+) -> (u16, String) {
+    io.write_all(request).await.unwrap();
     let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut buf)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), io.read_to_end(&mut buf)).await;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text
         .split(' ')
@@ -219,6 +253,14 @@ pub async fn raw_https(addr: SocketAddr, ca_pem: &str, request: &[u8]) -> (u16, 
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, text)
+}
+
+/// The value of one exposed series (`name{labels}` exactly as exposed).
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
+        rest.split(' ').next()?.parse().ok()
+    })
 }
 
 pub async fn ws_connect(

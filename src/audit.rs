@@ -1,0 +1,646 @@
+//! The audit trail on disk: every `tracing` event with `target: "audit"`
+//! (logins, refusals, revocations, reloads, administration) as one JSON object
+//! per line, with the session (id, peer, endpoint, user) of the enclosing
+//! `session` span, appended to `[audit] file` and rotated by size.
+//!
+//! The layer only formats the line and hands it to a writer thread through a
+//! bounded queue, so a slow or failing disk never blocks a session: a full
+//! queue drops the line and counts it. Write errors (full disk, unwritable
+//! file) are reported on the log, at most every ten seconds, with the number
+//! of lines lost; nothing here panics. Fields that could carry a secret are
+//! written as `<redacted>` whatever an emitter passes.
+//!
+//! The file is process-wide, like the log: the binary installs [`layer`] and
+//! [`AuditLog::configure`]s [`global`] at start and on every SIGHUP (which
+//! also reopens the file, for external rotation).
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber};
+use tracing_subscriber::layer::{Context, Filter, Layer};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::config::AuditSection;
+
+/// The target audit events are emitted with.
+pub const TARGET: &str = "audit";
+/// The span whose fields every audit line of a session carries.
+const SESSION_SPAN: &str = "session";
+/// Lines waiting for the writer thread; past it lines are dropped and counted.
+const QUEUE: usize = 4096;
+/// At most one error report per this long.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// Field names never written as given.
+const SECRET_FIELDS: &[&str] = &["password", "secret", "token", "key"];
+
+enum Msg {
+    Line(String),
+    Use(Option<Sink>),
+    Flush(SyncSender<()>),
+}
+
+/// The audit file of this process (see [`global`]).
+pub struct AuditLog {
+    sender: OnceLock<SyncSender<Msg>>,
+    enabled: AtomicBool,
+    /// Lines dropped because the queue was full, not yet reported.
+    dropped: AtomicU64,
+    /// Lines lost in all (queue full or write errors), for tests and operators.
+    lost: AtomicU64,
+}
+
+/// The process's audit log, written by [`layer`].
+pub fn global() -> &'static AuditLog {
+    static GLOBAL: OnceLock<AuditLog> = OnceLock::new();
+    GLOBAL.get_or_init(AuditLog::new)
+}
+
+impl Default for AuditLog {
+    fn default() -> Self {
+        AuditLog::new()
+    }
+}
+
+impl AuditLog {
+    /// An audit log that writes nothing until configured.
+    pub fn new() -> AuditLog {
+        AuditLog {
+            sender: OnceLock::new(),
+            enabled: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+        }
+    }
+
+    /// Opens (or reopens) `[audit] file` for appending, or stops writing when
+    /// none is set. On error the previous file stays in use.
+    pub fn configure(&'static self, audit: &AuditSection) -> Result<(), String> {
+        let sink = match &audit.file {
+            None => None,
+            Some(path) => Some(Sink::open(path, audit.max_bytes, audit.keep)?),
+        };
+        let on = sink.is_some();
+        if on || self.sender.get().is_some() {
+            let _ = self.sender().send(Msg::Use(sink));
+        }
+        self.enabled.store(on, Ordering::Release);
+        Ok(())
+    }
+
+    /// Waits until every line queued so far is written (bounded: 5 s).
+    pub fn flush(&self) {
+        let Some(sender) = self.sender.get() else {
+            return;
+        };
+        let (ack, done) = sync_channel(1);
+        if sender.send(Msg::Flush(ack)).is_ok() {
+            let _ = done.recv_timeout(Duration::from_secs(5));
+        }
+    }
+
+    /// The writer thread's queue, starting the thread on first use.
+    fn sender(&'static self) -> &'static SyncSender<Msg> {
+        self.sender.get_or_init(|| {
+            let (tx, rx) = sync_channel(QUEUE);
+            let spawned = std::thread::Builder::new()
+                .name("audit-writer".into())
+                .spawn(move || Writer::new(self).run(rx));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the audit writer: audit lines will be lost");
+            }
+            tx
+        })
+    }
+
+    fn submit(&self, line: String) {
+        let Some(sender) = self.sender.get() else {
+            return;
+        };
+        match sender.try_send(Msg::Line(line)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.lost.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Audit lines lost since start (queue full, write errors).
+    pub fn lines_lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+}
+
+// ------------------------------------------------------------- the writer
+
+/// The open audit file and its rotation settings.
+struct Sink {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    max_bytes: u64,
+    keep: u32,
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
+
+/// `audit.log` -> `audit.log.N`.
+fn numbered(path: &Path, n: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+impl Sink {
+    fn open(path: &Path, max_bytes: u64, keep: u32) -> Result<Sink, String> {
+        let file = open_append(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Sink {
+            path: path.to_owned(),
+            file,
+            size,
+            max_bytes,
+            keep,
+        })
+    }
+
+    fn write(&mut self, line: &[u8]) -> std::io::Result<()> {
+        let len = line.len() as u64;
+        if self.size > 0 && self.size + len > self.max_bytes {
+            self.rotate()?;
+        }
+        self.file.write_all(line)?;
+        self.size += len;
+        Ok(())
+    }
+
+    /// audit.log.(keep-1) -> .keep, …, audit.log -> .1, then a new audit.log.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        if self.keep == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            for n in (1..self.keep).rev() {
+                match std::fs::rename(numbered(&self.path, n), numbered(&self.path, n + 1)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            std::fs::rename(&self.path, numbered(&self.path, 1))?;
+        }
+        self.file = open_append(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+struct Writer {
+    log: &'static AuditLog,
+    sink: Option<Sink>,
+    /// Lines lost to write errors since the last report.
+    lost: u64,
+    last_report: Option<Instant>,
+}
+
+impl Writer {
+    fn new(log: &'static AuditLog) -> Writer {
+        Writer {
+            log,
+            sink: None,
+            lost: 0,
+            last_report: None,
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Msg>) {
+        for msg in rx {
+            match msg {
+                Msg::Use(sink) => self.sink = sink,
+                Msg::Line(line) => self.write(line.as_bytes()),
+                Msg::Flush(ack) => {
+                    let _ = ack.try_send(());
+                }
+            }
+            self.report_drops();
+        }
+    }
+
+    fn write(&mut self, line: &[u8]) {
+        let Some(sink) = self.sink.as_mut() else {
+            return;
+        };
+        if let Err(e) = sink.write(line) {
+            self.lost += 1;
+            self.log.lost.fetch_add(1, Ordering::Relaxed);
+            let path = sink.path.display().to_string();
+            self.report(&path, &e.to_string());
+        }
+    }
+
+    /// Reports lines the layer dropped on a full queue.
+    fn report_drops(&mut self) {
+        let dropped = self.log.dropped.load(Ordering::Relaxed);
+        if dropped > 0 && self.may_report() {
+            self.log.dropped.fetch_sub(dropped, Ordering::Relaxed);
+            tracing::error!(
+                lost = dropped,
+                "audit lines dropped: the audit writer cannot keep up"
+            );
+        }
+    }
+
+    fn report(&mut self, path: &str, error: &str) {
+        if self.may_report() {
+            tracing::error!(
+                file = path,
+                error,
+                lost = std::mem::take(&mut self.lost),
+                "cannot write the audit log"
+            );
+        }
+    }
+
+    fn may_report(&mut self) -> bool {
+        let now = Instant::now();
+        if self
+            .last_report
+            .is_some_and(|t| now.duration_since(t) < REPORT_EVERY)
+        {
+            return false;
+        }
+        self.last_report = Some(now);
+        true
+    }
+}
+
+// -------------------------------------------------------------- the layer
+
+/// The layer that writes audit events to [`global`], filtered to audit
+/// events and session spans (so `RUST_LOG` never silences the audit trail).
+pub fn layer<S>() -> impl Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    AuditLayer { log: global() }.with_filter(AuditFilter)
+}
+
+struct AuditLayer {
+    log: &'static AuditLog,
+}
+
+struct AuditFilter;
+
+impl<S> Filter<S> for AuditFilter {
+    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        wanted(meta)
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        if wanted(meta) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+}
+
+fn wanted(meta: &Metadata<'_>) -> bool {
+    if meta.is_span() {
+        meta.name() == SESSION_SPAN && meta.target().starts_with("adjunct_gateway")
+    } else {
+        meta.target() == TARGET
+    }
+}
+
+/// A session span's fields, kept for the audit lines inside it.
+struct SpanFields(Map<String, Value>);
+
+impl<S> Layer<S> for AuditLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        span.extensions_mut().insert(SpanFields(fields.0));
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut ext = span.extensions_mut();
+        if let Some(SpanFields(map)) = ext.get_mut::<SpanFields>() {
+            let mut fields = Fields(std::mem::take(map));
+            values.record(&mut fields);
+            *map = fields.0;
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if !self.log.enabled.load(Ordering::Acquire) {
+            return;
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let mut map = fields.0;
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope {
+                if let Some(SpanFields(span_fields)) = span.extensions().get::<SpanFields>() {
+                    for (k, v) in span_fields {
+                        let key = if k == "id" { "session" } else { k.as_str() };
+                        if !map.contains_key(key) && !v.is_null() {
+                            map.insert(key.to_owned(), v.clone());
+                        }
+                    }
+                }
+            }
+        }
+        self.log
+            .submit(line(event.metadata().level(), &map, time_now()));
+    }
+}
+
+fn time_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// `{"time":…,"level":…,<fields>}` and a newline.
+fn line(level: &tracing::Level, fields: &Map<String, Value>, time: String) -> String {
+    let mut out = String::with_capacity(256);
+    out.push_str("{\"time\":");
+    out.push_str(&Value::String(time).to_string());
+    out.push_str(",\"level\":\"");
+    out.push_str(level.as_str());
+    out.push('"');
+    for (k, v) in fields {
+        if k == "time" || k == "level" {
+            continue;
+        }
+        out.push(',');
+        out.push_str(&Value::String(k.clone()).to_string());
+        out.push(':');
+        out.push_str(&v.to_string());
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// Collects fields as JSON values.
+#[derive(Default)]
+struct Fields(Map<String, Value>);
+
+impl Fields {
+    fn put(&mut self, field: &Field, value: Value) {
+        let name = field.name();
+        let value = if SECRET_FIELDS.contains(&name) {
+            Value::String("<redacted>".into())
+        } else {
+            value
+        };
+        self.0.insert(name.to_owned(), value);
+    }
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, Value::String(value.to_owned()));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, value.into());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, value.into());
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, value.into());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        // `?value` of a string arrives quoted and escaped: undo that.
+        let text = format!("{value:?}");
+        let value = unquote_debug(&text).unwrap_or(text);
+        self.put(field, Value::String(value));
+    }
+}
+
+/// The string a Rust `{:?}` string literal stands for, if `s` is one.
+fn unquote_debug(s: &str) -> Option<String> {
+    let inner = s.strip_prefix('"')?.strip_suffix('"')?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return None,
+            '\\' => out.push(match chars.next()? {
+                'n' => '\n',
+                'r' => '\r',
+                't' => '\t',
+                '0' => '\0',
+                c @ ('\\' | '"' | '\'') => c,
+                'u' => {
+                    if chars.next()? != '{' {
+                        return None;
+                    }
+                    let hex: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                    char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?
+                }
+                _ => return None,
+            }),
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[test]
+    fn debug_strings_are_unquoted_and_anything_else_is_left_alone() {
+        for s in ["app1", "a \"b\" \\ c\n\t", "ü\u{7f}\u{200b}", ""] {
+            assert_eq!(unquote_debug(&format!("{s:?}")).as_deref(), Some(s));
+        }
+        assert_eq!(unquote_debug("127.0.0.1:5"), None);
+        assert_eq!(unquote_debug("\"a\"b\""), None);
+        assert_eq!(unquote_debug("\"\\q\""), None);
+    }
+
+    fn read_lines(path: &Path) -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// A private log and layer, the same code as the global one.
+    fn with_log<T>(log: &'static AuditLog, f: impl FnOnce() -> T) -> T {
+        let subscriber =
+            tracing_subscriber::registry().with(AuditLayer { log }.with_filter(AuditFilter));
+        tracing::subscriber::with_default(subscriber, f)
+    }
+
+    fn leaked() -> &'static AuditLog {
+        Box::leak(Box::new(AuditLog::new()))
+    }
+
+    #[test]
+    fn audit_events_become_json_lines_with_their_session_and_no_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = leaked();
+        log.configure(&AuditSection {
+            file: Some(path.clone()),
+            max_bytes: 1 << 20,
+            keep: 2,
+        })
+        .unwrap();
+        with_log(log, || {
+            tracing::info!("not an audit event");
+            let span = tracing::info_span!(
+                target: "adjunct_gateway::session",
+                "session",
+                id = "00000000000000aa",
+                peer = "127.0.0.1:4000",
+                endpoint = "portal",
+                user = tracing::field::Empty,
+            );
+            let _in = span.enter();
+            span.record("user", tracing::field::debug("portal\"1"));
+            tracing::warn!(target: "audit", event = "forbidden", method = ?"turn.credentials", right = "TURN Server Connection", password = "hunter2", "request refused");
+        });
+        log.flush();
+        let lines = read_lines(&path);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let l = &lines[0];
+        assert_eq!(l["event"], "forbidden");
+        assert_eq!(l["level"], "WARN");
+        assert_eq!(l["method"], "turn.credentials");
+        assert_eq!(l["session"], "00000000000000aa");
+        assert_eq!(l["peer"], "127.0.0.1:4000");
+        assert_eq!(l["endpoint"], "portal");
+        assert_eq!(l["user"], "portal\"1");
+        assert_eq!(l["message"], "request refused");
+        assert_eq!(l["password"], "<redacted>");
+        let time = l["time"].as_str().unwrap();
+        assert!(time.ends_with('Z') && time.len() >= 20, "{time}");
+        let raw = std::fs::read_to_string(&path).unwrap();
+        assert!(raw.starts_with("{\"time\":"), "{raw}");
+        assert!(!raw.contains("hunter2"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn the_file_rotates_by_size_keeps_n_and_appends_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        std::fs::write(&path, "{\"before\":true}\n").unwrap();
+        let log = leaked();
+        let config = AuditSection {
+            file: Some(path.clone()),
+            max_bytes: 4096,
+            keep: 2,
+        };
+        log.configure(&config).unwrap();
+        let pad = "x".repeat(1000);
+        with_log(log, || {
+            for n in 0..20u32 {
+                tracing::info!(target: "audit", event = "login", n, pad = pad.as_str());
+            }
+        });
+        log.flush();
+        let current = read_lines(&path);
+        let first = read_lines(&numbered(&path, 1));
+        let second = read_lines(&numbered(&path, 2));
+        assert!(!numbered(&path, 3).exists(), "more than keep = 2 kept");
+        for f in [&path, &numbered(&path, 1), &numbered(&path, 2)] {
+            assert!(std::fs::metadata(f).unwrap().len() <= 4096);
+        }
+        // The newest lines, in order, across the files; the oldest rotated away.
+        let ns: Vec<u64> = second
+            .iter()
+            .chain(&first)
+            .chain(&current)
+            .map(|l| l["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(*ns.last().unwrap(), 19);
+        assert!(ns.windows(2).all(|w| w[1] == w[0] + 1), "{ns:?}");
+        assert!(ns.len() < 20);
+
+        // Reconfiguring (a restart, a SIGHUP) appends to what is there.
+        let kept = current.len();
+        log.configure(&config).unwrap();
+        with_log(
+            log,
+            || tracing::info!(target: "audit", event = "reload", n = 20u32),
+        );
+        log.flush();
+        assert_eq!(read_lines(&path).len(), kept + 1);
+    }
+
+    #[test]
+    fn an_unwritable_file_is_refused_at_configure_and_never_panics_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = leaked();
+        let missing = dir.path().join("no/such/dir/audit.log");
+        let err = log
+            .configure(&AuditSection {
+                file: Some(missing),
+                max_bytes: 4096,
+                keep: 1,
+            })
+            .unwrap_err();
+        assert!(err.contains("no/such/dir"), "{err}");
+
+        // The file's directory disappears under a running log: lines are
+        // lost and reported, the caller never notices.
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let path = sub.join("audit.log");
+        log.configure(&AuditSection {
+            file: Some(path.clone()),
+            max_bytes: 4096,
+            keep: 1,
+        })
+        .unwrap();
+        std::fs::remove_dir_all(&sub).unwrap();
+        let pad = "y".repeat(3000);
+        with_log(log, || {
+            for _ in 0..5 {
+                tracing::info!(target: "audit", event = "login", pad = pad.as_str());
+            }
+        });
+        log.flush();
+        assert!(log.lines_lost() > 0);
+    }
+}
