@@ -261,11 +261,26 @@ fn call(args: CallArgs) -> ExitCode {
 
 fn hash(complexity: Complexity, user: Option<&str>) -> ExitCode {
     let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprintln!("password (one line):");
-    }
     let mut line = String::new();
-    if stdin.lock().read_line(&mut line).is_err() {
+    if stdin.is_terminal() {
+        // Typed by a person: no echo, and asked twice.
+        let first = rpassword::prompt_password("password: ");
+        let again = first
+            .as_ref()
+            .ok()
+            .map(|_| rpassword::prompt_password("again: "));
+        match (first, again) {
+            (Ok(a), Some(Ok(b))) if a == b => line = a,
+            (Ok(_), Some(Ok(_))) => {
+                eprintln!("hash-password: the two passwords differ");
+                return ExitCode::FAILURE;
+            }
+            _ => {
+                eprintln!("hash-password: cannot read the password");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else if stdin.lock().read_line(&mut line).is_err() {
         eprintln!("hash-password: cannot read stdin");
         return ExitCode::FAILURE;
     }
