@@ -320,6 +320,13 @@ impl<S> Filter<S> for AuditFilter {
             tracing::subscriber::Interest::never()
         }
     }
+
+    /// Audit events and the session span are INFO or above. Without this
+    /// hint the whole subscriber's hint becomes TRACE, and every `log::trace!`
+    /// in the WebSocket library (one per frame) is built and dispatched.
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::INFO)
+    }
 }
 
 fn wanted(meta: &Metadata<'_>) -> bool {

@@ -6,7 +6,6 @@
 //! `catalog::gate`; a denied request never reaches its handler.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::catalog::{self, Entry, Target};
 use crate::gateway::{Gateway, Snapshot};
@@ -63,11 +62,6 @@ pub async fn frame(ctx: &mut Ctx<'_>, text: &str, out: &mut Vec<u8>) {
         max_batch: limits.max_batch,
         max_depth: limits.max_json_depth,
     };
-    ctx.rate.refill(
-        Instant::now(),
-        limits.requests_per_sec,
-        limits.request_burst,
-    );
     match rpc::parse(text, bounds) {
         Incoming::Unusable(err) => {
             ctx.gw.metrics.invalid_request();

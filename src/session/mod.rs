@@ -147,6 +147,13 @@ impl Session {
                 incoming = ws.next() => {
                     let Some(first) = incoming else { return End::Drop };
                     last_seen = Instant::now();
+                    // The request budget refills once per wake-up, on the
+                    // clock already read: not once per frame.
+                    {
+                        let snap = self.gw.snapshot();
+                        let l = &snap.config.limits;
+                        self.rate.refill(last_seen.into_std(), l.requests_per_sec, l.request_burst);
+                    }
                     let was_authenticated = self.handle.rights().is_some();
                     if let Some(end) = self.burst(ws, Some(first)).await {
                         return end;
@@ -251,10 +258,12 @@ impl Session {
 /// Queues a message (writing out when the buffer is full), giving up on a
 /// peer that reads nothing for `WRITE_STALL`.
 async fn write(ws: &mut Ws, msg: Message) -> bool {
-    matches!(
-        tokio::time::timeout(WRITE_STALL, ws.feed(msg)).await,
-        Ok(Ok(()))
-    )
+    let mut feed = ws.feed(msg);
+    // Nearly always ready (it only buffers): no deadline, so no clock read.
+    if let Some(done) = (&mut feed).now_or_never() {
+        return done.is_ok();
+    }
+    matches!(tokio::time::timeout(WRITE_STALL, feed).await, Ok(Ok(())))
 }
 
 /// Flushes, giving up on a peer that reads nothing for `WRITE_STALL`.
