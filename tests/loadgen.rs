@@ -32,6 +32,8 @@ fn every_scenario_runs_at_a_tiny_scale() {
             "5",
             "--portal-workers",
             "2",
+            "--logins",
+            "5",
             "--json",
         ])
         .arg(json.path())
@@ -54,6 +56,8 @@ fn every_scenario_runs_at_a_tiny_scale() {
     assert!(r["routed"]["per_sec"].as_f64().unwrap() > 0.0);
     assert!(r["fanout"]["delivered"].as_u64().unwrap() > 0);
     assert!(r["portal"]["gateway"]["per_sec"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["logins"]["logins"], 5);
+    assert!(r["logins"]["pings"].as_u64().unwrap() > 0);
     assert_eq!(r["storm"]["sessions"], 20);
     assert_eq!(r["storm"]["reconnected"], 20);
 }

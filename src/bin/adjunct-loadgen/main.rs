@@ -6,8 +6,9 @@
 //! (pipelined session.ping, closed loop, then open loop at half the peak),
 //! routed (cti.* through the gateway to providers in this process), fanout
 //! (one publisher, many subscribers), portal (connect + TLS + upgrade + one
-//! request + close), storm (a restart; every session reconnects with its
-//! resume token). It reports; it never asserts. See BENCHMARKS.md.
+//! request + close), logins (wrong-password logins at once while a session
+//! pings), storm (a restart; every session reconnects with its resume
+//! token). It reports; it never asserts. See BENCHMARKS.md.
 
 mod baseline;
 mod drive;
@@ -22,7 +23,7 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use drive::Load;
-use scenarios::{Auth, Fanout, HoldStep, Storm};
+use scenarios::{Auth, Fanout, HoldStep, LoginStorm, Storm};
 use servers::Workdir;
 
 #[derive(Parser)]
@@ -60,7 +61,7 @@ struct RunArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "hold,rpc,routed,fanout,portal,storm"
+        default_value = "hold,rpc,routed,fanout,portal,logins,storm"
     )]
     scenarios: Vec<String>,
     /// Idle session counts for `hold`, ascending.
@@ -81,6 +82,9 @@ struct RunArgs {
     /// Concurrent flows for `portal`.
     #[arg(long, default_value_t = 32)]
     portal_workers: usize,
+    /// Wrong-password logins at once for `logins`.
+    #[arg(long, default_value_t = 1000)]
+    logins: usize,
     /// Sessions for `storm`.
     #[arg(long, default_value_t = 10_000)]
     storm: usize,
@@ -112,6 +116,7 @@ struct Report {
     routed_half_rate_p99_ms: Option<f64>,
     fanout: Option<Fanout>,
     portal: Option<Pair<RateRow>>,
+    logins: Option<LoginStorm>,
     storm: Option<Storm>,
 }
 
@@ -291,6 +296,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     }
     baseline.stop().await;
+    if want("logins") {
+        eprintln!(
+            "logins: {} wrong-password logins at once, pinging meanwhile",
+            args.logins
+        );
+        report.logins = Some(scenarios::login_storm(&gateway, &gw_auth, args.logins).await?);
+    }
     if want("storm") {
         eprintln!("storm: {} sessions, then a gateway restart", args.storm);
         let bin = gateway_bin.clone();
@@ -417,6 +429,17 @@ fn print_table(r: &Report) {
     }
     if let Some(p) = &r.portal {
         pair_rows("portal flows", "fl.", p);
+    }
+    if let Some(l) = &r.logins {
+        println!(
+            "{:<34} {:>13.2} ms  (p50 {:.2} ms, {} pings; {} logins verified in {:.1} s)",
+            "ping p99 during a login storm",
+            l.ping_p99_ms,
+            l.ping_p50_ms,
+            l.pings,
+            l.logins,
+            l.verified_secs
+        );
     }
     if let Some(s) = &r.storm {
         println!(

@@ -568,3 +568,67 @@ where
         server,
     ))
 }
+
+#[derive(Serialize, Clone, Debug)]
+pub struct LoginStorm {
+    pub logins: usize,
+    pub verified_secs: f64,
+    pub pings: usize,
+    pub ping_p50_ms: f64,
+    pub ping_p99_ms: f64,
+}
+
+/// `n` logins of unknown users arrive at once (each costs a full argon2id run
+/// against the dummy hash, like a wrong password)
+/// while an established session sends session.ping every 5 ms.
+pub async fn login_storm(server: &Server, auth: &Auth, n: usize) -> anyhow::Result<LoginStorm> {
+    let target = server.target()?;
+    let mut pinger = target.connect("/adjunct", auth.app.as_deref()).await?;
+    let gate = Arc::new(tokio::sync::Semaphore::new(OPENING));
+    let mut opening = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (target, gate) = (target.clone(), gate.clone());
+        opening.push(tokio::spawn(async move {
+            let _p = gate.acquire().await.ok()?;
+            target.connect("/portal", None).await.ok()
+        }));
+    }
+    let mut sockets = Vec::with_capacity(n);
+    for o in opening {
+        if let Ok(Some(ws)) = o.await {
+            sockets.push(ws);
+        }
+    }
+    let logins = sockets.len();
+    let t0 = Instant::now();
+    let storm: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut ws)| {
+            tokio::spawn(async move {
+                let params = format!(r#"{{"user":"ghost-{i}","password":"wrong"}}"#);
+                // Refused, as intended: only the answer's arrival matters.
+                let _ = net::call(&mut ws, 1, "session.login", &params).await;
+            })
+        })
+        .collect();
+    let mut hist = new_hist();
+    let mut pings = 0usize;
+    let mut id = 100u64;
+    while storm.iter().any(|t| !t.is_finished()) {
+        let t = Instant::now();
+        net::call(&mut pinger, id, "session.ping", "{}").await?;
+        let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
+        pings += 1;
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let verified_secs = t0.elapsed().as_secs_f64();
+    Ok(LoginStorm {
+        logins,
+        verified_secs,
+        pings,
+        ping_p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
+        ping_p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+    })
+}

@@ -118,6 +118,7 @@ outbound_queue = 1024
 
 [security]
 ip_reject_limit = 1000000
+reject_limit = 1000000
 
 [admin]
 listen = ""
