@@ -200,6 +200,31 @@ struct Envelope<'a> {
     error: Option<&'a RawValue>,
 }
 
+/// A call exactly as well-behaved clients send it: borrowed strings without
+/// escapes. Extra members are ignored, as the loose envelope ignores them.
+#[derive(Deserialize)]
+struct Call<'a> {
+    jsonrpc: &'a str,
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    method: &'a str,
+    #[serde(borrow, default, deserialize_with = "present")]
+    params: Option<&'a RawValue>,
+}
+
+impl Call<'_> {
+    /// What `from_envelope` would accept as a call, and nothing else.
+    fn is_valid(&self) -> bool {
+        self.jsonrpc == "2.0"
+            && !self.id.is_some_and(|id| {
+                matches!(id.get().as_bytes().first(), Some(b'{' | b'[' | b't' | b'f'))
+            })
+            && self
+                .params
+                .is_none_or(|p| matches!(p.get().as_bytes().first(), Some(b'{' | b'[')))
+    }
+}
+
 /// Keeps an explicit `null` as `Some`, so `"id": null` is not a notification.
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(d).map(Some)
@@ -238,10 +263,18 @@ pub fn parse(text: &str, bounds: Bounds) -> Incoming<'_> {
             }
             Err(e) => Incoming::Unusable(classify(e)),
         },
-        // The common case in one pass: an object that is an envelope.
-        Some(b'{') => match serde_json::from_str::<Envelope>(text) {
-            Ok(env) => Incoming::Single(from_envelope(env)),
-            Err(_) => single(text),
+        // The common case in one pass: a well-formed call, typed strictly.
+        // Anything else takes the loose path, which names what is wrong.
+        Some(b'{') => match serde_json::from_str::<Call>(text) {
+            Ok(call) if call.is_valid() => Incoming::Single(Ok(Item::Call(Request {
+                id: call.id,
+                method: Cow::Borrowed(call.method),
+                params: call.params,
+            }))),
+            _ => match serde_json::from_str::<Envelope>(text) {
+                Ok(env) => Incoming::Single(from_envelope(env)),
+                Err(_) => single(text),
+            },
         },
         _ => single(text),
     }
@@ -476,6 +509,38 @@ mod tests {
         assert_eq!(e.error.code, Code::InvalidRequest);
         let e = single(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#).unwrap_err();
         assert_eq!(e.error.code, Code::InvalidRequest);
+    }
+
+    #[test]
+    fn the_strict_fast_path_agrees_with_the_loose_one() {
+        let inputs = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"session.ping"}"#,
+            r#"{"jsonrpc":"2.0","id":"a\"b","method":"x","params":{"k":[1,2]}}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"x","params":[]}"#,
+            r#"{"jsonrpc":"2.0","method":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#,
+            r#"{"jsonrpc":"2.0","id":true,"method":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":[1],"method":"x"}"#,
+            r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"a\u0062"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":7}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","method":"y"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1.5e3,"method":"x","extra":{"a":1}}"#,
+            r#"  {"jsonrpc":"2.0","id":1,"method":"x"}  "#,
+        ];
+        for text in inputs {
+            let loose = match serde_json::from_str::<Envelope>(text) {
+                Ok(env) => Incoming::Single(from_envelope(env)),
+                Err(_) => super::single(text),
+            };
+            assert_eq!(
+                format!("{:?}", parse(text, B)),
+                format!("{loose:?}"),
+                "{text}"
+            );
+        }
     }
 
     #[test]
