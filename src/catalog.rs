@@ -74,6 +74,36 @@ pub enum Method {
     AdminGroupsDelete,
 }
 
+impl Method {
+    /// The members of its params object, in positional order (PROTOCOL.md
+    /// §6, ADMIN.md). Methods listed with none read no params at all.
+    pub const fn params(self) -> &'static [&'static str] {
+        match self {
+            Method::SessionLogin => &["user", "password"],
+            Method::SessionResume => &["token"],
+            Method::SessionToken | Method::SessionInfo | Method::SessionPing => &[],
+            Method::TurnCredentials => &["ttl"],
+            Method::AdjunctRegister | Method::AdjunctUnregister => &["namespaces"],
+            Method::AdjunctPublish => &["topic", "data"],
+            Method::EventsSubscribe | Method::EventsUnsubscribe => &["topics"],
+            Method::AdminSessionsList => &["user", "endpoint"],
+            Method::AdminSessionsClose => &["sessionId", "reason"],
+            Method::AdminConfigGet
+            | Method::AdminConfigReload
+            | Method::AdminUsersList
+            | Method::AdminGroupsList => &[],
+            Method::AdminNetworkSet => &["revision", "stun_urls", "turn_urls"],
+            Method::AdminUsersCreate => &["revision", "name", "password", "groups", "enabled"],
+            Method::AdminUsersUpdate => &["revision", "name", "groups", "enabled"],
+            Method::AdminUsersDelete | Method::AdminGroupsDelete => &["revision", "name"],
+            Method::AdminUsersSetPassword => &["revision", "name", "password"],
+            Method::AdminGroupsCreate | Method::AdminGroupsUpdate => {
+                &["revision", "name", "rights"]
+            }
+        }
+    }
+}
+
 /// What serves a request once the gate lets it through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target<'a> {
