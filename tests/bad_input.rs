@@ -1,0 +1,1320 @@
+//! Bad input (issue 5): one table, one row per input, each with its
+//! documented answer (docs/PROTOCOL.md): an HTTP status, a close code, a
+//! JSON-RPC error code, or "connection dropped". All rows run against ONE
+//! real gateway over real TLS; WebSocket frames are built by hand here, so
+//! rows can send what no WebSocket library would (invalid UTF-8, bad
+//! fragments, oversized control frames, unmasked frames).
+//!
+//! After every row a bystander session, logged in before the first row,
+//! must still answer `session.ping`: the server keeps serving everyone else.
+//! The gateway's log is captured for the whole table and no line may carry a
+//! control character: peer-chosen names never forge or split log lines.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use adjunct_gateway::catalog::{self, Need, Reach};
+use common::*;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+// ------------------------------------------------------------------ frames
+
+const FIN: u8 = 0x80;
+const CONT: u8 = 0x0;
+const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+
+/// One client frame: `head` is FIN/RSV bits | opcode; masked unless `unmasked`.
+fn frame_with(head: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut f = vec![head];
+    let mask_bit = if masked { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => f.push(mask_bit | n as u8),
+        n if n <= 0xFFFF => {
+            f.push(mask_bit | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(mask_bit | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if masked {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        f.extend_from_slice(&key);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        f.extend_from_slice(payload);
+    }
+    f
+}
+
+fn frame(head: u8, payload: &[u8]) -> Vec<u8> {
+    frame_with(head, payload, true)
+}
+
+fn text(s: &str) -> Vec<u8> {
+    frame(FIN | TEXT, s.as_bytes())
+}
+
+fn request(id: u64, method: &str, params: &Value) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
+}
+
+// -------------------------------------------------------------- raw client
+
+/// What the server sent next on a raw WebSocket.
+#[derive(Debug, PartialEq)]
+enum Event {
+    Text(String),
+    /// A close frame and its code (None: a close frame without one).
+    Close(Option<u16>),
+    /// The connection ended without a close frame.
+    Dropped,
+    /// Nothing within the wait.
+    Silent,
+}
+
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// A WebSocket over TLS spoken by hand: any bytes out, frames decoded in.
+/// The halves are separate so a row can write and read at the same time.
+struct RawWs {
+    rd: Reader,
+    w: tokio::io::WriteHalf<Tls>,
+}
+
+struct Reader {
+    r: tokio::io::ReadHalf<Tls>,
+    buf: Vec<u8>,
+}
+
+const UPGRADE: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+
+impl RawWs {
+    async fn open(gw: &TestGateway, path: &str) -> RawWs {
+        let tls = tls_connect(gw.addr, &gw.ca_pem).await.unwrap();
+        let (r, mut w) = tokio::io::split(tls);
+        let head = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{UPGRADE}\r\n");
+        w.write_all(head.as_bytes()).await.unwrap();
+        let mut rd = Reader { r, buf: Vec::new() };
+        let end = loop {
+            if let Some(i) = rd.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            if let Err(e) = rd.fill(WAIT).await {
+                panic!("no upgrade answer: {e:?}");
+            }
+        };
+        let answer = String::from_utf8_lossy(&rd.buf[..end]).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+        rd.buf.drain(..end);
+        RawWs { rd, w }
+    }
+
+    /// Opens `who`'s session: anonymous, or logged in with `session.login`.
+    async fn session(gw: &TestGateway, who: Who) -> RawWs {
+        let mut ws = RawWs::open(gw, who.path()).await;
+        if let Some((user, pw)) = who.credentials() {
+            let login = request(0, "session.login", &json!({"user": user, "password": pw}));
+            ws.send(&text(&login)).await;
+            match ws.rd.next(WAIT).await {
+                Event::Text(t) if t.contains("\"result\"") => {}
+                other => panic!("login as {user} failed: {other:?}"),
+            }
+        }
+        ws
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        send(&mut self.w, bytes).await;
+    }
+}
+
+/// Writes `bytes`; a server that closed on bad input makes this fail, which
+/// is expected, so errors are ignored (the answer tells what happened).
+async fn send(w: &mut tokio::io::WriteHalf<Tls>, bytes: &[u8]) {
+    let _ = tokio::time::timeout(WAIT, async {
+        w.write_all(bytes).await?;
+        w.flush().await
+    })
+    .await;
+}
+
+impl Reader {
+    async fn fill(&mut self, within: Duration) -> Result<(), Event> {
+        let mut chunk = vec![0u8; 16 * 1024];
+        match tokio::time::timeout(within, self.r.read(&mut chunk)).await {
+            Err(_) => Err(Event::Silent),
+            Ok(Ok(0) | Err(_)) => Err(Event::Dropped),
+            Ok(Ok(n)) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(())
+            }
+        }
+    }
+
+    /// The next text or close frame (pings and pongs are skipped).
+    async fn next(&mut self, within: Duration) -> Event {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some((head, payload, used)) = decode(&self.buf) {
+                self.buf.drain(..used);
+                match head & 0x0F {
+                    TEXT => return Event::Text(String::from_utf8(payload).unwrap()),
+                    CLOSE => {
+                        return Event::Close(
+                            payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]])),
+                        )
+                    }
+                    _ => continue,
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(end) = self.fill(left).await {
+                return end;
+            }
+        }
+    }
+
+    /// The next message as JSON.
+    async fn answer(&mut self) -> Value {
+        match self.next(WAIT).await {
+            Event::Text(t) => serde_json::from_str(&t).unwrap(),
+            other => panic!("expected an answer, got {other:?}"),
+        }
+    }
+}
+
+/// One server frame from the front of `buf`: (first byte, payload, bytes used).
+fn decode(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+    let (&head, rest) = buf.split_first()?;
+    let (&len7, rest) = rest.split_first()?;
+    assert_eq!(len7 & 0x80, 0, "the server masked a frame");
+    let (len, at) = match len7 {
+        126 => (
+            u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(rest.get(..8)?.try_into().ok()?) as usize,
+            10,
+        ),
+        n => (n as usize, 2),
+    };
+    let payload = buf.get(at..at + len)?.to_vec();
+    Some((head, payload, at + len))
+}
+
+// ------------------------------------------------------------------- table
+
+/// Who sends a row's frames.
+#[derive(Clone, Copy, Debug)]
+enum Who {
+    /// Not logged in, on /portal.
+    Anonymous,
+    /// portal1 on /portal (TURN Server Connection, one-X CTI API).
+    Portal,
+    /// app1 on /adjunct (Adjunct Server Connection, one-X CTI API).
+    Adjunct,
+    /// turn1 on /portal (only TURN Server Connection).
+    TurnOnly,
+}
+
+impl Who {
+    fn path(self) -> &'static str {
+        match self {
+            Who::Adjunct => "/adjunct",
+            _ => "/portal",
+        }
+    }
+
+    fn credentials(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Who::Anonymous => None,
+            Who::Portal => Some(("portal1", PORTAL_PW)),
+            Who::Adjunct => Some(("app1", APP_PW)),
+            Who::TurnOnly => Some(("turn1", TURN_PW)),
+        }
+    }
+}
+
+enum Input {
+    /// Bytes on the TCP port, without TLS.
+    Tcp(Vec<u8>),
+    /// A TLS connection, then these bytes (an HTTP request, or not).
+    Tls(Vec<u8>),
+    /// Raw bytes (frames) on an upgraded session of `Who`.
+    Ws(Who, Vec<u8>),
+}
+
+/// One expected JSON-RPC answer.
+#[derive(Clone, Debug)]
+enum Ans {
+    /// A result.
+    Ok,
+    /// An error with this code.
+    Err(i64),
+    /// An answer whose `"id":` is exactly this JSON text, verbatim.
+    Id(&'static str, Box<Ans>),
+}
+
+/// The documented answer.
+enum Expect {
+    /// An HTTP answer with this status, then the connection closes.
+    Http(u16),
+    /// No HTTP answer: the connection is closed (TLS alerts aside).
+    Dropped,
+    /// A WebSocket close frame with this code.
+    Close(u16),
+    /// These answers, one message each, in order; then the session still works.
+    Answers(Vec<Ans>),
+    /// One message: a batch answer array with these elements.
+    Batch(Vec<Ans>),
+    /// No message at all, and the session still works.
+    Silence,
+}
+
+struct Row {
+    name: String,
+    input: Input,
+    expect: Expect,
+    /// The answer must come within this long (None: the default wait).
+    within: Option<Duration>,
+}
+
+fn row(name: impl Into<String>, input: Input, expect: Expect) -> Row {
+    Row {
+        name: name.into(),
+        input,
+        expect,
+        within: None,
+    }
+}
+
+/// One request on `who`'s session, answered with `ans`.
+fn rpc(name: impl Into<String>, who: Who, frame_text: &str, ans: Ans) -> Row {
+    row(
+        name,
+        Input::Ws(who, text(frame_text)),
+        Expect::Answers(vec![ans]),
+    )
+}
+
+fn http_get(path: &str, headers: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}\r\n").into_bytes()
+}
+
+/// An upgrade request authenticating with Basic `user:password`.
+fn basic_upgrade(path: &str, user: &str, password: &str) -> Input {
+    let auth = basic(user, password);
+    Input::Tls(http_get(
+        path,
+        &format!("{UPGRADE}Authorization: {auth}\r\n"),
+    ))
+}
+
+/// A user name built to forge a log line if it were ever written raw.
+const EVIL_USER: &str =
+    "ghost\nINFO FORGED login ok user=admin\r\u{1b}]0;t\u{7}\u{1b}[2J\u{0}\u{85}\u{2028}end";
+
+fn rows() -> Vec<Row> {
+    use Ans::{Err, Ok};
+    use Who::*;
+    let ping = |id: u64| request(id, "session.ping", &json!({}));
+    let mut t = vec![
+        // --- Not TLS at all.
+        row(
+            "plain bytes on the TLS port",
+            Input::Tcp(b"hello gateway\r\n\r\n".to_vec()),
+            Expect::Dropped,
+        ),
+        row(
+            "a plain HTTP request on the TLS port",
+            Input::Tcp(http_get("/healthz", "")),
+            Expect::Dropped,
+        ),
+        row(
+            "a TLS record header followed by garbage",
+            Input::Tcp(b"\x16\x03\x01\x00\x05garbagegarbage".to_vec()),
+            Expect::Dropped,
+        ),
+        // --- TLS, then not HTTP or not an upgrade.
+        row(
+            "TLS then garbage",
+            Input::Tls(b"\x00\x01\x02\xff garbage \x7f\r\n\r\n".to_vec()),
+            Expect::Http(400),
+        ),
+        row(
+            "TLS then a request line without a version",
+            Input::Tls(b"GET /portal\r\n\r\n".to_vec()),
+            Expect::Http(400),
+        ),
+        row(
+            "HTTP without upgrade on /portal",
+            Input::Tls(http_get("/portal", "")),
+            Expect::Http(426),
+        ),
+        row(
+            "HTTP without upgrade on /adjunct",
+            Input::Tls(http_get("/adjunct", "")),
+            Expect::Http(426),
+        ),
+        row(
+            "POST on /portal",
+            Input::Tls(b"POST /portal HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".to_vec()),
+            Expect::Http(405),
+        ),
+        row(
+            "an unknown path",
+            Input::Tls(http_get("/portal/", UPGRADE)),
+            Expect::Http(404),
+        ),
+        row(
+            "a wrong Sec-WebSocket-Version",
+            Input::Tls(http_get(
+                "/portal",
+                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n",
+            )),
+            Expect::Http(426),
+        ),
+        row(
+            "no Sec-WebSocket-Version",
+            Input::Tls(http_get(
+                "/portal",
+                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+            )),
+            Expect::Http(426),
+        ),
+        row(
+            "a Sec-WebSocket-Key of the wrong length",
+            Input::Tls(http_get(
+                "/portal",
+                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n",
+            )),
+            Expect::Http(400),
+        ),
+        row(
+            "1 MB of headers (one header)",
+            Input::Tls(http_get(
+                "/portal",
+                &format!("{UPGRADE}X-Big: {}\r\n", "a".repeat(1 << 20)),
+            )),
+            Expect::Http(431),
+        ),
+        row(
+            "1 MB of headers (many headers)",
+            Input::Tls(http_get(
+                "/portal",
+                &"X-Many: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n".repeat(20_000),
+            )),
+            Expect::Http(431),
+        ),
+        row(
+            "Basic auth with a 1 MB password",
+            basic_upgrade("/portal", "portal1", &"p".repeat(1 << 20)),
+            Expect::Http(431),
+        ),
+        row(
+            "Basic auth with an 8 KB password",
+            basic_upgrade("/portal", "portal1", &"p".repeat(8 << 10)),
+            Expect::Http(401),
+        ),
+        row(
+            "Basic auth with a user name holding newlines and control characters",
+            basic_upgrade("/adjunct", EVIL_USER, "x"),
+            Expect::Http(401),
+        ),
+        row(
+            "Basic auth that is not base64",
+            Input::Tls(http_get(
+                "/adjunct",
+                &format!("{UPGRADE}Authorization: Basic !!!not-base64\r\n"),
+            )),
+            Expect::Http(401),
+        ),
+        // --- WebSocket frames the protocol forbids.
+        row(
+            "a text frame with invalid UTF-8",
+            Input::Ws(Portal, frame(FIN | TEXT, b"{\"jsonrpc\":\"2.0\",\xff\xfe}")),
+            Expect::Close(1007),
+        ),
+        row(
+            "invalid UTF-8 split across fragments",
+            Input::Ws(
+                Portal,
+                [frame(TEXT, b"abc\xe2\x82"), frame(FIN | CONT, b"\xff")].concat(),
+            ),
+            Expect::Close(1007),
+        ),
+        row(
+            "a binary frame",
+            Input::Ws(Portal, frame(FIN | BINARY, b"\x01\x02\x03")),
+            Expect::Close(1003),
+        ),
+        row(
+            "a binary frame before login",
+            Input::Ws(Anonymous, frame(FIN | BINARY, b"{}")),
+            Expect::Close(1003),
+        ),
+        row(
+            "a fragmented message past the limit",
+            Input::Ws(
+                Portal,
+                [
+                    frame(TEXT, &[b' '; 40_000]),
+                    frame(CONT, &[b' '; 40_000]),
+                    frame(FIN | CONT, b"{}"),
+                ]
+                .concat(),
+            ),
+            Expect::Close(1009),
+        ),
+        row(
+            "one message past the limit",
+            Input::Ws(Portal, frame(FIN | TEXT, &[b' '; 70_000])),
+            Expect::Close(1009),
+        ),
+        row(
+            "a frame header announcing 1 GB",
+            Input::Ws(Portal, {
+                let mut f = vec![FIN | TEXT, 0x80 | 127];
+                f.extend_from_slice(&(1u64 << 30).to_be_bytes());
+                f.extend_from_slice(&[1, 2, 3, 4]);
+                f
+            }),
+            Expect::Close(1009),
+        ),
+        row(
+            "a ping with a 126-byte payload (oversized control frame)",
+            Input::Ws(Portal, frame(FIN | PING, &[b'p'; 126])),
+            Expect::Close(1002),
+        ),
+        row(
+            "a close frame with a 200-byte reason (oversized control frame)",
+            Input::Ws(Portal, frame(FIN | CLOSE, &[b'c'; 200])),
+            Expect::Close(1002),
+        ),
+        row(
+            "a fragmented ping",
+            Input::Ws(Portal, frame(PING, b"half")),
+            Expect::Close(1002),
+        ),
+        row(
+            "an unmasked frame",
+            Input::Ws(Portal, frame_with(FIN | TEXT, ping(1).as_bytes(), false)),
+            Expect::Close(1002),
+        ),
+        row(
+            "a reserved opcode",
+            Input::Ws(Portal, frame(FIN | 0x3, b"x")),
+            Expect::Close(1002),
+        ),
+        row(
+            "RSV1 set without an extension",
+            Input::Ws(Portal, frame(FIN | 0x40 | TEXT, ping(1).as_bytes())),
+            Expect::Close(1002),
+        ),
+        row(
+            "a continuation frame with nothing to continue",
+            Input::Ws(Portal, frame(FIN | CONT, ping(1).as_bytes())),
+            Expect::Close(1002),
+        ),
+        row(
+            "a new text frame inside a fragmented message",
+            Input::Ws(
+                Portal,
+                [frame(TEXT, b"{\"a\":"), frame(FIN | TEXT, b"1}")].concat(),
+            ),
+            Expect::Close(1002),
+        ),
+        row(
+            "a client close with a code not allowed on the wire",
+            Input::Ws(Portal, frame(FIN | CLOSE, &1005u16.to_be_bytes())),
+            Expect::Close(1002),
+        ),
+        row(
+            "a client close with a normal code is echoed",
+            Input::Ws(Portal, frame(FIN | CLOSE, &1000u16.to_be_bytes())),
+            Expect::Close(1000),
+        ),
+        row(
+            "a fragmented request inside the limit is answered",
+            Input::Ws(
+                Portal,
+                [
+                    frame(TEXT, br#"{"jsonrpc":"2.0","id":5,"#),
+                    frame(FIN | PING, b"between"),
+                    frame(FIN | CONT, br#""method":"session.ping"}"#),
+                ]
+                .concat(),
+            ),
+            Expect::Answers(vec![Ans::Id("5", Box::new(Ok))]),
+        ),
+        // --- Malformed JSON: -32700 with id null.
+        rpc("an empty text frame", Portal, "", Ans::Id("null", Box::new(Err(-32700)))),
+        rpc("only whitespace", Portal, " \t\r\n ", Ans::Id("null", Box::new(Err(-32700)))),
+        rpc(
+            "truncated JSON",
+            Portal,
+            r#"{"jsonrpc":"2.0","id":1,"method":"#,
+            Ans::Id("null", Box::new(Err(-32700))),
+        ),
+        rpc(
+            "trailing garbage after an object",
+            Portal,
+            r#"{"jsonrpc":"2.0","id":1,"method":"session.ping"} x"#,
+            Ans::Id("null", Box::new(Err(-32700))),
+        ),
+        rpc("single quotes", Portal, "{'jsonrpc':'2.0'}", Ans::Id("null", Box::new(Err(-32700)))),
+        rpc("a bare word", Portal, "nul", Ans::Id("null", Box::new(Err(-32700)))),
+        rpc(
+            "an unterminated batch",
+            Portal,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"session.ping"}"#,
+            Ans::Id("null", Box::new(Err(-32700))),
+        ),
+        rpc(
+            "a lone surrogate escape in the id is echoed",
+            Portal,
+            r#"{"jsonrpc":"2.0","id":"\ud800","method":"session.ping"}"#,
+            Ans::Id(r#""\ud800""#, Box::new(Ok)),
+        ),
+        rpc(
+            "a number with a leading zero as id",
+            Portal,
+            r#"{"jsonrpc":"2.0","id":01,"method":"session.ping"}"#,
+            Ans::Id("null", Box::new(Err(-32700))),
+        ),
+        // --- Valid JSON that is not a request.
+        rpc("a number", Portal, "42", Ans::Id("null", Box::new(Err(-32600)))),
+        rpc("a string", Portal, r#""session.ping""#, Ans::Id("null", Box::new(Err(-32600)))),
+        rpc("null", Portal, "null", Ans::Id("null", Box::new(Err(-32600)))),
+        rpc(
+            "jsonrpc 1.0",
+            Portal,
+            r#"{"jsonrpc":"1.0","id":"a","method":"session.ping"}"#,
+            Ans::Id("\"a\"", Box::new(Err(-32600))),
+        ),
+        rpc(
+            "jsonrpc as a number",
+            Portal,
+            r#"{"jsonrpc":2.0,"id":"a","method":"session.ping"}"#,
+            Ans::Id("\"a\"", Box::new(Err(-32600))),
+        ),
+        rpc(
+            "no method",
+            Portal,
+            r#"{"jsonrpc":"2.0","id":3}"#,
+            Ans::Id("3", Box::new(Err(-32600))),
+        ),
+        rpc(
+            "method as a number",
+            Portal,
+            r#"{"jsonrpc":"2.0","id":3,"method":5}"#,
+            Ans::Id("3", Box::new(Err(-32600))),
+        ),
+        rpc(
+            "a duplicated member",
+            Portal,
+            r#"{"jsonrpc":"2.0","id":3,"method":"session.ping","method":"session.info"}"#,
+            Ans::Id("null", Box::new(Err(-32600))),
+        ),
+        rpc(
+            "an answer with both result and error",
+            Portal,
+            r#"{"jsonrpc":"2.0","id":3,"result":1,"error":{}}"#,
+            Ans::Id("3", Box::new(Err(-32600))),
+        ),
+        rpc(
+            "an unknown method",
+            Portal,
+            &request(3, "session.nope", &json!({})),
+            Err(-32601),
+        ),
+        rpc(
+            "a method name with a newline and control characters",
+            Portal,
+            &request(3, "session.ping\n\u{1b}[2J", &json!({})),
+            Err(-32601),
+        ),
+        rpc(
+            "a routed method name with a newline, without the right",
+            TurnOnly,
+            &request(3, "cti.x\nINFO FORGED forbidden\u{1b}[2J", &json!({})),
+            Err(-32003),
+        ),
+        rpc(
+            "a 60 KB method name",
+            Portal,
+            &request(3, &"m".repeat(60_000), &json!({})),
+            Err(-32601),
+        ),
+        // --- Nesting.
+        rpc(
+            "10,000 nested brackets, unclosed",
+            Portal,
+            &"[".repeat(10_000),
+            Ans::Id("null", Box::new(Err(-32700))),
+        ),
+        // Closed, the nesting is skipped without recursion (serde_json
+        // reads a RawValue iteratively): today a batch of one non-request,
+        // and deep params reach the method. The lead's `[limits]
+        // max_json_depth` (32) will refuse these three rows instead.
+        row(
+            "10,000 nested brackets, closed",
+            Input::Ws(
+                Portal,
+                text(&format!("{}{}", "[".repeat(10_000), "]".repeat(10_000))),
+            ),
+            Expect::Batch(vec![Err(-32600)]),
+        ),
+        rpc(
+            "10,000 nested objects in params",
+            Portal,
+            &format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"session.ping","params":{}1{}}}"#,
+                r#"{"a":"#.repeat(10_000),
+                "}".repeat(10_000)
+            ),
+            Ok,
+        ),
+        rpc(
+            "10,000 nested arrays as published event data",
+            Adjunct,
+            &format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"adjunct.publish","params":{{"topic":"cti.x","data":{}{}}}}}"#,
+                "[".repeat(10_000),
+                "]".repeat(10_000)
+            ),
+            Ok,
+        ),
+        rpc(
+            "params nested 100 deep",
+            Portal,
+            &format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"session.ping","params":{}{}}}"#,
+                "[".repeat(100),
+                "]".repeat(100)
+            ),
+            Ok,
+        ),
+        // --- Huge numbers.
+        rpc(
+            "a ttl past u64",
+            Portal,
+            &format!(r#"{{"jsonrpc":"2.0","id":1,"method":"turn.credentials","params":{{"ttl":{}}}}}"#, "9".repeat(30)),
+            Err(-32602),
+        ),
+        rpc(
+            "a ttl of 1e400",
+            Portal,
+            r#"{"jsonrpc":"2.0","id":1,"method":"turn.credentials","params":{"ttl":1e400}}"#,
+            Err(-32602),
+        ),
+        rpc(
+            "a ttl of u64::MAX is clamped",
+            Portal,
+            &request(1, "turn.credentials", &json!({"ttl": u64::MAX})),
+            Ok,
+        ),
+        rpc(
+            "a ttl of 0 is clamped",
+            Portal,
+            &request(1, "turn.credentials", &json!({"ttl": 0})),
+            Ok,
+        ),
+        rpc(
+            "a 10,000-digit id is echoed",
+            Portal,
+            &format!(r#"{{"jsonrpc":"2.0","id":{},"method":"session.ping"}}"#, "7".repeat(10_000)),
+            Ok,
+        ),
+        // --- Batches.
+        rpc("an empty batch", Portal, "[]", Ans::Id("null", Box::new(Err(-32600)))),
+        rpc(
+            "a batch of 33",
+            Portal,
+            &format!("[{}]", vec![ping(1); 33].join(",")),
+            Ans::Id("null", Box::new(Err(-32600))),
+        ),
+        rpc(
+            "a batch of 10,000 numbers",
+            Portal,
+            &format!("[{}]", vec!["1"; 10_000].join(",")),
+            Ans::Id("null", Box::new(Err(-32600))),
+        ),
+        row(
+            "a batch of 32",
+            Input::Ws(Portal, text(&format!("[{}]", vec![ping(1); 32].join(",")))),
+            Expect::Batch(vec![Ok; 32]),
+        ),
+        row(
+            "a batch of non-requests",
+            Input::Ws(Portal, text(r#"[1,"x",null,[],{},true]"#)),
+            Expect::Batch(vec![Err(-32600); 6]),
+        ),
+        row(
+            "a batch of notifications only",
+            Input::Ws(Portal, text(&format!("[{}]", vec![r#"{"jsonrpc":"2.0","method":"session.ping"}"#; 32].join(",")))),
+            Expect::Silence,
+        ),
+        row(
+            "a batch of 32 failed logins",
+            Input::Ws(
+                Anonymous,
+                text(&format!(
+                    "[{}]",
+                    vec![request(1, "session.login", &json!({"user": "portal1", "password": "wrong"})); 32].join(",")
+                )),
+            ),
+            Expect::Batch(vec![Err(-32002); 32]),
+        ),
+        // --- Before login.
+        row(
+            "1,000 requests flooding in before login, then a login",
+            Input::Ws(Anonymous, {
+                let mut bytes: Vec<u8> = (0..1000).flat_map(|i| text(&ping(i))).collect();
+                bytes.extend(text(&request(
+                    1000,
+                    "session.login",
+                    &json!({"user": "portal1", "password": PORTAL_PW}),
+                )));
+                bytes
+            }),
+            Expect::Answers([vec![Err(-32001); 1000], vec![Ok]].concat()),
+        ),
+        rpc(
+            "an unknown method before login",
+            Anonymous,
+            &request(1, "nope.nope", &json!({})),
+            Err(-32601),
+        ),
+        rpc(
+            "a routed method before login",
+            Anonymous,
+            &request(1, "cti.make_call", &json!({})),
+            Err(-32001),
+        ),
+        // --- Passwords and user names.
+        row(
+            "session.login with a 1 MB password",
+            Input::Ws(
+                Anonymous,
+                text(&request(1, "session.login", &json!({"user": "portal1", "password": "p".repeat(1 << 20)}))),
+            ),
+            Expect::Close(1009),
+        ),
+        Row {
+            within: Some(Duration::from_secs(2)),
+            ..rpc(
+                "session.login with a 60 KB password",
+                Anonymous,
+                &request(1, "session.login", &json!({"user": "portal1", "password": "p".repeat(60_000)})),
+                Err(-32002),
+            )
+        },
+        rpc(
+            "session.login with a user name holding newlines and control characters",
+            Anonymous,
+            &request(1, "session.login", &json!({"user": EVIL_USER, "password": "x"})),
+            Err(-32002),
+        ),
+        rpc(
+            "session.login with a 60 KB user name",
+            Anonymous,
+            &request(1, "session.login", &json!({"user": "u".repeat(60_000), "password": "x"})),
+            Err(-32002),
+        ),
+        rpc(
+            "session.login with a NUL in the password",
+            Anonymous,
+            &request(1, "session.login", &json!({"user": "portal1", "password": format!("{PORTAL_PW}\u{0}")})),
+            Err(-32002),
+        ),
+        rpc(
+            "a second session.login",
+            Portal,
+            &request(1, "session.login", &json!({"user": "portal1", "password": PORTAL_PW})),
+            Err(-32600),
+        ),
+    ];
+    t.extend(id_rows());
+    t.extend(wrong_type_rows());
+    t
+}
+
+/// Ids of every JSON type: valid ones echoed verbatim, others -32600 with id null.
+fn id_rows() -> Vec<Row> {
+    let valid = [
+        r#""x""#,
+        r#""""#,
+        r#""\n\u0000\"""#,
+        "7",
+        "0",
+        "-0",
+        "-1",
+        "-1.5e3",
+        "0.25",
+        "1e400",
+        "123456789012345678901234567890",
+        "null",
+    ];
+    let invalid = ["{}", r#"{"a":1}"#, "[]", "[1]", "true", "false"];
+    let frame_with_id =
+        |id: &str| format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"session.ping"}}"#);
+    let mut rows: Vec<Row> = valid
+        .into_iter()
+        .map(|id| {
+            rpc(
+                format!("id {id} is echoed"),
+                Who::Portal,
+                &frame_with_id(id),
+                Ans::Id(id, Box::new(Ans::Ok)),
+            )
+        })
+        .collect();
+    rows.extend(invalid.into_iter().map(|id| {
+        rpc(
+            format!("id {id} is refused"),
+            Who::Portal,
+            &frame_with_id(id),
+            Ans::Id("null", Box::new(Ans::Err(-32600))),
+        )
+    }));
+    rows.push(row(
+        "no id: a notification, never answered",
+        Input::Ws(
+            Who::Portal,
+            text(r#"{"jsonrpc":"2.0","method":"session.ping"}"#),
+        ),
+        Expect::Silence,
+    ));
+    rows.push(row(
+        "no id and an unknown method: still never answered",
+        Input::Ws(Who::Portal, text(r#"{"jsonrpc":"2.0","method":"nope"}"#)),
+        Expect::Silence,
+    ));
+    rows
+}
+
+/// What a param of a local method accepts (PROTOCOL.md §6).
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Str,
+    /// A non-negative integer, or null (optional).
+    OptUint,
+    StrList,
+    Any,
+}
+
+fn kind(param: &str) -> Kind {
+    match param {
+        "user" | "password" | "topic" => Kind::Str,
+        "ttl" => Kind::OptUint,
+        "namespaces" | "topics" => Kind::StrList,
+        "data" => Kind::Any,
+        other => panic!("param {other:?} is new: give it a kind in tests/bad_input.rs"),
+    }
+}
+
+/// A value that fits `kind` (the base every wrong value replaces).
+fn fitting(param: &str) -> Value {
+    match (param, kind(param)) {
+        ("topic", _) => json!("cti.call.1"),
+        (_, Kind::Str) => json!("ghost"),
+        (_, Kind::OptUint) => json!(60),
+        ("namespaces", _) => json!(["cti"]),
+        (_, Kind::StrList) => json!(["cti.call.*"]),
+        (_, Kind::Any) => json!({"k": 1}),
+    }
+}
+
+/// Values of every JSON type, and whether each fits `kind`.
+fn candidates(kind: Kind) -> Vec<(Value, bool)> {
+    let all = [
+        json!(5),
+        json!(-1),
+        json!(1.5),
+        json!("s"),
+        json!([]),
+        json!([5]),
+        json!({}),
+        json!(null),
+        json!(true),
+    ];
+    all.into_iter()
+        .map(|v| {
+            let fits = match kind {
+                Kind::Any => true,
+                Kind::Str => v.is_string(),
+                Kind::OptUint => v.is_u64() || v.is_null(),
+                Kind::StrList => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
+            };
+            (v, fits)
+        })
+        .collect()
+}
+
+/// The session a method is tried on: one that passes its gate.
+fn caller(need: Need, reach: Reach) -> Who {
+    match (need, reach) {
+        (Need::Anonymous, _) => Who::Anonymous,
+        (_, Reach::AdjunctOnly) => Who::Adjunct,
+        _ => Who::Portal,
+    }
+}
+
+/// Wrong JSON types for every param of every method, generated from the
+/// catalog: each gets -32602 (or -32600 when `params` itself is not a
+/// container), never a dropped connection.
+fn wrong_type_rows() -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (name, method, entry) in catalog::local_methods() {
+        let who = caller(entry.need, entry.reach);
+        let params = method.params();
+        for bad in [json!(5), json!("s"), json!(null), json!(true)] {
+            rows.push(rpc(
+                format!("{name} with params {bad}"),
+                who,
+                &request(1, name, &bad),
+                Ans::Err(-32600),
+            ));
+        }
+        if params.is_empty() {
+            // Not read at all: anything is accepted.
+            rows.push(rpc(
+                format!("{name} with params it does not read"),
+                who,
+                &request(1, name, &json!({"x": [1, {"y": null}]})),
+                Ans::Ok,
+            ));
+            continue;
+        }
+        let base: serde_json::Map<String, Value> =
+            params.iter().map(|p| (p.to_string(), fitting(p))).collect();
+        for param in params {
+            for (value, fits) in candidates(kind(param)) {
+                if fits {
+                    continue;
+                }
+                let mut p = base.clone();
+                p.insert(param.to_string(), value.clone());
+                rows.push(rpc(
+                    format!("{name} with {param} = {value}"),
+                    who,
+                    &request(1, name, &Value::Object(p.clone())),
+                    Ans::Err(-32602),
+                ));
+                // Positional: the same values in documented order.
+                let positional: Vec<Value> = params.iter().map(|n| p[*n].clone()).collect();
+                rows.push(rpc(
+                    format!("{name} with {param} = {value}, positional"),
+                    who,
+                    &request(1, name, &Value::Array(positional)),
+                    Ans::Err(-32602),
+                ));
+            }
+        }
+        let mut extra = base.clone();
+        extra.insert("zz_unknown".into(), json!(1));
+        rows.push(rpc(
+            format!("{name} with an unknown member"),
+            who,
+            &request(1, name, &Value::Object(extra)),
+            Ans::Err(-32602),
+        ));
+        let too_many: Vec<Value> = params
+            .iter()
+            .map(|n| base[*n].clone())
+            .chain([json!(1)])
+            .collect();
+        rows.push(rpc(
+            format!("{name} with one positional param too many"),
+            who,
+            &request(1, name, &Value::Array(too_many)),
+            Ans::Err(-32602),
+        ));
+    }
+    rows.push(rpc(
+        "a routed method with params 5",
+        Who::Portal,
+        &request(1, "cti.make_call", &json!(5)),
+        Ans::Err(-32600),
+    ));
+    rows
+}
+
+// ------------------------------------------------------------------ runner
+
+/// Reads until the peer closes; returns everything it sent.
+async fn read_all<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(WAIT, r.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
+            Ok(_) => return got,
+            Err(_) => panic!("the connection stayed open"),
+        }
+    }
+}
+
+/// Writes `bytes` and reads the whole answer at the same time.
+async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(io: S, bytes: &[u8]) -> Vec<u8> {
+    let (mut r, mut w) = tokio::io::split(io);
+    let write = async {
+        let _ = w.write_all(bytes).await;
+        let _ = w.flush().await;
+    };
+    let (_, got) = tokio::join!(write, read_all(&mut r));
+    got
+}
+
+fn status(answer: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(answer);
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// An answer read loosely: `id` stays raw (ids are echoed byte for byte,
+/// including escapes a strict decoder refuses, such as a lone surrogate).
+#[derive(serde::Deserialize)]
+struct Answer<'a> {
+    #[serde(borrow)]
+    result: Option<&'a serde_json::value::RawValue>,
+    error: Option<ErrorObject>,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorObject {
+    code: i64,
+}
+
+fn check_answer(row: &str, text: &str, ans: &Ans) {
+    let a: Answer = serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("{row}: not an answer ({e}): {text:.300}"));
+    match ans {
+        Ans::Ok => assert!(
+            a.result.is_some(),
+            "{row}: expected a result, got {text:.300}"
+        ),
+        Ans::Err(c) => assert_eq!(a.error.map(|e| e.code), Some(*c), "{row}: got {text:.300}"),
+        Ans::Id(id, inner) => {
+            assert!(
+                text.contains(&format!("\"id\":{id},")),
+                "{row}: id {id} not echoed verbatim in {text:.300}"
+            );
+            check_answer(row, text, inner);
+        }
+    }
+}
+
+/// The row's session still answers (it was not dropped by the bad input).
+async fn still_serves(row: &str, ws: &mut RawWs) {
+    ws.send(&text(&request(77, "session.ping", &json!({}))))
+        .await;
+    let v = ws.rd.answer().await;
+    assert!(
+        v.get("result").is_some() || code(&v) == -32001,
+        "{row}: the session no longer answers: {v}"
+    );
+}
+
+/// Reads what the server answers a row's frames and checks it.
+async fn expect_on(rd: &mut Reader, r: &Row, expect: &Expect) {
+    match expect {
+        Expect::Close(want) => {
+            let got = rd.next(WAIT).await;
+            assert_eq!(got, Event::Close(Some(*want)), "{}", r.name);
+        }
+        Expect::Answers(answers) => {
+            for ans in answers {
+                let t = match rd.next(WAIT).await {
+                    Event::Text(t) => t,
+                    other => panic!("{}: expected an answer, got {other:?}", r.name),
+                };
+                check_answer(&r.name, &t, ans);
+            }
+        }
+        Expect::Batch(answers) => {
+            let t = match rd.next(WAIT).await {
+                Event::Text(t) => t,
+                other => panic!("{}: expected an answer, got {other:?}", r.name),
+            };
+            let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(&t)
+                .unwrap_or_else(|e| panic!("{}: not an array ({e}): {t:.300}", r.name));
+            assert_eq!(items.len(), answers.len(), "{}: {t:.300}", r.name);
+            for (item, ans) in items.iter().zip(answers) {
+                check_answer(&r.name, item.get(), ans);
+            }
+        }
+        Expect::Silence => {
+            let got = rd.next(Duration::from_millis(300)).await;
+            assert_eq!(got, Event::Silent, "{}", r.name);
+        }
+        Expect::Http(_) | Expect::Dropped => {
+            unreachable!("{}: not a WebSocket answer", r.name)
+        }
+    }
+}
+
+async fn run(gw: &TestGateway, r: &Row) {
+    let started = Instant::now();
+    match (&r.input, &r.expect) {
+        (Input::Tcp(bytes), Expect::Dropped) => {
+            let tcp = TcpStream::connect(gw.addr).await.unwrap();
+            let got = exchange(tcp, bytes).await;
+            assert!(
+                !String::from_utf8_lossy(&got).contains("HTTP/"),
+                "{}: answered over plain TCP",
+                r.name
+            );
+        }
+        (Input::Tls(bytes), Expect::Http(want)) => {
+            let tls = tls_connect(gw.addr, &gw.ca_pem).await.unwrap();
+            let got = exchange(tls, bytes).await;
+            assert_eq!(
+                status(&got),
+                Some(*want),
+                "{}: {:.200}",
+                r.name,
+                String::from_utf8_lossy(&got)
+            );
+        }
+        (Input::Ws(who, bytes), expect) => {
+            let mut ws = RawWs::session(gw, *who).await;
+            let RawWs { rd, w } = &mut ws;
+            tokio::join!(send(w, bytes), expect_on(rd, r, expect));
+            if let Some(limit) = r.within {
+                assert!(started.elapsed() < limit, "{}: too slow", r.name);
+            }
+            if matches!(
+                expect,
+                Expect::Answers(_) | Expect::Batch(_) | Expect::Silence
+            ) {
+                still_serves(&r.name, &mut ws).await;
+            }
+        }
+        _ => panic!("{}: this input cannot have that answer", r.name),
+    }
+}
+
+// ------------------------------------------------------------- log capture
+
+/// Everything the gateway logged while the table ran (the text format,
+/// without colours, as `--log-format text` writes it).
+fn captured() -> &'static Mutex<Vec<u8>> {
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        log
+    })
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// No log line carries a control character, and the forged text in
+/// `EVIL_USER` appears only inside a quoted, escaped field.
+fn assert_no_log_injection(log: &str) {
+    for line in log.split('\n') {
+        assert!(
+            !line.chars().any(|c| c.is_control() || c == '\u{2028}'),
+            "a log line carries a control character: {line:?}"
+        );
+        if let Some(at) = line.find("FORGED") {
+            assert!(
+                line[..at].contains("user=\"") || line[..at].contains("method=\""),
+                "forged text outside a quoted field: {line:?}"
+            );
+        }
+    }
+}
+
+// -------------------------------------------------------------------- test
+
+#[tokio::test]
+async fn every_bad_input_gets_its_documented_answer_and_everyone_else_is_served() {
+    let log = captured();
+    let gw = TestGateway::start().await;
+    let mut bystander = gw.login("/portal", "portal1", PORTAL_PW).await;
+    let rows = rows();
+    let mut names = std::collections::HashSet::new();
+    for r in &rows {
+        assert!(names.insert(r.name.as_str()), "two rows named {:?}", r.name);
+        run(&gw, r).await;
+        let pong = tokio::time::timeout(WAIT, bystander.ok("session.ping", json!(null)))
+            .await
+            .unwrap_or_else(|_| panic!("after {:?}: the bystander got no answer", r.name));
+        assert_eq!(pong, json!({}), "after {:?}", r.name);
+    }
+    // New connections are still accepted and served.
+    let mut fresh = gw.login("/adjunct", "app1", APP_PW).await;
+    assert_eq!(fresh.ok("session.ping", json!(null)).await, json!({}));
+    eprintln!("{} rows passed", rows.len());
+    gw.shutdown().await;
+
+    let log = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    assert!(
+        log.contains("FORGED"),
+        "the evil user name never reached the log: the log-injection rows proved nothing"
+    );
+    assert_no_log_injection(&log);
+}
+
+#[tokio::test]
+async fn the_catalog_param_lists_match_the_decoders() {
+    // Each method's decoder names its members in its unknown-field error;
+    // the catalog's list (which generates the wrong-type rows) must agree.
+    {
+        let gw = TestGateway::start().await;
+        for (name, method, entry) in catalog::local_methods() {
+            let params = method.params();
+            if params.is_empty() {
+                continue;
+            }
+            let mut ws = RawWs::session(&gw, caller(entry.need, entry.reach)).await;
+            ws.send(&text(&request(1, name, &json!({"zz_unknown": 1}))))
+                .await;
+            let v = ws.rd.answer().await;
+            assert_eq!(code(&v), -32602, "{name}: {v}");
+            let msg = v["error"]["message"].as_str().unwrap();
+            for p in params {
+                assert!(
+                    msg.contains(&format!("`{p}`")),
+                    "{name}: {p} not in {msg:?}"
+                );
+            }
+            let listed = msg.matches('`').count() / 2 - 1;
+            assert_eq!(
+                listed,
+                params.len(),
+                "{name}: the decoder knows more: {msg:?}"
+            );
+        }
+        gw.shutdown().await;
+    }
+}
