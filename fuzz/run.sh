@@ -8,6 +8,7 @@
 # working corpus it grew before (fuzz/corpus/TARGET, not committed). Crashes
 # land in fuzz/artifacts/TARGET; add a fixed one to fuzz/seeds/TARGET so it
 # is replayed on every later run. Prints the executions run per target.
+# Inputs are at most FUZZ_MAX_LEN bytes (default 4096).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -27,8 +28,8 @@ for t in "${targets[@]}"; do
   echo "==> $t for ${seconds}s (log: fuzz/$log)"
   status=0
   cargo +nightly fuzz run "$t" "corpus/$t" "seeds/$t" -- \
-    -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1 || status=$?
-  done_line="$(grep -E '^#[0-9]+ +DONE' "$log" | tail -1 || true)"
+    -max_total_time="$seconds" -max_len="${FUZZ_MAX_LEN:-4096}" -print_final_stats=1 >"$log" 2>&1 || status=$?
+  done_line="$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 || true)"
   runs="$(grep -E '^Done [0-9]+ runs' "$log" | tail -1 || true)"
   echo "    ${done_line:-no DONE line}"
   echo "    ${runs:-no Done line}"

@@ -184,12 +184,17 @@ impl Reader {
         }
     }
 
+    /// The next text message; `row` names the row if there is none.
+    async fn text(&mut self, row: &str) -> String {
+        match self.next(WAIT).await {
+            Event::Text(t) => t,
+            other => panic!("{row}: expected an answer, got {other:?}"),
+        }
+    }
+
     /// The next message as JSON.
     async fn answer(&mut self) -> Value {
-        match self.next(WAIT).await {
-            Event::Text(t) => serde_json::from_str(&t).unwrap(),
-            other => panic!("expected an answer, got {other:?}"),
-        }
+        serde_json::from_str(&self.text("").await).unwrap()
     }
 }
 
@@ -1136,18 +1141,11 @@ async fn expect_on(rd: &mut Reader, r: &Row, expect: &Expect) {
         }
         Expect::Answers(answers) => {
             for ans in answers {
-                let t = match rd.next(WAIT).await {
-                    Event::Text(t) => t,
-                    other => panic!("{}: expected an answer, got {other:?}", r.name),
-                };
-                check_answer(&r.name, &t, ans);
+                check_answer(&r.name, &rd.text(&r.name).await, ans);
             }
         }
         Expect::Batch(answers) => {
-            let t = match rd.next(WAIT).await {
-                Event::Text(t) => t,
-                other => panic!("{}: expected an answer, got {other:?}", r.name),
-            };
+            let t = rd.text(&r.name).await;
             let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(&t)
                 .unwrap_or_else(|e| panic!("{}: not an array ({e}): {t:.300}", r.name));
             assert_eq!(items.len(), answers.len(), "{}: {t:.300}", r.name);
