@@ -2,11 +2,13 @@
 //! against an in-process session of a real `Gateway`: the whole per-request
 //! path without sockets.
 //!
-//! Input: the first byte picks the session (endpoint and who is logged in,
-//! or nobody); the rest is split at 0xFF (never valid UTF-8, so never inside
+//! Input: the first byte picks the session (endpoint and who is logged in:
+//! nobody, an application server, a portal user, a user without rights, or
+//! the built-in administrator); the rest is split at 0xFF (never valid UTF-8, so never inside
 //! a text frame) into frames, each decoded lossily and handled in order on
-//! that one session. Each input gets a fresh session, so a crash replays
-//! from its input alone.
+//! that one session. Each input gets a fresh session and a fresh request
+//! budget (small, so -32029 and the rate-limit close are reachable), so a
+//! crash replays from its input alone.
 //!
 //! Checked beyond "no panic": every answer is JSON-RPC 2.0 with exactly one
 //! of `result` or `error`, a documented error code and an id that is a
@@ -16,11 +18,13 @@
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use adjunct_gateway::catalog::Endpoint;
 use adjunct_gateway::config::Config;
 use adjunct_gateway::dispatch::{self, Ctx};
 use adjunct_gateway::gateway::Gateway;
+use adjunct_gateway::session::rate::RateLimit;
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -79,6 +83,10 @@ password = "{hash}"
 groups = ["Nothing"]
 
 [[service_user]]
+name = "admin"
+password = "{hash}"
+
+[[service_user]]
 name = "off1"
 password = "{hash}"
 groups = ["Application Servers"]
@@ -100,10 +108,18 @@ max_batch = 8
 max_subscriptions = 16
 max_pending_per_session = 4
 outbound_queue = 8
+requests_per_sec = 1
+request_burst = 24
+rate_limited_close_after = 8
+
+[admin]
+listen = ""
 "#
         );
+        // On disk, so the Management API can read (and refuse to write) it.
         let path = dir.path().join("gateway.toml");
-        let config = Config::parse(&path, &text).unwrap();
+        std::fs::write(&path, &text).unwrap();
+        let config = Config::load(&path).unwrap();
         let gw = Gateway::new(config).unwrap();
         World { rt, gw, _dir: dir }
     })
@@ -146,7 +162,8 @@ struct ErrorObject<'a> {
 
 /// The codes of docs/PROTOCOL.md §9.
 const CODES: &[i64] = &[
-    -32700, -32600, -32601, -32602, -32000, -32001, -32002, -32003, -32004, -32005, -32006, -32029,
+    -32700, -32600, -32601, -32602, -32000, -32001, -32002, -32003, -32004, -32005, -32006, -32007,
+    -32029, -32040,
 ];
 
 /// Checks one answer; returns whether it is an error.
@@ -203,27 +220,30 @@ fuzz_target!(|data: &[u8]| {
         Endpoint::Adjunct
     };
     // On /adjunct the server only ever lets app1 in (or nobody yet).
-    let who = match (endpoint, (mode >> 1) & 3) {
-        (_, 0) => None,
+    let who = match (endpoint, (mode >> 1) & 7) {
+        (_, 0) | (_, 5..) => None,
         (Endpoint::Adjunct, _) | (_, 1) => Some("app1"),
         (_, 2) => Some("portal1"),
-        _ => Some("none1"),
+        (_, 3) => Some("none1"),
+        _ => Some("admin"),
     };
     let session = w.gw.hub.open(endpoint, "127.0.0.1:1".parse().unwrap());
     if let Some(user) = who {
-        let rights = w.gw.snapshot().directory.live_rights(user).unwrap();
-        session.authenticate(Arc::from(user), rights);
+        let granted = adjunct_gateway::auth::Granted {
+            user: Arc::from(user),
+            rights: w.gw.snapshot().directory.live_rights(user).unwrap(),
+            stamp: 0,
+        };
+        w.gw.hub.bind(&session, &granted, 1).unwrap();
     }
+    let limits = w.gw.snapshot().config.limits.clone();
+    let mut rate = RateLimit::new(limits.request_burst, Instant::now());
     w.rt.block_on(async {
         let mut out = Vec::new();
         for piece in rest.split(|b| *b == 0xFF) {
             let text = String::from_utf8_lossy(piece);
             let was_authenticated = session.rights().is_some();
-            let mut ctx = Ctx {
-                gw: &w.gw,
-                session: &session,
-                close: None,
-            };
+            let mut ctx = Ctx::new(&w.gw, &session, &mut rate);
             out.clear();
             dispatch::frame(&mut ctx, &text, &mut out).await;
             let all_errors = check_out(&out);
@@ -243,4 +263,7 @@ fuzz_target!(|data: &[u8]| {
     }
     w.gw.end_session(&session);
     assert!(w.gw.hub.is_empty(), "a session outlived its input");
+    for user in ["app1", "portal1", "none1", "admin", "off1"] {
+        assert_eq!(w.gw.hub.sessions_of(user), 0, "{user} still counted");
+    }
 });
