@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use adjunct_gateway::catalog::{self, Need, Reach};
+use adjunct_gateway::rights::Right;
 use common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -231,6 +232,8 @@ enum Who {
     Adjunct,
     /// turn1 on /portal (only TURN Server Connection).
     TurnOnly,
+    /// The built-in administrator on /portal (every right).
+    Admin,
 }
 
 impl Who {
@@ -247,6 +250,7 @@ impl Who {
             Who::Portal => Some(("portal1", PORTAL_PW)),
             Who::Adjunct => Some(("app1", APP_PW)),
             Who::TurnOnly => Some(("turn1", TURN_PW)),
+            Who::Admin => Some(("admin", ADMIN_PW)),
         }
     }
 }
@@ -310,6 +314,15 @@ fn rpc(name: impl Into<String>, who: Who, frame_text: &str, ans: Ans) -> Row {
         name,
         Input::Ws(who, text(frame_text)),
         Expect::Answers(vec![ans]),
+    )
+}
+
+/// A session.ping whose params are `depth` nested arrays.
+fn nested_params(depth: usize) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"session.ping","params":{}{}}}"#,
+        "[".repeat(depth),
+        "]".repeat(depth)
     )
 }
 
@@ -662,24 +675,19 @@ fn rows() -> Vec<Row> {
             &request(3, &"m".repeat(60_000), &json!({})),
             Err(-32601),
         ),
-        // --- Nesting.
+        // --- Nesting: `[limits] max_json_depth` (32, the envelope counts),
+        // checked before parsing, so depth costs no recursion.
         rpc(
             "10,000 nested brackets, unclosed",
             Portal,
             &"[".repeat(10_000),
-            Ans::Id("null", Box::new(Err(-32700))),
+            Ans::Id("null", Box::new(Err(-32600))),
         ),
-        // Closed, the nesting is skipped without recursion (serde_json
-        // reads a RawValue iteratively): today a batch of one non-request,
-        // and deep params reach the method. The lead's `[limits]
-        // max_json_depth` (32) will refuse these three rows instead.
-        row(
+        rpc(
             "10,000 nested brackets, closed",
-            Input::Ws(
-                Portal,
-                text(&format!("{}{}", "[".repeat(10_000), "]".repeat(10_000))),
-            ),
-            Expect::Batch(vec![Err(-32600)]),
+            Portal,
+            &format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)),
+            Ans::Id("null", Box::new(Err(-32600))),
         ),
         rpc(
             "10,000 nested objects in params",
@@ -689,7 +697,7 @@ fn rows() -> Vec<Row> {
                 r#"{"a":"#.repeat(10_000),
                 "}".repeat(10_000)
             ),
-            Ok,
+            Ans::Id("null", Box::new(Err(-32600))),
         ),
         rpc(
             "10,000 nested arrays as published event data",
@@ -699,17 +707,29 @@ fn rows() -> Vec<Row> {
                 "[".repeat(10_000),
                 "]".repeat(10_000)
             ),
+            Ans::Id("null", Box::new(Err(-32600))),
+        ),
+        rpc(
+            "brackets inside strings do not count as nesting",
+            Portal,
+            &format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"session.ping","params":["{}\"{}"]}}"#,
+                "[".repeat(1000),
+                "{".repeat(1000)
+            ),
             Ok,
         ),
         rpc(
-            "params nested 100 deep",
+            "params nested to the limit (32 with the envelope)",
             Portal,
-            &format!(
-                r#"{{"jsonrpc":"2.0","id":1,"method":"session.ping","params":{}{}}}"#,
-                "[".repeat(100),
-                "]".repeat(100)
-            ),
+            &nested_params(31),
             Ok,
+        ),
+        rpc(
+            "params nested one past the limit",
+            Portal,
+            &nested_params(32),
+            Ans::Id("null", Box::new(Err(-32600))),
         ),
         // --- Huge numbers.
         rpc(
@@ -910,34 +930,52 @@ fn id_rows() -> Vec<Row> {
     rows
 }
 
-/// What a param of a local method accepts (PROTOCOL.md §6).
+/// What a param of a local method accepts (PROTOCOL.md §6, ADMIN.md).
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Str,
+    /// A string, or null (optional).
+    OptStr,
     /// A non-negative integer, or null (optional).
     OptUint,
+    /// true or false, or null (optional).
+    OptBool,
     StrList,
+    /// A list of strings, or null (optional).
+    OptStrList,
     Any,
 }
 
-fn kind(param: &str) -> Kind {
-    match param {
-        "user" | "password" | "topic" => Kind::Str,
-        "ttl" => Kind::OptUint,
-        "namespaces" | "topics" => Kind::StrList,
-        "data" => Kind::Any,
-        other => panic!("param {other:?} is new: give it a kind in tests/bad_input.rs"),
+fn kind(method: &str, param: &str) -> Kind {
+    match (method, param) {
+        ("admin.sessions.list", "user") => Kind::OptStr,
+        ("admin.users.update", "groups") => Kind::OptStrList,
+        (_, "user" | "password" | "topic" | "token" | "revision" | "name" | "sessionId") => {
+            Kind::Str
+        }
+        (_, "endpoint" | "reason") => Kind::OptStr,
+        (_, "ttl") => Kind::OptUint,
+        (_, "enabled") => Kind::OptBool,
+        (_, "namespaces" | "topics" | "rights" | "groups") => Kind::StrList,
+        (_, "stun_urls" | "turn_urls") => Kind::OptStrList,
+        (_, "data") => Kind::Any,
+        (m, p) => panic!("{m} param {p:?} is new: give it a kind in tests/bad_input.rs"),
     }
 }
 
-/// A value that fits `kind` (the base every wrong value replaces).
-fn fitting(param: &str) -> Value {
-    match (param, kind(param)) {
+/// A value of the right type for `param` (the base every wrong value replaces).
+fn fitting(method: &str, param: &str) -> Value {
+    match (param, kind(method, param)) {
         ("topic", _) => json!("cti.call.1"),
-        (_, Kind::Str) => json!("ghost"),
-        (_, Kind::OptUint) => json!(60),
+        ("endpoint", _) => json!("portal"),
+        ("revision" | "sessionId", _) => json!("0000000000000001"),
         ("namespaces", _) => json!(["cti"]),
-        (_, Kind::StrList) => json!(["cti.call.*"]),
+        ("topics", _) => json!(["cti.call.*"]),
+        ("rights", _) => json!(["one-X CTI API"]),
+        (_, Kind::Str | Kind::OptStr) => json!("ghost"),
+        (_, Kind::OptUint) => json!(60),
+        (_, Kind::OptBool) => json!(true),
+        (_, Kind::StrList | Kind::OptStrList) => json!([]),
         (_, Kind::Any) => json!({"k": 1}),
     }
 }
@@ -957,11 +995,15 @@ fn candidates(kind: Kind) -> Vec<(Value, bool)> {
     ];
     all.into_iter()
         .map(|v| {
+            let str_list = v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
             let fits = match kind {
                 Kind::Any => true,
                 Kind::Str => v.is_string(),
+                Kind::OptStr => v.is_string() || v.is_null(),
                 Kind::OptUint => v.is_u64() || v.is_null(),
-                Kind::StrList => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
+                Kind::OptBool => v.is_boolean() || v.is_null(),
+                Kind::StrList => str_list,
+                Kind::OptStrList => str_list || v.is_null(),
             };
             (v, fits)
         })
@@ -973,7 +1015,9 @@ fn caller(need: Need, reach: Reach) -> Who {
     match (need, reach) {
         (Need::Anonymous, _) => Who::Anonymous,
         (_, Reach::AdjunctOnly) => Who::Adjunct,
-        _ => Who::Portal,
+        (Need::Authenticated, _) => Who::Portal,
+        (Need::Right(Right::TurnServerConnection | Right::OneXCtiApi), _) => Who::Portal,
+        _ => Who::Admin,
     }
 }
 
@@ -1003,10 +1047,12 @@ fn wrong_type_rows() -> Vec<Row> {
             ));
             continue;
         }
-        let base: serde_json::Map<String, Value> =
-            params.iter().map(|p| (p.to_string(), fitting(p))).collect();
+        let base: serde_json::Map<String, Value> = params
+            .iter()
+            .map(|p| (p.to_string(), fitting(name, p)))
+            .collect();
         for param in params {
-            for (value, fits) in candidates(kind(param)) {
+            for (value, fits) in candidates(kind(name, param)) {
                 if fits {
                     continue;
                 }
@@ -1260,10 +1306,21 @@ fn assert_no_log_injection(log: &str) {
 /// tests; here every other limit stays at its default.
 const NO_LOCKOUT: &str = "[security]\nreject_limit = 1000000\nip_reject_limit = 1000000\n";
 
+const ADMIN_PW: &str = "admin-Pass-0x";
+
+/// The built-in administrator (`[security] administrator`, every right), for
+/// the Management API rows; plus `NO_LOCKOUT`.
+fn table_config() -> String {
+    format!(
+        "[[service_user]]\nname = \"admin\"\npassword = \"{}\"\ngroups = []\n\n{NO_LOCKOUT}",
+        cheap_hash(ADMIN_PW)
+    )
+}
+
 #[tokio::test]
 async fn every_bad_input_gets_its_documented_answer_and_everyone_else_is_served() {
     let log = captured();
-    let gw = TestGateway::start_with("", NO_LOCKOUT).await;
+    let gw = TestGateway::start_with("", &table_config()).await;
     let mut bystander = gw.login("/portal", "portal1", PORTAL_PW).await;
     let rows = rows();
     let mut names = std::collections::HashSet::new();
@@ -1294,7 +1351,7 @@ async fn the_catalog_param_lists_match_the_decoders() {
     // Each method's decoder names its members in its unknown-field error;
     // the catalog's list (which generates the wrong-type rows) must agree.
     {
-        let gw = TestGateway::start().await;
+        let gw = TestGateway::start_with("", &table_config()).await;
         for (name, method, entry) in catalog::local_methods() {
             let params = method.params();
             if params.is_empty() {
