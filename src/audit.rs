@@ -338,26 +338,39 @@ fn wanted(meta: &Metadata<'_>) -> bool {
 }
 
 /// A session span's fields, kept for the audit lines inside it.
-struct SpanFields(Map<String, Value>);
+/// Kept per live session, so kept small: a boxed slice, not a map.
+struct SpanFields(Box<[(String, Value)]>);
+
+impl SpanFields {
+    fn of(map: Map<String, Value>) -> SpanFields {
+        SpanFields(map.into_iter().collect())
+    }
+}
 
 impl<S> Layer<S> for AuditLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        // No audit file: nothing will read these, so idle sessions do not
+        // pay for them (sessions opened before a file is configured by a
+        // reload log their events without the span's fields).
+        if !self.log.enabled.load(Ordering::Acquire) {
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         let mut fields = Fields::default();
         attrs.record(&mut fields);
-        span.extensions_mut().insert(SpanFields(fields.0));
+        span.extensions_mut().insert(SpanFields::of(fields.0));
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let mut ext = span.extensions_mut();
-        if let Some(SpanFields(map)) = ext.get_mut::<SpanFields>() {
-            let mut fields = Fields(std::mem::take(map));
+        if let Some(kept) = ext.get_mut::<SpanFields>() {
+            let mut fields = Fields(std::mem::take(&mut kept.0).into_vec().into_iter().collect());
             values.record(&mut fields);
-            *map = fields.0;
+            *kept = SpanFields::of(fields.0);
         }
     }
 
@@ -371,7 +384,7 @@ where
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
                 if let Some(SpanFields(span_fields)) = span.extensions().get::<SpanFields>() {
-                    for (k, v) in span_fields {
+                    for (k, v) in span_fields.iter() {
                         let key = if k == "id" { "session" } else { k.as_str() };
                         if !map.contains_key(key) && !v.is_null() {
                             map.insert(key.to_owned(), v.clone());
