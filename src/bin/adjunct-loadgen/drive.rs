@@ -106,7 +106,8 @@ pub async fn drive(
                 let due = (now.duration_since(start).as_secs_f64() * rate) as u64;
                 let mut sent_any = false;
                 while next_id <= due {
-                    let intended = start + Duration::from_secs_f64((next_id - 1) as f64 / rate);
+                    // Request k falls due at k / rate.
+                    let intended = start + Duration::from_secs_f64(next_id as f64 / rate);
                     if ws.feed(Message::text(request(next_id))).await.is_err() {
                         return stats;
                     }
