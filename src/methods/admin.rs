@@ -309,8 +309,23 @@ fn refused(r: &Refusal) -> RpcError {
     RpcError::with_message(Code::Forbidden, r.to_string()).with_data(data)
 }
 
-/// Checks the complexity rule and hashes, off the async workers.
-async fn new_password(snap: &Snapshot, user: &str, password: String) -> Result<String, RpcError> {
+/// Checks the complexity rule and hashes, off the async workers. A write
+/// from a stale view is refused first: it would be refused after the hash
+/// anyway, and a full-cost hash per stale retry is waste.
+async fn new_password(
+    snap: &Snapshot,
+    revision: &str,
+    user: &str,
+    password: String,
+) -> Result<String, RpcError> {
+    let current = snap.config.source.revision();
+    if revision != current {
+        return Err(RpcError::with_message(
+            Code::StaleRevision,
+            "the configuration changed since it was read: read it again",
+        )
+        .with_data(json!({ "revision": current })));
+    }
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(RpcError::invalid_params(format!(
             "the password must be at most {MAX_PASSWORD_BYTES} bytes"
@@ -383,7 +398,7 @@ pub async fn users_create(
             "name must be 1-64 printable characters without ':' or spaces at the ends",
         ));
     }
-    let hash = new_password(snap, &p.name, p.password).await?;
+    let hash = new_password(snap, &p.revision, &p.name, p.password).await?;
     let done = write(ctx, Method::AdminUsersCreate, p.revision, move |doc, _| {
         let mut t = Table::new();
         t.insert("password", value(hash));
@@ -477,7 +492,7 @@ pub async fn users_set_password(
             truncate(&p.name)
         )));
     }
-    let hash = new_password(snap, &p.name, p.password).await?;
+    let hash = new_password(snap, &p.revision, &p.name, p.password).await?;
     let done = write(
         ctx,
         Method::AdminUsersSetPassword,
