@@ -269,6 +269,16 @@ async fn a_disabled_user_token_is_void_and_tokens_survive_a_restart() {
     let mut c = gw.ws("/portal", &[]).await.unwrap();
     let (code, _) = c.err("session.resume", json!({"token": turn})).await;
     assert_eq!(code, -32002);
+
+    // Removing portal1 voids its token too.
+    gw.edit_and_reload(|t| {
+        let at = t.find("[[service_user]]\nname = \"portal1\"").unwrap();
+        let end = at + t[at + 1..].find("[[").unwrap() + 1;
+        format!("{}{}", &t[..at], &t[end..])
+    })
+    .unwrap();
+    let (code, _) = c.err("session.resume", json!({"token": portal})).await;
+    assert_eq!(code, -32002);
     gw.shutdown().await;
 }
 
