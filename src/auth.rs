@@ -207,7 +207,22 @@ pub async fn authenticate(
 /// must not leave the session with rights (or a password) it no longer has.
 pub fn bind(gw: &Gateway, session: &SessionHandle, granted: &Granted) -> Result<(), Refused> {
     let limit = gw.snapshot().config.limits.max_connections_per_user;
-    gw.hub.bind(session, granted, limit)?;
+    if let Err(refused) = gw.hub.bind(session, granted, limit) {
+        // Lost the user's last slot to a concurrent login since the check.
+        let at = Attempt {
+            peer: session.peer,
+            endpoint: session.endpoint,
+        };
+        audit(
+            gw,
+            at,
+            &granted.user,
+            "bind",
+            Login::Refused,
+            "too many sessions for this user",
+        );
+        return Err(refused);
+    }
     if let Some(reason) = gw.hub.recheck(session, &gw.snapshot().directory) {
         tracing::warn!(target: "audit", event = "revoked", session = %session.id_string(), user = ?&*granted.user, peer = %session.peer, endpoint = session.endpoint.name(), reason, "session closed: changed while logging in");
     }

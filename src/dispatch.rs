@@ -108,10 +108,13 @@ async fn one(
     let req = match item {
         Ok(Item::Call(req)) => req,
         Ok(Item::Answer(answer)) => {
-            // A provider answering a routed request; never answered back,
-            // but it spends the budget like any other frame element.
-            if ctx.admit(snap).is_ok() && ctx.session.rights().is_some() {
-                ctx.gw.router.answer(ctx.session, answer.id, answer.outcome);
+            // A provider answering a routed request: never refused (a
+            // caller waits for it) and never answered back. An answer to
+            // nothing pending spends the budget like any other element.
+            let delivered = ctx.session.rights().is_some()
+                && ctx.gw.router.answer(ctx.session, answer.id, answer.outcome);
+            if !delivered {
+                let _ = ctx.admit(snap);
             }
             return false;
         }

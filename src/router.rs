@@ -155,23 +155,24 @@ impl Router {
         Ok(())
     }
 
-    /// A provider answered. Answers to ids it was not asked are ignored.
+    /// A provider answered; true if it answered a request pending with it.
+    /// Answers to ids it was not asked are ignored.
     pub fn answer(
         &self,
         provider: &SessionHandle,
         id: &RawValue,
         outcome: Result<&RawValue, &RawValue>,
-    ) {
+    ) -> bool {
         let Ok(gid) = id.get().parse::<u64>() else {
             tracing::debug!("answer with an id the gateway never sent");
-            return;
+            return false;
         };
         let Some((_, p)) = self
             .pending
             .remove_if(&gid, |_, p| p.provider.id == provider.id)
         else {
             tracing::debug!(gid, "late or foreign answer ignored");
-            return;
+            return false;
         };
         let mut out = Vec::with_capacity(64);
         out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
@@ -188,6 +189,7 @@ impl Router {
         }
         out.push(b'}');
         self.finish(p, out, RoutedEnd::Answered);
+        true
     }
 
     fn finish(&self, p: Pending, message: Vec<u8>, end: RoutedEnd) {

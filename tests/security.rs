@@ -653,3 +653,36 @@ fn upgrade_status(r: Result<Client, tokio_tungstenite::tungstenite::Error>) -> u
         Err(e) => panic!("upgrade failed without an HTTP answer: {e}"),
     }
 }
+
+#[tokio::test]
+async fn a_provider_over_its_budget_still_delivers_its_answers() {
+    let gw = TestGateway::start_with(
+        "",
+        "[limits]\nrequests_per_sec = 1\nrequest_burst = 2\nrate_limited_close_after = 100\n",
+    )
+    .await;
+    let mut provider = gw.login("/adjunct", "app1", APP_PW).await;
+    provider
+        .ok("adjunct.register", json!({"namespaces": ["cti"]}))
+        .await;
+    // The provider's budget is spent now.
+    let (code, _) = provider.err("session.ping", json!(null)).await;
+    assert_eq!(code, -32029);
+    let mut caller = gw.login("/portal", "portal1", PORTAL_PW).await;
+    caller
+        .send_text(
+            json!({"jsonrpc": "2.0", "id": 5, "method": "cti.dial", "params": {}}).to_string(),
+        )
+        .await;
+    let routed = provider.recv().await;
+    assert_eq!(routed["method"], "cti.dial");
+    provider
+        .send_text(
+            json!({"jsonrpc": "2.0", "id": routed["id"], "result": {"ok": true}}).to_string(),
+        )
+        .await;
+    let answer = caller.recv().await;
+    assert_eq!(answer["id"], 5);
+    assert_eq!(answer["result"]["ok"], true);
+    gw.shutdown().await;
+}
