@@ -58,7 +58,7 @@ struct FileConfig {
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
-    security: SecuritySection,
+    security: Security,
     #[serde(default)]
     admin: AdminSection,
     #[serde(default)]
@@ -259,38 +259,8 @@ impl Default for Limits {
 }
 
 /// `[security]`: brute-force protection, resume tokens, the administrator.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-struct SecuritySection {
-    reject_limit: u32,
-    reject_window_secs: u64,
-    lockout_secs: u64,
-    ip_reject_limit: u32,
-    ip_block_secs: u64,
-    resume_token_secs: u64,
-    resume_key_file: PathBuf,
-    administrator: String,
-    password_complexity: crate::directory::Complexity,
-}
-
-impl Default for SecuritySection {
-    fn default() -> Self {
-        SecuritySection {
-            reject_limit: 5,
-            reject_window_secs: 600,
-            lockout_secs: 600,
-            ip_reject_limit: 20,
-            ip_block_secs: 300,
-            resume_token_secs: 86400,
-            resume_key_file: PathBuf::from("resume.key"),
-            administrator: "admin".into(),
-            password_complexity: crate::directory::Complexity::Medium,
-        }
-    }
-}
-
-/// `[security]` after validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Security {
     /// Failed logins for one account inside `reject_window_secs` that lock it.
     pub reject_limit: u32,
@@ -309,6 +279,22 @@ pub struct Security {
     pub administrator: String,
     /// Complexity rule for passwords set through the Management API.
     pub password_complexity: crate::directory::Complexity,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            reject_limit: 5,
+            reject_window_secs: 600,
+            lockout_secs: 600,
+            ip_reject_limit: 20,
+            ip_block_secs: 300,
+            resume_token_secs: 86400,
+            resume_key_file: PathBuf::from("resume.key"),
+            administrator: "admin".into(),
+            password_complexity: crate::directory::Complexity::Medium,
+        }
+    }
 }
 
 /// `[admin]`: the operator listener (metrics), never the public port.
@@ -474,7 +460,7 @@ impl fmt::Debug for Source {
 pub fn revision_of(text: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(text.as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    crate::util::hex(&digest[..8])
 }
 
 impl Config {
@@ -797,15 +783,8 @@ impl Validator<'_> {
                 .as_ref()
                 .map(|p| self.resolve(p.get_ref())),
             security: Security {
-                reject_limit: sec.reject_limit,
-                reject_window_secs: sec.reject_window_secs,
-                lockout_secs: sec.lockout_secs,
-                ip_reject_limit: sec.ip_reject_limit,
-                ip_block_secs: sec.ip_block_secs,
-                resume_token_secs: sec.resume_token_secs,
-                resume_key_file: self.resolve(&sec.resume_key_file),
-                administrator: sec.administrator.clone(),
-                password_complexity: sec.password_complexity,
+                resume_key_file: self.resolve(&raw.security.resume_key_file),
+                ..raw.security
             },
             admin: raw.admin,
             audit: AuditSection {

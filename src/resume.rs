@@ -56,7 +56,7 @@ impl ResumeKey {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key: [u8; 32] = rand::random();
-                let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+                let hex = crate::util::hex(&key);
                 crate::util::write_private(path, format!("{hex}\n").as_bytes()).map_err(|e| {
                     anyhow::anyhow!("{}: cannot create resume key: {e}", path.display())
                 })?;

@@ -212,6 +212,16 @@ struct Call<'a> {
     params: Option<&'a RawValue>,
 }
 
+/// The fast path: a well-formed call in one typed pass, or `None`.
+fn strict(text: &str) -> Option<Request<'_>> {
+    let call = serde_json::from_str::<Call>(text).ok()?;
+    call.is_valid().then_some(Request {
+        id: call.id,
+        method: Cow::Borrowed(call.method),
+        params: call.params,
+    })
+}
+
 impl Call<'_> {
     /// What `from_envelope` would accept as a call, and nothing else.
     fn is_valid(&self) -> bool {
@@ -265,13 +275,9 @@ pub fn parse(text: &str, bounds: Bounds) -> Incoming<'_> {
         },
         // The common case in one pass: a well-formed call, typed strictly.
         // Anything else takes the loose path, which names what is wrong.
-        Some(b'{') => match serde_json::from_str::<Call>(text) {
-            Ok(call) if call.is_valid() => Incoming::Single(Ok(Item::Call(Request {
-                id: call.id,
-                method: Cow::Borrowed(call.method),
-                params: call.params,
-            }))),
-            _ => match serde_json::from_str::<Envelope>(text) {
+        Some(b'{') => match strict(text) {
+            Some(req) => Incoming::Single(Ok(Item::Call(req))),
+            None => match serde_json::from_str::<Envelope>(text) {
                 Ok(env) => Incoming::Single(from_envelope(env)),
                 Err(_) => single(text),
             },
@@ -340,6 +346,9 @@ fn parse_one(text: &str) -> Result<Item<'_>, Invalid<'_>> {
     };
     if !text.starts_with('{') {
         return Err(invalid(None, "request must be an object"));
+    }
+    if let Some(req) = strict(text) {
+        return Ok(Item::Call(req));
     }
     let env: Envelope =
         serde_json::from_str(text).map_err(|_| invalid(None, "request must be an object"))?;

@@ -118,13 +118,7 @@ impl ClientIdentity {
     pub fn of(cert: &CertificateDer<'_>) -> ClientIdentity {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(cert.as_ref());
-        let fingerprint = format!(
-            "sha256:{}",
-            digest
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
+        let fingerprint = format!("sha256:{}", crate::util::hex(&digest));
         let cn = x509_parser::parse_x509_certificate(cert.as_ref())
             .ok()
             .and_then(|(_, parsed)| {

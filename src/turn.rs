@@ -39,12 +39,7 @@ pub fn opaque_account(secret: &str, account: &str) -> String {
         .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
     mac.update(b"adjunct-gateway turn account\0");
     mac.update(account.as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::util::hex(mac.finalize().into_bytes().get(..8).unwrap_or_default())
 }
 
 /// The `turn.credentials` result for `account` at time `now`.
