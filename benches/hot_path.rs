@@ -90,7 +90,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("metrics_count_request", |b| {
         b.iter(|| {
             gw.metrics
-                .request(black_box(ping.as_ref()), black_box(&answered))
+                .request(black_box(ping.as_ref()), None, black_box(&answered))
         })
     });
 

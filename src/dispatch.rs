@@ -11,6 +11,7 @@ use crate::catalog::{self, Entry, Target};
 use crate::gateway::{Gateway, Snapshot};
 use crate::hub::SessionHandle;
 use crate::methods::{self, Reply};
+use crate::metrics::NamespaceMetrics;
 use crate::rights::Right;
 use crate::rpc::{self, Close, Code, Incoming, Invalid, Item, Request, RpcError};
 use crate::session::rate::RateLimit;
@@ -126,11 +127,18 @@ async fn one(
         }
     };
     let entry = snap.config.catalog.lookup(&req.method);
+    // A routed namespace's metric handles, looked up once per request.
+    let routed = match entry.map(|e| e.target) {
+        Some(Target::Routed(ns)) => Some(ctx.gw.metrics.namespace(ns)),
+        _ => None,
+    };
     let reply = match ctx.admit(snap) {
-        Ok(()) => call(ctx, entry, snap, &req).await,
+        Ok(()) => call(ctx, entry, routed.as_ref(), snap, &req).await,
         Err(e) => Reply::Error(e),
     };
-    ctx.gw.metrics.request(entry.as_ref(), &reply);
+    ctx.gw
+        .metrics
+        .request(entry.as_ref(), routed.as_deref(), &reply);
     let Some(id) = req.id else {
         return false;
     };
@@ -145,6 +153,7 @@ async fn one(
 async fn call(
     ctx: &mut Ctx<'_>,
     entry: Option<Entry<'_>>,
+    routed: Option<&Arc<NamespaceMetrics>>,
     snap: &Snapshot,
     req: &Request<'_>,
 ) -> Reply {
@@ -161,7 +170,12 @@ async fn call(
     }
     match entry.target {
         Target::Local(method) => methods::call(ctx, snap, method, req.params).await,
-        Target::Routed(ns) => methods::route(ctx, snap, ns, entry.need, req),
+        Target::Routed(ns) => {
+            let metrics = routed
+                .cloned()
+                .unwrap_or_else(|| ctx.gw.metrics.namespace(ns));
+            methods::route(ctx, snap, ns, entry.need, req, metrics)
+        }
     }
 }
 

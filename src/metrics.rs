@@ -365,8 +365,14 @@ impl Metrics {
         self.0.logins[outcome as usize].inc();
     }
 
-    /// One request was answered (`entry` is `None` for an unknown method).
-    pub fn request(&self, entry: Option<&Entry<'_>>, reply: &Reply) {
+    /// One request was answered (`entry` is `None` for an unknown method;
+    /// `routed`, a routed namespace's handles when the caller has them).
+    pub fn request(
+        &self,
+        entry: Option<&Entry<'_>>,
+        routed: Option<&NamespaceMetrics>,
+        reply: &Reply,
+    ) {
         let outcome = Outcome::of(reply) as usize;
         match entry.map(|e| e.target) {
             None => {
@@ -377,9 +383,14 @@ impl Metrics {
                     c[outcome].inc();
                 }
             }
-            Some(Target::Routed(ns)) => {
-                self.namespace(ns).requests[outcome].inc();
-            }
+            Some(Target::Routed(ns)) => match routed {
+                Some(m) => {
+                    m.requests[outcome].inc();
+                }
+                None => {
+                    self.namespace(ns).requests[outcome].inc();
+                }
+            },
         };
     }
 
@@ -589,14 +600,19 @@ mod tests {
         let m = Metrics::new();
         let c = catalog::Catalog::default();
         let ping = c.lookup("session.ping");
-        m.request(ping.as_ref(), &Reply::Value(serde_json::json!({})));
+        m.request(ping.as_ref(), None, &Reply::Value(serde_json::json!({})));
         m.request(
             ping.as_ref(),
+            None,
             &Reply::Error(RpcError::new(Code::NotAuthenticated)),
         );
         let routed = c.lookup("cti.make_call_from_a_peer");
-        m.request(routed.as_ref(), &Reply::Later);
-        m.request(None, &Reply::Error(RpcError::new(Code::MethodNotFound)));
+        m.request(routed.as_ref(), None, &Reply::Later);
+        m.request(
+            None,
+            None,
+            &Reply::Error(RpcError::new(Code::MethodNotFound)),
+        );
         m.login(Login::Failed);
         m.forbidden(Right::OneXCtiApi);
         m.namespace("cti")

@@ -71,7 +71,14 @@ pub async fn call(
 }
 
 /// Sends a request to a provider of `ns`; the answer arrives later.
-pub fn route(ctx: &mut Ctx<'_>, snap: &Snapshot, ns: &str, need: Need, req: &Request<'_>) -> Reply {
+pub fn route(
+    ctx: &mut Ctx<'_>,
+    snap: &Snapshot,
+    ns: &str,
+    need: Need,
+    req: &Request<'_>,
+    metrics: std::sync::Arc<crate::metrics::NamespaceMetrics>,
+) -> Reply {
     let routed = Routed {
         ns,
         need,
@@ -81,7 +88,7 @@ pub fn route(ctx: &mut Ctx<'_>, snap: &Snapshot, ns: &str, need: Need, req: &Req
         timeout: Duration::from_millis(snap.config.routing.request_timeout_ms),
         max_pending: snap.config.limits.max_pending_per_session,
         queue_cap: snap.config.limits.outbound_queue,
-        metrics: ctx.gw.metrics.namespace(ns),
+        metrics,
     };
     match ctx.gw.router.route(ctx.session, routed) {
         Ok(()) => Reply::Later,
