@@ -330,12 +330,8 @@ fn connector_with_cert(
     cert: CertificateDer<'static>,
     key: PrivateKeyDer<'static>,
 ) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-        .unwrap();
     let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
+        .with_root_certificates(roots(ca_pem))
         .with_client_auth_cert(vec![cert], key)
         .unwrap();
     TlsConnector::from(Arc::new(config))

@@ -211,13 +211,18 @@ impl TestGateway {
     }
 }
 
-pub fn connector(ca_pem: &str) -> TlsConnector {
+/// Trust anchors holding the test CA.
+pub fn roots(ca_pem: &str) -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
         .unwrap();
+    roots
+}
+
+pub fn connector(ca_pem: &str) -> TlsConnector {
     let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
+        .with_root_certificates(roots(ca_pem))
         .with_no_client_auth();
     TlsConnector::from(Arc::new(config))
 }
