@@ -2,6 +2,8 @@
 //! here) and talks to it with a real TLS WebSocket client. No mocks.
 #![allow(dead_code)]
 
+mod prereq;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

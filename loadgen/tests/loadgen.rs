@@ -2,7 +2,26 @@
 //! the real gateway binary and the baseline. It checks that each scenario
 //! produced numbers, never how big they are (that is BENCHMARKS.md's job).
 
+use std::path::PathBuf;
 use std::process::Command;
+
+/// The gateway binary of this build: `cargo test --workspace` (the README's
+/// `scripts/test`) builds it beside this test's own profile directory.
+fn gateway_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/loadgen-<hash> -> target/<profile>/adjunct-gateway
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("adjunct-gateway"))
+        .unwrap();
+    assert!(
+        bin.is_file(),
+        "{} is not built: run scripts/test (cargo test --workspace builds it)",
+        bin.display()
+    );
+    bin
+}
 
 #[test]
 fn every_scenario_runs_at_a_tiny_scale() {
@@ -11,7 +30,7 @@ fn every_scenario_runs_at_a_tiny_scale() {
         .args([
             "run",
             "--gateway-bin",
-            env!("CARGO_BIN_EXE_adjunct-gateway"),
+            gateway_bin().to_str().unwrap(),
             "--steps",
             "10,30",
             "--storm",
