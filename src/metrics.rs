@@ -505,6 +505,8 @@ mod tests {
         let m = Metrics::new();
         let text = m.encode();
         for family in [
+            "adjunct_gateway_build_info",
+            "process_cpu_seconds",
             "adjunct_gateway_sessions",
             "adjunct_gateway_logins",
             "adjunct_gateway_requests",
@@ -532,6 +534,14 @@ mod tests {
             text.contains("adjunct_gateway_forbidden_total{right=\"TURN Server Connection\"} 0")
         );
         assert!(text.ends_with("# EOF\n"));
+        let version = format!(
+            "adjunct_gateway_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&version), "{text}");
+        let plain = m.encode_as(Format::Text);
+        assert!(plain.contains("# TYPE adjunct_gateway_logins_total counter\n"));
+        assert!(plain.contains(&version) && !plain.contains("# EOF"));
     }
 
     #[test]
