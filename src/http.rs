@@ -1,6 +1,10 @@
 //! The HTTP/1.1 part of a connection: reading the request head (bounded),
 //! deciding what kind of request it is, and writing plain answers and the
-//! 101 Switching Protocols of a WebSocket upgrade.
+//! 101 Switching Protocols of a WebSocket upgrade. Hand-written around
+//! httparse on purpose: the head is bounded and read under the handshake
+//! deadline, authentication (Basic, Bearer) happens before the 101, and the
+//! bytes read past the head go to the WebSocket unchanged. Every answer carries `Date`, exactly one `Connection` and (except the
+//! 101) a `Content-Length` that is the body's length.
 //!
 //! Must not authenticate or know about sessions: `server` decides, this
 //! module only speaks HTTP.
@@ -107,6 +111,12 @@ fn to_head(req: &httparse::Request<'_, '_>) -> Head {
 }
 
 /// A plain answer that ends the connection.
+///
+/// `respond` writes the framing headers itself (`Date`, `Content-Type`,
+/// `Content-Length`, `Connection`, `Cache-Control`,
+/// `X-Content-Type-Options`), each exactly once; `headers` holds only the
+/// others. An answer that offers `Upgrade` (426) gets `Connection: upgrade,
+/// close`, as RFC 9110 §7.8 asks of a sender of `Upgrade`.
 pub struct Answer {
     pub status: u16,
     pub reason: &'static str,
@@ -114,6 +124,16 @@ pub struct Answer {
     pub content_type: &'static str,
     pub body: Vec<u8>,
 }
+
+/// Headers `respond` writes itself; an `Answer` never carries them.
+const FRAMING: [&str; 6] = [
+    "date",
+    "content-type",
+    "content-length",
+    "connection",
+    "cache-control",
+    "x-content-type-options",
+];
 
 impl Answer {
     pub fn text(status: u16, reason: &'static str, body: &str) -> Answer {
@@ -126,43 +146,65 @@ impl Answer {
         }
     }
 
+    /// Adds a header other than the framing ones (those are `respond`'s).
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Answer {
+        debug_assert!(
+            !FRAMING.iter().any(|f| f.eq_ignore_ascii_case(name)),
+            "{name} is written by respond"
+        );
         self.headers.push((name, value.into()));
         self
     }
+
+    /// The whole answer as bytes: status line, headers, body.
+    fn to_bytes(&self, date: &str) -> Vec<u8> {
+        let upgrade = self
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("upgrade"));
+        let connection = if upgrade { "upgrade, close" } else { "close" };
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\nDate: {date}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {connection}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n",
+            self.status,
+            self.reason,
+            self.content_type,
+            self.body.len()
+        );
+        for (name, value) in &self.headers {
+            out.push_str(name);
+            out.push_str(": ");
+            out.push_str(value);
+            out.push_str("\r\n");
+        }
+        out.push_str("\r\n");
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(&self.body);
+        bytes
+    }
+}
+
+/// The `Date` header's value now (RFC 9110 §5.6.7 IMF-fixdate).
+fn date_now() -> String {
+    httpdate::fmt_http_date(std::time::SystemTime::now())
 }
 
 /// Writes `answer` and shuts the stream down.
 pub async fn respond<S: AsyncWrite + Unpin>(io: &mut S, answer: &Answer) {
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n",
-        answer.status,
-        answer.reason,
-        answer.content_type,
-        answer.body.len()
-    );
-    for (name, value) in &answer.headers {
-        out.push_str(name);
-        out.push_str(": ");
-        out.push_str(value);
-        out.push_str("\r\n");
-    }
-    out.push_str("\r\n");
-    let mut bytes = out.into_bytes();
-    bytes.extend_from_slice(&answer.body);
-    let _ = io.write_all(&bytes).await;
+    let _ = io.write_all(&answer.to_bytes(&date_now())).await;
     let _ = io.flush().await;
     let _ = io.shutdown().await;
 }
 
-/// Writes the 101 answer that turns the connection into a WebSocket.
+/// Writes the 101 answer that turns the connection into a WebSocket. It has
+/// no `Content-Length`: a 1xx answer has no body (RFC 9110 §8.6).
 pub async fn switch_protocols<S: AsyncWrite + Unpin>(
     io: &mut S,
     ws_key: &str,
 ) -> std::io::Result<()> {
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(ws_key.as_bytes());
     let out = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nDate: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n",
+        date_now()
     );
     io.write_all(out.as_bytes()).await?;
     io.flush().await
@@ -219,6 +261,24 @@ mod tests {
             read_head(&mut &b"\x16\x03\x01garbage\r\n\r\n"[..], 16384).await,
             Err(HeadError::Malformed)
         ));
+    }
+
+    #[test]
+    fn an_answer_frames_itself_once() {
+        let date = "Sun, 06 Nov 1994 08:49:37 GMT";
+        let plain = Answer::text(404, "Not Found", "not found").to_bytes(date);
+        let plain = String::from_utf8(plain).unwrap();
+        assert_eq!(
+            plain,
+            "HTTP/1.1 404 Not Found\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 10\r\nConnection: close\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\r\nnot found\n"
+        );
+        let offer = Answer::text(426, "Upgrade Required", "x")
+            .header("Upgrade", "websocket")
+            .to_bytes(date);
+        let offer = String::from_utf8(offer).unwrap();
+        assert_eq!(offer.matches("Connection:").count(), 1, "{offer}");
+        assert!(offer.contains("\r\nConnection: upgrade, close\r\n"));
+        assert!(offer.contains("\r\nUpgrade: websocket\r\n"));
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Prometheus metrics: the families, the handles the hot path bumps, and the
-//! operator listener that serves them (`GET /metrics` on `[admin] listen`).
+//! operator listener that serves them (`GET /metrics` on `[admin] listen`,
+//! [`exporter`]) in the text format 0.0.4 or OpenMetrics ([`exposition`]),
+//! with the standard `process_*` families ([`process`]) and
+//! `adjunct_gateway_build_info`.
 //!
 //! Every label value is chosen by the gateway, never by a peer: methods are
 //! the catalog's names (a routed one is counted as `namespace.*`, an unknown
@@ -10,25 +13,28 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::RwLock;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::catalog::{self, Endpoint, Entry, Target};
 use crate::gateway::Refusal;
-use crate::http::{self, Answer};
 use crate::methods::Reply;
 use crate::rights::Right;
 use crate::rpc::Code;
+
+mod exporter;
+pub mod exposition;
+mod process;
+
+pub use exporter::Exporter;
+pub use exposition::Format;
 
 type Label = (&'static str, Cow<'static, str>);
 type One = [Label; 1];
@@ -210,7 +216,17 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every family and resolves every fixed label set.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("adjunct_gateway");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("adjunct_gateway");
+
+        let build_info = Family::<One, Gauge>::default();
+        registry.register(
+            "build_info",
+            "The gateway's version, as a label; the value is always 1",
+            build_info.clone(),
+        );
+        series(&build_info, [label("version", env!("CARGO_PKG_VERSION"))]).set(1);
 
         let sessions = Family::<One, Gauge>::default();
         registry.register(
@@ -260,9 +276,10 @@ impl Metrics {
 
         let routed_seconds =
             Family::<Two, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
-        registry.register(
-            "routed_request_duration_seconds",
+        registry.register_with_unit(
+            "routed_request_duration",
             "Time from routing a request to a provider to its answer, timeout or the provider's disconnect, by namespace and outcome",
+            Unit::Seconds,
             routed_seconds.clone(),
         );
 
@@ -323,7 +340,7 @@ impl Metrics {
         let reloads = ["ok", "refused"].map(|o| series(&reloads, [label("outcome", o)]));
 
         let metrics = Metrics(Arc::new(Inner {
-            registry,
+            registry: root,
             sessions,
             logins,
             requests,
@@ -352,6 +369,14 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.0.registry);
         out
+    }
+
+    /// The exposition of every family in `format`.
+    pub fn encode_as(&self, format: Format) -> String {
+        match format {
+            Format::OpenMetrics => self.encode(),
+            Format::Text => exposition::to_text_format(&self.encode()),
+        }
     }
 
     /// A session opened; it counts as open until the guard drops.
@@ -466,92 +491,6 @@ impl Drop for OpenSession {
     }
 }
 
-// ------------------------------------------------------------ the listener
-
-/// How long one scrape may take, from accept to the last byte.
-const SCRAPE_DEADLINE: Duration = Duration::from_secs(5);
-/// Scrapes answered at once; further connections are closed at once.
-const MAX_SCRAPES: usize = 8;
-const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// The operator listener on `[admin] listen`: plain HTTP, `GET /metrics`.
-pub struct Exporter {
-    listener: TcpListener,
-    metrics: Metrics,
-}
-
-impl Exporter {
-    /// Binds `listen`; `None` when it is empty (turned off).
-    pub async fn bind(listen: &str, metrics: Metrics) -> std::io::Result<Option<Exporter>> {
-        if listen.is_empty() {
-            return Ok(None);
-        }
-        let addr: SocketAddr = listen.parse().map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "[admin] listen is not an address:port",
-            )
-        })?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("[admin] listen {addr}: {e}")))?;
-        Ok(Some(Exporter { listener, metrics }))
-    }
-
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// Serves scrapes until the task is dropped or aborted (which also ends
-    /// the scrapes in flight).
-    pub async fn run(self) {
-        let mut scrapes = JoinSet::new();
-        loop {
-            let (tcp, _) = match self.listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            while scrapes.try_join_next().is_some() {}
-            if scrapes.len() >= MAX_SCRAPES {
-                continue;
-            }
-            let metrics = self.metrics.clone();
-            scrapes.spawn(async move {
-                let _ = tokio::time::timeout(SCRAPE_DEADLINE, answer(tcp, &metrics)).await;
-            });
-        }
-    }
-}
-
-async fn answer(mut tcp: TcpStream, metrics: &Metrics) {
-    let head = match http::read_head(&mut tcp, 8 * 1024).await {
-        Ok((head, _)) => head,
-        Err(http::HeadError::Io) => return,
-        Err(_) => {
-            let bad = Answer::text(400, "Bad Request", "malformed HTTP request");
-            return http::respond(&mut tcp, &bad).await;
-        }
-    };
-    let reply = match (head.method.as_str(), head.path.as_str()) {
-        ("GET", "/metrics") => Answer {
-            status: 200,
-            reason: "OK",
-            headers: Vec::new(),
-            content_type: CONTENT_TYPE,
-            body: metrics.encode().into_bytes(),
-        },
-        (_, "/metrics") => {
-            Answer::text(405, "Method Not Allowed", "method not allowed").header("Allow", "GET")
-        }
-        _ => Answer::text(404, "Not Found", "not found"),
-    };
-    http::respond(&mut tcp, &reply).await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -566,6 +505,8 @@ mod tests {
         let m = Metrics::new();
         let text = m.encode();
         for family in [
+            "adjunct_gateway_build_info",
+            "process_cpu_seconds",
             "adjunct_gateway_sessions",
             "adjunct_gateway_logins",
             "adjunct_gateway_requests",
@@ -593,6 +534,14 @@ mod tests {
             text.contains("adjunct_gateway_forbidden_total{right=\"TURN Server Connection\"} 0")
         );
         assert!(text.ends_with("# EOF\n"));
+        let version = format!(
+            "adjunct_gateway_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&version), "{text}");
+        let plain = m.encode_as(Format::Text);
+        assert!(plain.contains("# TYPE adjunct_gateway_logins_total counter\n"));
+        assert!(plain.contains(&version) && !plain.contains("# EOF"));
     }
 
     #[test]

@@ -292,8 +292,7 @@ impl Conn {
         if !head.upgrade_websocket {
             return Err(
                 Answer::text(426, "Upgrade Required", "this endpoint speaks WebSocket")
-                    .header("Upgrade", "websocket")
-                    .header("Connection", "Upgrade"),
+                    .header("Upgrade", "websocket"),
             );
         }
         if head.ws_version.as_deref() != Some("13") {

@@ -1,15 +1,24 @@
-//! Metrics (issue 8): `GET /metrics` on the admin listener of a real
+//! Metrics (issues 8 and 12): `GET /metrics` on the admin listener of a real
 //! gateway, scraped while sessions log in, call, get refused, route to a
 //! provider and receive events; values must move, labels must stay the
-//! gateway's own.
+//! gateway's own. Both exposition formats (text 0.0.4 by default, OpenMetrics
+//! on request) go through `promtool check metrics`.
 
 mod common;
 
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
+
+/// What Prometheus 2.x sends when it scrapes.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+const TEXT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const OPEN_METRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Scrapes until `series` has `want` (bounded: sessions end asynchronously).
 async fn wait_for(gw: &TestGateway, series: &str, want: f64) -> String {
@@ -37,7 +46,7 @@ async fn scraped_values_move_with_logins_requests_refusals_routing_and_events() 
     let before = gw.scrape().await;
     assert!(
         before.contains("HTTP/1.1 200 OK\r\n")
-            && before.contains("Content-Type: application/openmetrics-text"),
+            && before.contains(&format!("content-type: {TEXT_TYPE}\r\n")),
         "{before}"
     );
     for series in [
@@ -293,5 +302,194 @@ async fn connections_refused_at_capacity_are_counted() {
         ),
         0.0
     );
+    gw.shutdown().await;
+}
+
+/// Fails at once, in one line, when promtool is missing (never skips).
+fn require_promtool() {
+    match Command::new("promtool").arg("--version").output() {
+        Ok(out) if out.status.success() => {}
+        _ => panic!(
+            "promtool is not installed: run scripts/test (it installs coturn, chromium, nodejs, npm, prometheus)"
+        ),
+    }
+}
+
+/// `promtool check metrics` on `exposition`: its exit code and every line
+/// it printed (the problems it found).
+fn promtool(exposition: &str) -> (Option<i32>, Vec<String>) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = exposition.to_owned();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    let mut problems: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    problems.sort();
+    (out.status.code(), problems)
+}
+
+/// One scrape with `accept` (if any): (Content-Type, body).
+async fn fetch(admin: SocketAddr, accept: Option<&str>) -> (String, String) {
+    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
+    let (status, text) = raw_http(
+        admin,
+        &format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{accept}\r\n"),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-type: "))
+        .unwrap_or_else(|| panic!("no content-type: {head}"))
+        .to_owned();
+    (content_type, body.to_owned())
+}
+
+/// The families an exposition declares, with their type.
+fn families(exposition: &str) -> Vec<(String, String)> {
+    exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| (name.to_owned(), kind.to_owned()))
+        .collect()
+}
+
+/// Every declared family has a non-empty HELP of the same name.
+fn assert_help_on_every_family(exposition: &str) {
+    for (name, _) in families(exposition) {
+        let help = format!("# HELP {name} ");
+        assert!(
+            exposition
+                .lines()
+                .any(|l| l.strip_prefix(&help).is_some_and(|h| !h.trim().is_empty())),
+            "{name} has no HELP"
+        );
+    }
+}
+
+#[tokio::test]
+async fn both_exposition_formats_pass_promtool() {
+    require_promtool();
+    let gw = TestGateway::start().await;
+    let mut portal = gw.login("/portal", "portal1", PORTAL_PW).await;
+    portal.ok("session.ping", json!(null)).await;
+    let mut cti = gw.login("/portal", "cti1", CTI_PW).await;
+    assert_eq!(cti.err("turn.credentials", json!(null)).await.0, -32003);
+    let admin = gw.admin_addr();
+
+    let (content_type, text) = fetch(admin, None).await;
+    assert_eq!(content_type, TEXT_TYPE);
+    assert_help_on_every_family(&text);
+    let (code, problems) = promtool(&text);
+    assert_eq!(
+        (code, problems.as_slice()),
+        (Some(0), &[][..]),
+        "promtool on the text format:\n{text}"
+    );
+
+    // promtool reads only the text format 0.0.4. There an OpenMetrics
+    // counter family `x` (samples `x_total`) looks like a second family
+    // `x_total` without HELP, so that note, for each counter and nothing
+    // else, is the one it may print.
+    let (content_type, open_metrics) = fetch(admin, Some(PROMETHEUS_ACCEPT)).await;
+    assert_eq!(content_type, OPEN_METRICS_TYPE);
+    assert_help_on_every_family(&open_metrics);
+    let mut expected: Vec<String> = families(&open_metrics)
+        .into_iter()
+        .filter(|(_, kind)| kind == "counter")
+        .map(|(name, _)| format!("{name}_total no help text"))
+        .collect();
+    expected.sort();
+    assert!(expected.len() >= 8, "{open_metrics}");
+    let (code, problems) = promtool(&open_metrics);
+    assert_eq!(
+        (code, problems),
+        (Some(3), expected),
+        "promtool on OpenMetrics:\n{open_metrics}"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_format_follows_accept_and_both_carry_the_same_series() {
+    let gw = TestGateway::start().await;
+    let admin = gw.admin_addr();
+    let text_types = [
+        None,
+        Some("text/plain;version=0.0.4"),
+        Some("*/*"),
+        Some("application/openmetrics-text;q=0.2,text/plain;q=0.9"),
+    ];
+    for accept in text_types {
+        let (content_type, body) = fetch(admin, accept).await;
+        assert_eq!(content_type, TEXT_TYPE, "{accept:?}");
+        assert!(
+            !body.contains("# EOF") && !body.contains("# UNIT"),
+            "{accept:?}"
+        );
+        assert!(body.contains("# TYPE adjunct_gateway_logins_total counter\n"));
+        assert!(body.contains("# TYPE process_cpu_seconds_total counter\n"));
+    }
+    for accept in [PROMETHEUS_ACCEPT, "application/openmetrics-text"] {
+        let (content_type, body) = fetch(admin, Some(accept)).await;
+        assert_eq!(content_type, OPEN_METRICS_TYPE, "{accept}");
+        assert!(body.ends_with("\n# EOF\n"), "{accept}");
+        assert!(body.contains("# TYPE adjunct_gateway_logins counter\n"));
+        assert!(body.contains("# UNIT process_cpu_seconds seconds\n"));
+    }
+
+    // The same series in both, only the metadata differs.
+    let series = |body: &str| -> Vec<String> {
+        let mut names: Vec<String> = body
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' ').map(|(s, _)| s.to_owned()))
+            .collect();
+        names.sort();
+        names
+    };
+    let (_, text) = fetch(admin, None).await;
+    let (_, open_metrics) = fetch(admin, Some(PROMETHEUS_ACCEPT)).await;
+    assert_eq!(series(&text), series(&open_metrics));
+
+    // The build and the process, in both formats.
+    for body in [&text, &open_metrics] {
+        let version = format!(
+            "adjunct_gateway_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(sample(body, &version), Some(1.0), "{body}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let started = value(body, "process_start_time_seconds");
+        // This test process started the gateway, less than a day ago.
+        assert!(
+            started <= now + 1.0 && started > now - 86_400.0,
+            "{started}"
+        );
+        assert!(value(body, "process_cpu_seconds_total") >= 0.0);
+        let open = value(body, "process_open_fds");
+        assert!(open >= 3.0, "{open}");
+        assert!(value(body, "process_max_fds") >= open);
+        let resident = value(body, "process_resident_memory_bytes");
+        assert!(resident > 0.0);
+        assert!(value(body, "process_virtual_memory_bytes") >= resident);
+    }
     gw.shutdown().await;
 }
