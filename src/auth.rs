@@ -224,16 +224,28 @@ pub fn bind(gw: &Gateway, session: &SessionHandle, granted: &Granted) -> Result<
         return Err(refused);
     }
     if let Some(reason) = gw.hub.recheck(session, &gw.snapshot().directory) {
+        // The credential went stale during the check (a password reset, a
+        // disable): the session is closing with no rights, and is told so.
         tracing::warn!(target: "audit", event = "revoked", session = %session.id_string(), user = ?&*granted.user, peer = %session.peer, endpoint = session.endpoint.name(), reason, "session closed: changed while logging in");
+        return Err(Refused::Failed);
     }
     Ok(())
 }
 
-/// A fresh resume token for `user` (after any successful authentication).
-pub fn resume_token(gw: &Gateway, account: &Account) -> (String, u64) {
-    let secs = gw.snapshot().config.security.resume_token_secs;
+/// A fresh resume token for `session`'s user, only while the password
+/// generation its credential was checked against is still the account's
+/// current one (and the account is enabled): a login that raced a password
+/// reset must not carry a token across it.
+pub fn resume_token(gw: &Gateway, session: &SessionHandle) -> Option<(String, u64)> {
+    let snap = gw.snapshot();
+    let account = snap.directory.get(session.user()?)?;
+    let stamp = session.stamp();
+    if !account.enabled || (stamp != 0 && stamp != account.stamp) {
+        return None;
+    }
+    let secs = snap.config.security.resume_token_secs;
     let expires = crate::util::unix_now().saturating_add(secs);
-    (gw.resume.issue(account, expires), expires)
+    Some((gw.resume.issue(account, expires), expires))
 }
 
 /// A user name as logs show it: truncated and debug-escaped (no injection).

@@ -114,6 +114,10 @@ struct UserSection {
     /// Client certificate that authenticates this user by itself (mutual
     /// TLS): its subject CN, or `sha256:` and the hex SHA-256 fingerprint.
     client_cert: Option<Spanned<String>>,
+    /// Bumped when the user is disabled: resume tokens issued before are
+    /// void for good, even after the user is enabled again.
+    #[serde(default)]
+    token_generation: u64,
 }
 
 fn yes() -> bool {
@@ -351,6 +355,8 @@ pub struct User {
     pub enabled: bool,
     /// Mutual TLS identity: a subject CN, or `sha256:<hex>` (lower case).
     pub client_cert: Option<String>,
+    /// Resume tokens of an earlier generation are void (see `UserSection`).
+    pub token_generation: u64,
 }
 
 impl fmt::Debug for User {
@@ -361,6 +367,7 @@ impl fmt::Debug for User {
             .field("groups", &self.groups)
             .field("enabled", &self.enabled)
             .field("client_cert", &self.client_cert)
+            .field("token_generation", &self.token_generation)
             .finish()
     }
 }
@@ -619,6 +626,7 @@ impl Validator<'_> {
                 password: u.password.get_ref().clone(),
                 groups: u.groups.iter().map(|g| g.get_ref().clone()).collect(),
                 enabled: u.enabled,
+                token_generation: u.token_generation,
                 client_cert: match &u.client_cert {
                     Some(c) => Some(self.client_cert(c, name)?),
                     None => None,

@@ -25,6 +25,8 @@ pub struct Account {
     /// Identifies the current password (a hash of its PHC string): sessions
     /// and tokens resting on another password are void.
     pub stamp: u64,
+    /// Resume tokens of another generation are void (bumped on disable).
+    pub token_generation: u64,
     hash: Arc<str>,
 }
 
@@ -71,6 +73,7 @@ impl Directory {
                     rights: config.rights_of(u),
                     enabled: u.enabled,
                     stamp: stamp_of(&u.password),
+                    token_generation: u.token_generation,
                     hash: Arc::from(u.password.as_str()),
                 };
                 (name, account)

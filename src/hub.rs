@@ -50,6 +50,13 @@ impl SessionHandle {
         self.user.get()
     }
 
+    /// The password generation the session's credential was checked against
+    /// (`Account::stamp`; 0 for a certificate, which no password change
+    /// affects).
+    pub fn stamp(&self) -> u64 {
+        self.stamp.load(Ordering::Acquire)
+    }
+
     /// Current rights, or `None` before authentication.
     pub fn rights(&self) -> Option<RightSet> {
         let cell = self.rights.load(Ordering::Acquire);

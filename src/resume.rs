@@ -75,7 +75,7 @@ impl ResumeKey {
     /// A token for `account`, valid until `expires` (Unix seconds).
     pub fn issue(&self, account: &Account, expires: u64) -> String {
         let user = URL_SAFE_NO_PAD.encode(account.name.as_bytes());
-        let mac = self.mac(&user, expires, account.password_stamp());
+        let mac = self.mac(&user, expires, account);
         format!(
             "{PREFIX}.{user}.{expires}.{}",
             URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
@@ -101,7 +101,7 @@ impl ResumeKey {
         if prefix != PREFIX || parts.next().is_some() {
             return None;
         }
-        let expires: u64 = expires.parse().ok()?;
+        let expires = canonical_u64(expires)?;
         // A shorter resume_token_secs applies to tokens already out.
         if expires <= now || expires > now.saturating_add(max_secs) {
             return None;
@@ -110,13 +110,16 @@ impl ResumeKey {
         let account = directory.get(&name)?;
         let mac_bytes = URL_SAFE_NO_PAD.decode(mac).ok()?;
         // Constant-time comparison inside `verify_slice`.
-        self.mac(user, expires, account.password_stamp())
+        self.mac(user, expires, account)
             .verify_slice(&mac_bytes)
             .ok()?;
         Some(account)
     }
 
-    fn mac(&self, user_b64: &str, expires: u64, stamp: &str) -> HmacSha256 {
+    /// Over the user, the expiry, the password and the token generation: a
+    /// token dies with any of them. Generation 0 adds nothing, so tokens
+    /// issued before generations existed stay valid until disabled once.
+    fn mac(&self, user_b64: &str, expires: u64, account: &Account) -> HmacSha256 {
         let mut mac = self.keyed.clone();
         mac.update(PREFIX.as_bytes());
         mac.update(b"\n");
@@ -124,9 +127,21 @@ impl ResumeKey {
         mac.update(b"\n");
         mac.update(expires.to_string().as_bytes());
         mac.update(b"\n");
-        mac.update(stamp.as_bytes());
+        mac.update(account.password_stamp().as_bytes());
+        if account.token_generation != 0 {
+            mac.update(b"\n");
+            mac.update(account.token_generation.to_string().as_bytes());
+        }
         mac
     }
+}
+
+/// Only the form `u64::to_string` writes: no sign, no leading zero. The MAC
+/// covers the canonical text, so another spelling of the same number must
+/// not pass as the same token.
+fn canonical_u64(text: &str) -> Option<u64> {
+    let n: u64 = text.parse().ok()?;
+    (n.to_string() == text).then_some(n)
 }
 
 #[cfg(test)]
@@ -134,8 +149,12 @@ mod tests {
     use super::*;
 
     fn directory(hash: &str) -> Directory {
+        directory_gen(hash, 0)
+    }
+
+    fn directory_gen(hash: &str, generation: u64) -> Directory {
         let text = format!(
-            "[tls]\ncert = \"c\"\nkey = \"k\"\n[[service_user]]\nname = \"app1\"\npassword = \"{hash}\"\n"
+            "[tls]\ncert = \"c\"\nkey = \"k\"\n[[service_user]]\nname = \"app1\"\npassword = \"{hash}\"\ntoken_generation = {generation}\n"
         );
         let config = crate::config::Config::parse(Path::new("/x/gateway.toml"), &text).unwrap();
         Directory::from_config(&config)
@@ -161,10 +180,28 @@ mod tests {
         assert!(key.check(&forged, &d, 999, 86_400).is_none());
         assert!(key.check("v1.YQ.1000.AAAA", &d, 999, 86_400).is_none());
         assert!(key.check("garbage", &d, 999, 86_400).is_none());
+        // The same expiry spelled another way is not the same token.
+        for spelled in [".01000.", ".+1000.", ". 1000."] {
+            let other = t.replace(".1000.", spelled);
+            assert!(key.check(&other, &d, 999, 86_400).is_none(), "{spelled}");
+        }
         // The key file survives: a second load reads the same key.
         let again = ResumeKey::load_or_create(&dir.path().join("k")).unwrap();
         assert!(again.check(&t, &d, 999, 86_400).is_some());
         let other = ResumeKey::load_or_create(&dir.path().join("k2")).unwrap();
         assert!(other.check(&t, &d, 999, 86_400).is_none());
+    }
+
+    #[test]
+    fn a_new_token_generation_voids_the_tokens_of_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ResumeKey::load_or_create(&dir.path().join("k")).unwrap();
+        let (g0, g1, g2) = (directory(H1), directory_gen(H1, 1), directory_gen(H1, 2));
+        let t0 = key.issue(g0.get("app1").unwrap(), 1_000);
+        let t1 = key.issue(g1.get("app1").unwrap(), 1_000);
+        assert!(key.check(&t0, &g0, 999, 86_400).is_some());
+        assert!(key.check(&t0, &g1, 999, 86_400).is_none());
+        assert!(key.check(&t1, &g1, 999, 86_400).is_some());
+        assert!(key.check(&t1, &g2, 999, 86_400).is_none());
     }
 }

@@ -173,9 +173,11 @@ impl Conn {
             match auth::bind(&self.gw, &handle, &granted) {
                 Ok(()) => ticket.authenticated(),
                 // Lost a race for the user's last slot since the check.
-                Err(_) => handle
+                Err(Refused::TooManySessions) => handle
                     .outbound
                     .close(Close::TryAgain, "too many sessions for this user"),
+                // The credential went stale meanwhile: already closing (1008).
+                Err(_) => {}
             }
         }
         crate::session::run(self.gw.clone(), up.ws, handle, ticket).await;

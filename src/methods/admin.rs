@@ -433,6 +433,14 @@ pub async fn users_update(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Va
         }
         if let Some(enabled) = p.enabled {
             t.insert("enabled", value(enabled));
+            if !enabled {
+                // Tokens issued so far stay void after a later re-enable.
+                let generation = t
+                    .get("token_generation")
+                    .and_then(|v| v.as_integer())
+                    .unwrap_or(0);
+                t.insert("token_generation", value(generation.saturating_add(1)));
+            }
         }
         Ok(())
     })

@@ -44,7 +44,7 @@ pub async fn call(
     match method {
         Method::SessionLogin => session::login(ctx, params).await.into(),
         Method::SessionResume => session::resume(ctx, params).await.into(),
-        Method::SessionToken => session::token(ctx, snap).into(),
+        Method::SessionToken => session::token(ctx).into(),
         Method::SessionInfo => session::info(ctx, snap).into(),
         Method::SessionPing => Reply::Value(Value::Object(Default::default())),
         Method::TurnCredentials => turn::credentials(ctx, snap, params).into(),

@@ -41,13 +41,12 @@ pub async fn resume(ctx: &mut Ctx<'_>, params: Option<&RawValue>) -> Result<Valu
 
 /// session.token: a fresh resume token for an authenticated session (one
 /// that came in by Basic, Bearer or certificate has not seen one).
-pub fn token(ctx: &mut Ctx<'_>, snap: &Snapshot) -> Result<Value, RpcError> {
-    let user = ctx.session.user().map_or("", |u| &**u);
-    let account = snap
-        .directory
-        .get(user)
-        .ok_or_else(|| RpcError::new(Code::NotAuthenticated))?;
-    let (token, expires) = auth::resume_token(ctx.gw, account);
+pub fn token(ctx: &mut Ctx<'_>) -> Result<Value, RpcError> {
+    // None: the password changed (or the user was disabled) since this
+    // session's credential was checked; it is being closed.
+    let (token, expires) = auth::resume_token(ctx.gw, ctx.session).ok_or_else(|| {
+        RpcError::with_message(Code::LoginFailed, "credentials changed; log in again")
+    })?;
     Ok(json!({ "resumeToken": token, "resumeExpires": expires }))
 }
 
@@ -68,8 +67,7 @@ async fn establish(ctx: &mut Ctx<'_>, cred: Credential<'_>) -> Result<Value, Rpc
     }
     let snap = ctx.gw.snapshot();
     let mut v = identity(&snap, ctx, false);
-    if let Some(account) = snap.directory.get(&granted.user) {
-        let (token, expires) = auth::resume_token(ctx.gw, account);
+    if let Some((token, expires)) = auth::resume_token(ctx.gw, s) {
         v["resumeToken"] = json!(token);
         v["resumeExpires"] = json!(expires);
     }

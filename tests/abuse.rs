@@ -1,0 +1,267 @@
+//! The abuse table (issue 13): one row per attack on the gateway's resources
+//! or credentials, each against its own real gateway process (the release
+//! or debug binary of this build, real TLS, real WebSockets). Every row
+//! asserts the documented answer (docs/LIMITS.md), that a bystander session
+//! still gets its ping answered afterwards, and that the gateway's resident
+//! memory stays under the bound written in the row.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_adjunct-gateway");
+const LOGIN_FAILED: i64 = -32002;
+
+/// A gateway process on a generated config, its log kept in memory.
+struct Target {
+    child: Child,
+    _dir: tempfile::TempDir,
+    config_path: PathBuf,
+    ca_pem: String,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    bystander: Option<Client>,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Target {
+    /// `extra` is appended to the test config (sections other than
+    /// `[server]`, which gets `server`). A bystander logs in as portal1.
+    async fn start(server: &str, extra: &str) -> Target {
+        let dir = tempfile::tempdir().unwrap();
+        let (config_path, ca_pem) = write_config(dir.path(), server, extra);
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line
+                    .contains("listening")
+                    .then(|| line.split("addr=").nth(1))
+                    .flatten()
+                {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("the gateway never listened:\n{}", log.lock().unwrap()));
+        let addr: SocketAddr = addr.parse().unwrap();
+        let mut target = Target {
+            child,
+            _dir: dir,
+            config_path,
+            ca_pem,
+            addr,
+            log,
+            bystander: None,
+        };
+        target.bystander = Some(target.login("/portal", "portal1", PORTAL_PW).await);
+        target
+    }
+
+    async fn ws(&self, path: &str) -> Client {
+        ws_connect(self.addr, &self.ca_pem, path, &[])
+            .await
+            .unwrap()
+    }
+
+    async fn login(&self, path: &str, user: &str, password: &str) -> Client {
+        let mut c = self.ws(path).await;
+        c.ok("session.login", json!({"user": user, "password": password}))
+            .await;
+        c
+    }
+
+    /// Rewrites the config file with `f` and sends SIGHUP; waits for the
+    /// reload to be logged.
+    fn edit_and_reload(&self, f: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        std::fs::write(&self.config_path, f(text)).unwrap();
+        let before = self
+            .log
+            .lock()
+            .unwrap()
+            .matches("configuration reloaded")
+            .count();
+        let hup = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+        for _ in 0..200 {
+            if self
+                .log
+                .lock()
+                .unwrap()
+                .matches("configuration reloaded")
+                .count()
+                > before
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("no reload logged:\n{}", self.log.lock().unwrap());
+    }
+
+    /// Resident memory of the gateway process, in MiB.
+    fn rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        kib / 1024
+    }
+
+    /// The row's closing checks: the bystander's ping is answered, and the
+    /// gateway holds at most `rss_bound_mib` of memory.
+    async fn check(mut self, rss_bound_mib: u64) {
+        let mut bystander = self.bystander.take().unwrap();
+        bystander.ok("session.ping", json!(null)).await;
+        let rss = self.rss_mib();
+        assert!(
+            rss <= rss_bound_mib,
+            "gateway RSS {rss} MiB over the row's bound {rss_bound_mib} MiB"
+        );
+        assert!(
+            self.child.try_wait().unwrap().is_none(),
+            "the gateway exited"
+        );
+    }
+}
+
+/// An argon2id hash whose check takes about a second (t = 60): long enough
+/// to reset the password while a login with the old one is being checked.
+fn slow_hash(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let params = argon2::Params::new(19_456, 60, 1, None).unwrap();
+    let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let salt = SaltString::encode_b64(b"slow-salt-16byte").unwrap();
+    a.hash_password(password.as_bytes(), &salt)
+        .unwrap()
+        .to_string()
+}
+
+// ------------------------------------------------------------------- rows
+
+/// Break 1: a login with the old password whose check began before a
+/// password reset must not come out of it with a session or a token.
+#[tokio::test]
+async fn row_a_login_racing_a_password_reset_gets_no_session_and_no_token() {
+    const OLD: &str = "victim-Old-1x";
+    const NEW: &str = "victim-New-2x";
+    let victim = format!(
+        "[[service_user]]\nname = \"victim\"\npassword = \"{}\"\ngroups = [\"Portal Users\"]\n",
+        slow_hash(OLD)
+    );
+    let t = Target::start("", &victim).await;
+    let mut attacker = t.ws("/portal").await;
+    attacker
+        .send_text(
+            json!({"jsonrpc":"2.0","id":1,"method":"session.login",
+                   "params":{"user":"victim","password":OLD}})
+            .to_string(),
+        )
+        .await;
+    // The check is running (about a second); reset the password meanwhile.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let new_hash = cheap_hash(NEW);
+    t.edit_and_reload(|text| {
+        let old_hash = text
+            .split("name = \"victim\"\npassword = \"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap()
+            .to_owned();
+        text.replace(&old_hash, &new_hash)
+    });
+    let answer = attacker.recv().await;
+    assert_eq!(code(&answer), LOGIN_FAILED, "{answer}");
+    assert!(answer.get("result").is_none(), "{answer}");
+    assert_eq!(attacker.closed().await, Some(1008));
+    // The new password works, and only it.
+    let mut owner = t.login("/portal", "victim", NEW).await;
+    owner.ok("session.info", json!(null)).await;
+    t.check(128).await;
+}
+
+/// Disabling a user voids its tokens for good: re-enabling does not revive
+/// them.
+#[tokio::test]
+async fn row_disable_then_enable_does_not_revive_old_tokens() {
+    const ADMIN_PW: &str = "admin-Pass-0x";
+    let admin = format!(
+        "[[service_user]]\nname = \"admin\"\npassword = \"{}\"\ngroups = []\n",
+        cheap_hash(ADMIN_PW)
+    );
+    let t = Target::start("", &admin).await;
+    let mut victim = t.ws("/portal").await;
+    let r = victim
+        .ok(
+            "session.login",
+            json!({"user": "portal1", "password": PORTAL_PW}),
+        )
+        .await;
+    let token = r["resumeToken"].as_str().unwrap().to_owned();
+    let mut op = t.login("/portal", "admin", ADMIN_PW).await;
+    for enabled in [false, true] {
+        let rev = op.ok("admin.users.list", json!(null)).await["revision"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        op.ok(
+            "admin.users.update",
+            json!({"revision": rev, "name": "portal1", "enabled": enabled}),
+        )
+        .await;
+    }
+    let mut again = t.ws("/portal").await;
+    let (code, _) = again.err("session.resume", json!({"token": token})).await;
+    assert_eq!(code, LOGIN_FAILED);
+    // The password still works, and its new token resumes.
+    let mut fresh = t.ws("/portal").await;
+    let r = fresh
+        .ok(
+            "session.login",
+            json!({"user": "portal1", "password": PORTAL_PW}),
+        )
+        .await;
+    let token = r["resumeToken"].as_str().unwrap();
+    let mut resumed = t.ws("/portal").await;
+    resumed.ok("session.resume", json!({"token": token})).await;
+    // The bystander (portal1 too) was closed by the disable: use a new one.
+    let mut t = t;
+    t.bystander = Some(resumed);
+    t.check(128).await;
+}
