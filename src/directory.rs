@@ -13,6 +13,8 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use tokio::sync::Semaphore;
 
+use crate::bounded::Line;
+
 use crate::config::Config;
 use crate::rights::RightSet;
 
@@ -154,24 +156,31 @@ const MAX_PASSWORD_BYTES: usize = 1024;
 /// Logins waiting for a verification worker before we refuse more.
 const MAX_WAITING: usize = 4096;
 
-/// Verifies passwords on a bounded pool so a login storm cannot starve sessions.
+/// Password hashes for admin writes waiting for a verification worker
+/// before more are refused (each running hash holds 19 MiB).
+const MAX_HASHES_WAITING: usize = 8;
+
+/// Verifies passwords on a bounded pool so a login storm cannot starve
+/// sessions; hashes admin writes' new passwords on the same workers.
 pub struct Verifier {
-    permits: Arc<Semaphore>,
-    /// Logins queued for a worker or running; bounded by `MAX_WAITING`.
-    queued: std::sync::atomic::AtomicUsize,
+    /// Logins waiting for a worker or running; `MAX_WAITING` may wait.
+    logins: Line,
+    /// New-password hashes; `MAX_HASHES_WAITING` may wait.
+    hashes: Line,
     dummy: Arc<str>,
 }
 
 impl Verifier {
-    /// `workers` concurrent argon2 runs at most (at least 1).
+    /// `workers` concurrent argon2 runs at most (at least 1), logins and
+    /// hashes together.
     pub fn new(workers: usize) -> Verifier {
-        let workers = workers.max(1);
+        let workers = Arc::new(Semaphore::new(workers.max(1)));
         // A hash of a random password with the default cost, so unknown users
         // take as long as known ones.
         let dummy = hash_password(&random_secret(24)).unwrap_or_default();
         Verifier {
-            permits: Arc::new(Semaphore::new(workers)),
-            queued: std::sync::atomic::AtomicUsize::new(0),
+            logins: Line::sharing(workers.clone(), MAX_WAITING),
+            hashes: Line::sharing(workers, MAX_HASHES_WAITING),
             dummy: Arc::from(dummy),
         }
     }
@@ -199,41 +208,35 @@ impl Verifier {
         }
     }
 
+    /// Hashes a new password on the verification workers, so admin writes
+    /// cannot hold more memory or threads than verification does. `Busy` at
+    /// once when `MAX_HASHES_WAITING` hashes already wait.
+    pub async fn hash(&self, password: String) -> Result<String, LoginFailure> {
+        let turn = self.hashes.enter().await.ok_or(LoginFailure::Busy)?;
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            hash_password(&password)
+        })
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or(LoginFailure::Busy)
+    }
+
     async fn verify(&self, hash: Arc<str>, password: &str) -> Result<bool, LoginFailure> {
-        use std::sync::atomic::Ordering;
-        if self.queued.fetch_add(1, Ordering::AcqRel) >= MAX_WAITING {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(LoginFailure::Busy);
-        }
-        // Counted out on drop, so a session that goes away mid-login is too.
-        struct Queued<'a>(&'a std::sync::atomic::AtomicUsize);
-        impl Drop for Queued<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-            }
-        }
-        let _queued = Queued(&self.queued);
         let too_long = password.len() > MAX_PASSWORD_BYTES;
         let password = if too_long {
             String::new()
         } else {
             password.to_owned()
         };
-        async {
-            let permit = self
-                .permits
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| LoginFailure::Busy)?;
-            tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                verify_password(&hash, &password) && !too_long
-            })
-            .await
-            .map_err(|_| LoginFailure::Busy)
-        }
+        let turn = self.logins.enter().await.ok_or(LoginFailure::Busy)?;
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            verify_password(&hash, &password) && !too_long
+        })
         .await
+        .map_err(|_| LoginFailure::Busy)
     }
 }
 

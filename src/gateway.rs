@@ -23,6 +23,9 @@ use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::tls::CertStore;
 
+/// Management API writes waiting for the writer before more are refused.
+pub const MAX_WRITES_WAITING: usize = 16;
+
 /// One consistent view of the configuration and the users built from it.
 pub struct Snapshot {
     pub config: Config,
@@ -50,6 +53,9 @@ pub struct Gateway {
     /// Resume-token key; read once at start (a new key file needs a restart).
     pub resume: crate::resume::ResumeKey,
     pub metrics: Metrics,
+    /// Management API writes and reloads by API: one at a time, a few
+    /// waiting, the rest refused (-32029) instead of piling up threads.
+    pub writes: crate::bounded::Line,
     config_path: PathBuf,
     reload_lock: parking_lot::Mutex<()>,
 }
@@ -85,6 +91,7 @@ impl Gateway {
             lockout: crate::lockout::Lockout::default(),
             resume,
             metrics: Metrics::new(),
+            writes: crate::bounded::Line::new(1, MAX_WRITES_WAITING),
             reload_lock: parking_lot::Mutex::new(()),
         }))
     }

@@ -35,6 +35,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod bounded;
 pub mod broker;
 pub mod call;
 pub mod catalog;

@@ -17,7 +17,7 @@ use crate::admin::edit::{self, EditError, Section};
 use crate::admin::{self, ChangeError, Committed};
 use crate::catalog::{Endpoint, Method};
 use crate::config::Config;
-use crate::directory::{check_complexity, hash_password};
+use crate::directory::check_complexity;
 use crate::dispatch::Ctx;
 use crate::gateway::Snapshot;
 use crate::rights::Right;
@@ -216,10 +216,14 @@ pub async fn config_reload(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
     let s = ctx.session;
     let user = s.user().map_or("", |u| &**u);
     let gw = ctx.gw.clone();
+    let turn = ctx.gw.writes.enter().await.ok_or_else(writer_busy)?;
     // Off the async workers: it reads files and may wait for a change's fsync.
-    let reloaded = tokio::task::spawn_blocking(move || gw.reload())
-        .await
-        .map_err(|_| RpcError::new(Code::Internal))?;
+    let reloaded = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        gw.reload()
+    })
+    .await
+    .map_err(|_| RpcError::new(Code::Internal))?;
     match reloaded {
         Ok(report) => {
             tracing::info!(target: "audit", event = "reload", outcome = "ok", user = ?user, peer = %s.peer, session = %s.id_string(), revoked = report.revoked, "configuration reloaded through the Management API");
@@ -252,7 +256,9 @@ async fn write<T: Send + 'static>(
 ) -> Result<Committed<T>, RpcError> {
     let gw = ctx.gw.clone();
     let session = ctx.session.clone();
+    let turn = ctx.gw.writes.enter().await.ok_or_else(writer_busy)?;
     let done = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
         let req = admin::Request {
             session: &session,
             method,
@@ -263,6 +269,14 @@ async fn write<T: Send + 'static>(
     .await
     .map_err(|_| RpcError::new(Code::Internal))?;
     done.map_err(|e| change_error(e, method))
+}
+
+/// -32029 when too many writes (or new-password hashes) already wait.
+fn writer_busy() -> RpcError {
+    RpcError::with_message(
+        Code::RateLimited,
+        "too many configuration changes in progress; retry shortly",
+    )
 }
 
 fn answer<T>(c: Committed<T>) -> Value {
@@ -313,6 +327,7 @@ fn refused(r: &Refusal) -> RpcError {
 /// from a stale view is refused first: it would be refused after the hash
 /// anyway, and a full-cost hash per stale retry is waste.
 async fn new_password(
+    ctx: &Ctx<'_>,
     snap: &Snapshot,
     revision: &str,
     user: &str,
@@ -337,11 +352,13 @@ async fn new_password(
         snap.config.security.password_complexity,
     )
     .map_err(RpcError::invalid_params)?;
-    tokio::task::spawn_blocking(move || hash_password(&password))
+    // The same bounded workers as login verification: a burst of writes
+    // waits or is refused, never hashes (19 MiB each) all at once.
+    ctx.gw
+        .verifier
+        .hash(password)
         .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| RpcError::new(Code::Internal))
+        .map_err(|_| writer_busy())
 }
 
 #[derive(Deserialize)]
@@ -398,7 +415,7 @@ pub async fn users_create(
             "name must be 1-64 printable characters without ':' or spaces at the ends",
         ));
     }
-    let hash = new_password(snap, &p.revision, &p.name, p.password).await?;
+    let hash = new_password(ctx, snap, &p.revision, &p.name, p.password).await?;
     let done = write(ctx, Method::AdminUsersCreate, p.revision, move |doc, _| {
         let mut t = Table::new();
         t.insert("password", value(hash));
@@ -500,7 +517,7 @@ pub async fn users_set_password(
             truncate(&p.name)
         )));
     }
-    let hash = new_password(snap, &p.revision, &p.name, p.password).await?;
+    let hash = new_password(ctx, snap, &p.revision, &p.name, p.password).await?;
     let done = write(
         ctx,
         Method::AdminUsersSetPassword,
