@@ -113,47 +113,51 @@ impl Method {
             | Method::AdminConfigReload
             | Method::AdminUsersList
             | Method::AdminGroupsList => &[],
-            Method::AdminNetworkSet => const {
-                &[
-                    req("revision", Str),
-                    opt("stun_urls", StrList),
-                    opt("turn_urls", StrList),
-                ]
-            },
-            Method::AdminUsersCreate => const {
-                &[
-                    req("revision", Str),
-                    req("name", Str),
-                    req("password", Str),
-                    opt("groups", StrList),
-                    opt("enabled", Bool),
-                ]
-            },
-            Method::AdminUsersUpdate => const {
-                &[
-                    req("revision", Str),
-                    req("name", Str),
-                    opt("groups", StrList),
-                    opt("enabled", Bool),
-                ]
-            },
+            Method::AdminNetworkSet => {
+                const {
+                    &[
+                        req("revision", Str),
+                        opt("stun_urls", StrList),
+                        opt("turn_urls", StrList),
+                    ]
+                }
+            }
+            Method::AdminUsersCreate => {
+                const {
+                    &[
+                        req("revision", Str),
+                        req("name", Str),
+                        req("password", Str),
+                        opt("groups", StrList),
+                        opt("enabled", Bool),
+                    ]
+                }
+            }
+            Method::AdminUsersUpdate => {
+                const {
+                    &[
+                        req("revision", Str),
+                        req("name", Str),
+                        opt("groups", StrList),
+                        opt("enabled", Bool),
+                    ]
+                }
+            }
             Method::AdminUsersDelete | Method::AdminGroupsDelete => {
                 const { &[req("revision", Str), req("name", Str)] }
             }
-            Method::AdminUsersSetPassword => const {
-                &[
-                    req("revision", Str),
-                    req("name", Str),
-                    req("password", Str),
-                ]
-            },
-            Method::AdminGroupsCreate | Method::AdminGroupsUpdate => const {
-                &[
-                    req("revision", Str),
-                    req("name", Str),
-                    req("rights", StrList),
-                ]
-            },
+            Method::AdminUsersSetPassword => {
+                const { &[req("revision", Str), req("name", Str), req("password", Str)] }
+            }
+            Method::AdminGroupsCreate | Method::AdminGroupsUpdate => {
+                const {
+                    &[
+                        req("revision", Str),
+                        req("name", Str),
+                        req("rights", StrList),
+                    ]
+                }
+            }
         }
     }
 }

@@ -1,5 +1,7 @@
 //! One text frame in, its answer out: parse the JSON-RPC envelope, look the
 //! method up in the catalog, ask the gate, then call the handler or route it.
+//! A batch is answered with one array; when it holds forwarded routed
+//! requests, the array is finished and sent by the router (`Gather`).
 //!
 //! This is the whole per-request path and it never touches a socket, so the
 //! fuzz target and the benchmarks drive it directly. Every refusal comes from
@@ -108,7 +110,10 @@ async fn batch(
     out: &mut Vec<u8>,
 ) {
     out.push(b'[');
-    ctx.batch = Some(Batching { at: 0, gather: None });
+    ctx.batch = Some(Batching {
+        at: 0,
+        gather: None,
+    });
     let mut any = false;
     for req in reqs {
         let mark = out.len();

@@ -1403,3 +1403,111 @@ async fn every_bad_input_gets_its_documented_answer_and_everyone_else_is_served(
     );
     assert_no_log_injection(&log);
 }
+
+// ------------------------------------------------------- close handshake
+
+/// How a connection ended after the server's close frame.
+#[derive(Debug, PartialEq)]
+enum After {
+    /// TLS close_notify, then end of stream: the server half-closed.
+    CleanEnd,
+    /// More bytes after the close frame (nothing may follow it).
+    Bytes(usize),
+    /// A reset or a TLS end without close_notify: what a peer that is still
+    /// sending may get instead of the close frame.
+    Broken(std::io::ErrorKind),
+}
+
+/// Opens `who`'s session, sends `first`, then writes `chunk` over and over,
+/// as fast as the connection takes it, from a task of its own, while this
+/// task reads: what a peer that is still sending sees of a close.
+async fn keep_sending_until_closed(
+    gw: &TestGateway,
+    who: Who,
+    first: &[u8],
+    chunk: Vec<u8>,
+) -> (Event, After) {
+    let RawWs { mut rd, mut w } = RawWs::session(gw, who).await;
+    let first = first.to_vec();
+    let writer = tokio::spawn(async move {
+        if w.write_all(&first).await.is_err() {
+            return;
+        }
+        while w.write_all(&chunk).await.is_ok() {}
+    });
+    let got = rd.next(WAIT).await;
+    let after = if rd.buf.is_empty() {
+        let mut more = [0u8; 1024];
+        match tokio::time::timeout(WAIT, rd.r.read(&mut more)).await {
+            Ok(Ok(0)) => After::CleanEnd,
+            Ok(Ok(n)) => After::Bytes(n),
+            Ok(Err(e)) => After::Broken(e.kind()),
+            Err(_) => panic!("the server neither ended nor reset the connection"),
+        }
+    } else {
+        After::Bytes(rd.buf.len())
+    };
+    writer.abort();
+    (got, after)
+}
+
+/// RFC 6455 §7.1.1: after its close frame the gateway half-closes (TLS
+/// close_notify, TCP FIN) and reads what the peer still sends, so a peer
+/// that is still writing reads the close code and a clean end, not a reset.
+/// Twenty times each, for the two ways a peer that keeps writing is closed.
+/// Shutdown then waits for such a peer no longer than the linger bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_still_sending_reads_the_close_code_and_a_clean_end() {
+    let gw = TestGateway::start_with(
+        "max_message_bytes = 4096",
+        &format!(
+            "{NO_LOCKOUT}\n[limits]\nrequests_per_sec = 1\nrequest_burst = 1\nrate_limited_close_after = 50\n"
+        ),
+    )
+    .await;
+    // A fragmented message that never ends: 64 continuation frames a write.
+    let start = frame(TEXT, &[b' '; 1000]);
+    let more: Vec<u8> = (0..64).flat_map(|_| frame(CONT, &[b' '; 1000])).collect();
+    // Notifications past the request budget: refused without an answer.
+    let ping = text(r#"{"jsonrpc":"2.0","method":"session.ping"}"#);
+    let flood: Vec<u8> = (0..64).flat_map(|_| ping.clone()).collect();
+    for round in 0..20 {
+        let got = keep_sending_until_closed(&gw, Who::Portal, &start, more.clone()).await;
+        assert_eq!(
+            got,
+            (Event::Close(Some(1009)), After::CleanEnd),
+            "round {round}: too big"
+        );
+        let got = keep_sending_until_closed(&gw, Who::Portal, &[], flood.clone()).await;
+        assert_eq!(
+            got,
+            (Event::Close(Some(1008)), After::CleanEnd),
+            "round {round}: rate limit"
+        );
+    }
+
+    // Shutdown: 1001 to a peer that goes on sending, slowly enough never to
+    // reach the byte bound, and the gateway stops within the time bound
+    // (2 s), not the 8 s shutdown grace. Pings spend no request budget.
+    let RawWs { mut rd, mut w } = RawWs::session(&gw, Who::Portal).await;
+    let writer = tokio::spawn(async move {
+        let ping = frame(FIN | PING, b"x");
+        while w.write_all(&ping).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let stop = tokio::spawn(gw.shutdown());
+    assert_eq!(rd.next(WAIT).await, Event::Close(Some(1001)));
+    assert!(rd.buf.is_empty(), "bytes after the close frame");
+    let mut end = [0u8; 64];
+    let clean = tokio::time::timeout(WAIT, rd.r.read(&mut end)).await;
+    assert!(matches!(clean, Ok(Ok(0))), "after 1001: {clean:?}");
+    tokio::time::timeout(Duration::from_secs(6), stop)
+        .await
+        .expect("shutdown waited past the linger bound")
+        .unwrap();
+    eprintln!("shutdown took {:?}", started.elapsed());
+    writer.abort();
+}

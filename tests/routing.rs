@@ -523,14 +523,28 @@ async fn routed_requests_in_a_batch_are_answered_inside_its_one_array() {
     for _ in 0..4 {
         asked.push(next_request(&mut prov).await);
     }
-    let methods: Vec<&str> = asked.iter().map(|r| r["method"].as_str().unwrap()).collect();
+    let methods: Vec<&str> = asked
+        .iter()
+        .map(|r| r["method"].as_str().unwrap())
+        .collect();
     assert_eq!(
         methods,
-        ["cti.make_call", "cti.hold", "cti.never_answered", "cti.note"]
+        [
+            "cti.make_call",
+            "cti.hold",
+            "cti.never_answered",
+            "cti.note"
+        ]
     );
-    assert!(asked[3].get("id").is_none(), "a notification owes no answer");
+    assert!(
+        asked[3].get("id").is_none(),
+        "a notification owes no answer"
+    );
     // Answered out of order; the third is never answered.
-    for (req, result) in [(&asked[1], json!({"held": 7})), (&asked[0], json!({"callId": 9}))] {
+    for (req, result) in [
+        (&asked[1], json!({"held": 7})),
+        (&asked[0], json!({"callId": 9})),
+    ] {
         prov.send_text(json!({"jsonrpc": "2.0", "id": req["id"], "result": result}).to_string())
             .await;
     }
@@ -547,9 +561,21 @@ async fn routed_requests_in_a_batch_are_answered_inside_its_one_array() {
         started.elapsed() >= Duration::from_millis(1500),
         "the batch was answered before its last element timed out: {array}"
     );
-    let items = array.as_array().unwrap_or_else(|| panic!("not one array: {array}"));
+    let items = array
+        .as_array()
+        .unwrap_or_else(|| panic!("not one array: {array}"));
     let ids: Vec<&Value> = items.iter().map(|i| &i["id"]).collect();
-    assert_eq!(ids, [&json!("a"), &json!(1), &json!("b"), &json!("c"), &json!("d")], "{array}");
+    assert_eq!(
+        ids,
+        [
+            &json!("a"),
+            &json!(1),
+            &json!("b"),
+            &json!("c"),
+            &json!("d")
+        ],
+        "{array}"
+    );
     assert_eq!(items[0]["result"], json!({"callId": 9}));
     assert_eq!(items[1]["result"], json!({}));
     assert_eq!(items[2]["result"], json!({"held": 7}));
@@ -581,7 +607,10 @@ async fn routed_requests_in_a_batch_are_answered_inside_its_one_array() {
         .await;
     drop(prov);
     let array = caller.recv().await;
-    assert_eq!(array[0], json!({"jsonrpc": "2.0", "id": 10, "result": true}));
+    assert_eq!(
+        array[0],
+        json!({"jsonrpc": "2.0", "id": 10, "result": true})
+    );
     assert_eq!(array[1]["id"], 11);
     assert_eq!(
         (code(&array[1]), array[1]["error"]["message"].clone()),

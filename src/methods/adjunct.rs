@@ -4,9 +4,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
+use super::params::Params;
 use crate::broker::{self, Delivery};
 use crate::catalog::{self, Need};
-use super::params::Params;
 use crate::dispatch::Ctx;
 use crate::gateway::Snapshot;
 use crate::rpc::RpcError;
@@ -32,14 +32,12 @@ fn namespace_need(ctx: &Ctx<'_>, snap: &Snapshot, ns: &str) -> Result<Need, RpcE
     Ok(need)
 }
 
-pub fn register(
-    ctx: &Ctx<'_>,
-    snap: &Snapshot,
-    params: Params<'_>,
-) -> Result<Value, RpcError> {
+pub fn register(ctx: &Ctx<'_>, snap: &Snapshot, params: Params<'_>) -> Result<Value, RpcError> {
     let p: Namespaces = params.decode()?;
     if p.namespaces.is_empty() {
-        return Err(RpcError::invalid_params("params.namespaces must not be empty"));
+        return Err(RpcError::invalid_params(
+            "params.namespaces must not be empty",
+        ));
     }
     for ns in &p.namespaces {
         namespace_need(ctx, snap, ns)?;
@@ -67,11 +65,7 @@ pub(super) struct Publish<'a> {
     data: Option<&'a RawValue>,
 }
 
-pub fn publish(
-    ctx: &Ctx<'_>,
-    snap: &Snapshot,
-    params: Params<'_>,
-) -> Result<Value, RpcError> {
+pub fn publish(ctx: &Ctx<'_>, snap: &Snapshot, params: Params<'_>) -> Result<Value, RpcError> {
     let p: Publish = params.decode()?;
     if !broker::valid_topic(&p.topic, false) {
         return Err(RpcError::invalid_params(format!(

@@ -11,13 +11,13 @@ use serde_json::{json, Value};
 use toml_edit::{value, DocumentMut, Table};
 
 use super::adjunct::truncate;
+use super::params::Params;
 use crate::admin::delegation::{self, Kind, Refusal};
 use crate::admin::edit::{self, EditError, Section};
 use crate::admin::{self, ChangeError, Committed};
 use crate::catalog::{Endpoint, Method};
 use crate::config::Config;
 use crate::directory::{check_complexity, hash_password};
-use super::params::Params;
 use crate::dispatch::Ctx;
 use crate::gateway::Snapshot;
 use crate::rights::Right;
@@ -402,7 +402,7 @@ pub async fn users_create(
     let done = write(ctx, Method::AdminUsersCreate, p.revision, move |doc, _| {
         let mut t = Table::new();
         t.insert("password", value(hash));
-        t.insert("groups", edit::strings(&p.groups.unwrap_or_default()));
+        t.insert("groups", edit::strings(p.groups.unwrap_or_default()));
         if let Some(enabled) = p.enabled {
             t.insert("enabled", value(enabled));
         }
@@ -424,7 +424,9 @@ pub(super) struct UpdateUser {
 pub async fn users_update(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
     let p: UpdateUser = params.decode()?;
     if p.groups.is_none() && p.enabled.is_none() {
-        return Err(RpcError::invalid_params("give params.groups, params.enabled or both"));
+        return Err(RpcError::invalid_params(
+            "give params.groups, params.enabled or both",
+        ));
     }
     let done = write(ctx, Method::AdminUsersUpdate, p.revision, move |doc, _| {
         let t = edit::find(doc, Section::Users, &p.name)?;

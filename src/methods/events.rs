@@ -5,9 +5,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::adjunct::truncate;
+use super::params::Params;
 use crate::broker;
 use crate::catalog::{self, Denied};
-use super::params::Params;
 use crate::dispatch::Ctx;
 use crate::gateway::Snapshot;
 use crate::rpc::RpcError;
@@ -18,11 +18,7 @@ pub(super) struct Topics {
     topics: Vec<String>,
 }
 
-pub fn subscribe(
-    ctx: &Ctx<'_>,
-    snap: &Snapshot,
-    params: Params<'_>,
-) -> Result<Value, RpcError> {
+pub fn subscribe(ctx: &Ctx<'_>, snap: &Snapshot, params: Params<'_>) -> Result<Value, RpcError> {
     let mut p: Topics = params.decode()?;
     let mut unique = std::collections::HashSet::new();
     p.topics.retain(|t| unique.insert(t.clone()));

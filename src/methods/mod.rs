@@ -114,9 +114,7 @@ fn decoder_accepts(method: Method, params: Params<'_>) -> bool {
         Method::SessionLogin => ok::<session::LoginParams>(params),
         Method::SessionResume => ok::<session::ResumeParams>(params),
         Method::TurnCredentials => ok::<turn::TtlParams>(params),
-        Method::AdjunctRegister | Method::AdjunctUnregister => {
-            ok::<adjunct::Namespaces>(params)
-        }
+        Method::AdjunctRegister | Method::AdjunctUnregister => ok::<adjunct::Namespaces>(params),
         Method::AdjunctPublish => ok::<adjunct::Publish>(params),
         Method::EventsSubscribe | Method::EventsUnsubscribe => ok::<events::Topics>(params),
         Method::AdminSessionsList => ok::<admin::SessionFilter>(params),
@@ -126,9 +124,7 @@ fn decoder_accepts(method: Method, params: Params<'_>) -> bool {
         Method::AdminUsersUpdate => ok::<admin::UpdateUser>(params),
         Method::AdminUsersDelete | Method::AdminGroupsDelete => ok::<admin::Named>(params),
         Method::AdminUsersSetPassword => ok::<admin::SetPassword>(params),
-        Method::AdminGroupsCreate | Method::AdminGroupsUpdate => {
-            ok::<admin::GroupParams>(params)
-        }
+        Method::AdminGroupsCreate | Method::AdminGroupsUpdate => ok::<admin::GroupParams>(params),
         Method::SessionToken
         | Method::SessionInfo
         | Method::SessionPing

@@ -31,8 +31,7 @@ impl<'a> Params<'a> {
     /// the member and what it must be.
     pub fn decode<T: Deserialize<'a>>(self) -> Result<T, RpcError> {
         let text = self.raw.map_or("{}", RawValue::get);
-        serde_json::from_str(text)
-            .map_err(|_| RpcError::invalid_params(explain(self.method, text)))
+        serde_json::from_str(text).map_err(|_| RpcError::invalid_params(explain(self.method, text)))
     }
 }
 
@@ -44,9 +43,9 @@ fn explain(method: Method, text: &str) -> String {
         Ok(Shape::Positional(given)) => positional(method, members, &given),
         // Valid JSON (the envelope checked it) that is not a value tree: a
         // string escape that is no Unicode text.
-        Err(_) => Some(
-            "params hold a string with an invalid escape (a lone UTF-16 surrogate)".to_owned(),
-        ),
+        Err(_) => {
+            Some("params hold a string with an invalid escape (a lone UTF-16 surrogate)".to_owned())
+        }
     };
     // The decoder refused what the description accepts: still say what the
     // params must be rather than nothing (a test keeps the two in step).
@@ -136,11 +135,7 @@ fn misfit(p: &Param, v: &Value, at: &str) -> Option<String> {
             None => false,
         },
     };
-    let or_absent = if p.optional {
-        " (or be left out)"
-    } else {
-        ""
-    };
+    let or_absent = if p.optional { " (or be left out)" } else { "" };
     (!fits).then(|| format!("{at} must be {}{or_absent}", p.kind.describe()))
 }
 
@@ -362,7 +357,10 @@ mod tests {
             }
             let mut extra = base.clone();
             extra.insert("zz".into(), Value::Null);
-            assert!(!decodes(method, &Value::Object(extra).to_string()), "{name}");
+            assert!(
+                !decodes(method, &Value::Object(extra).to_string()),
+                "{name}"
+            );
         }
     }
 }

@@ -3,8 +3,8 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::{self, Attempt, Credential, Refused};
 use super::params::Params;
+use crate::auth::{self, Attempt, Credential, Refused};
 use crate::dispatch::Ctx;
 use crate::gateway::Snapshot;
 use crate::rights::Right;

@@ -14,11 +14,7 @@ pub(super) struct TtlParams {
     ttl: Option<u64>,
 }
 
-pub fn credentials(
-    ctx: &Ctx<'_>,
-    snap: &Snapshot,
-    params: Params<'_>,
-) -> Result<Value, RpcError> {
+pub fn credentials(ctx: &Ctx<'_>, snap: &Snapshot, params: Params<'_>) -> Result<Value, RpcError> {
     let p: TtlParams = params.decode()?;
     let account = ctx.session.user().map_or("", |u| &**u);
     let c = &snap.config;
