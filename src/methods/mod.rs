@@ -1,5 +1,6 @@
-//! The gateway's own method handlers, one file per family. A handler runs
-//! only after the gate has let its request through.
+//! The gateway's own method handlers, one file per family, and `params`:
+//! how every handler decodes its params and the one wording of a -32602
+//! mismatch. A handler runs only after the gate has let its request through.
 
 mod adjunct;
 mod admin;
