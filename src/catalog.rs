@@ -76,30 +76,122 @@ pub enum Method {
 
 impl Method {
     /// The members of its params object, in positional order (PROTOCOL.md
-    /// §6, ADMIN.md). Methods listed with none read no params at all.
-    pub const fn params(self) -> &'static [&'static str] {
+    /// §6, ADMIN.md), with what each must be: the decoders' errors are
+    /// worded from this list. Methods listed with none read no params at all.
+    pub const fn params(self) -> &'static [Param] {
+        use ParamKind::{Any, Bool, Str, StrList, UInt};
+        const fn req(name: &'static str, kind: ParamKind) -> Param {
+            Param {
+                name,
+                kind,
+                optional: false,
+            }
+        }
+        const fn opt(name: &'static str, kind: ParamKind) -> Param {
+            Param {
+                name,
+                kind,
+                optional: true,
+            }
+        }
+        // Inline consts: the tables are built at compile time.
         match self {
-            Method::SessionLogin => &["user", "password"],
-            Method::SessionResume => &["token"],
+            Method::SessionLogin => const { &[req("user", Str), req("password", Str)] },
+            Method::SessionResume => const { &[req("token", Str)] },
             Method::SessionToken | Method::SessionInfo | Method::SessionPing => &[],
-            Method::TurnCredentials => &["ttl"],
-            Method::AdjunctRegister | Method::AdjunctUnregister => &["namespaces"],
-            Method::AdjunctPublish => &["topic", "data"],
-            Method::EventsSubscribe | Method::EventsUnsubscribe => &["topics"],
-            Method::AdminSessionsList => &["user", "endpoint"],
-            Method::AdminSessionsClose => &["sessionId", "reason"],
+            Method::TurnCredentials => const { &[opt("ttl", UInt)] },
+            Method::AdjunctRegister | Method::AdjunctUnregister => {
+                const { &[req("namespaces", StrList)] }
+            }
+            Method::AdjunctPublish => const { &[req("topic", Str), opt("data", Any)] },
+            Method::EventsSubscribe | Method::EventsUnsubscribe => {
+                const { &[req("topics", StrList)] }
+            }
+            Method::AdminSessionsList => const { &[opt("user", Str), opt("endpoint", Str)] },
+            Method::AdminSessionsClose => const { &[req("sessionId", Str), opt("reason", Str)] },
             Method::AdminConfigGet
             | Method::AdminConfigReload
             | Method::AdminUsersList
             | Method::AdminGroupsList => &[],
-            Method::AdminNetworkSet => &["revision", "stun_urls", "turn_urls"],
-            Method::AdminUsersCreate => &["revision", "name", "password", "groups", "enabled"],
-            Method::AdminUsersUpdate => &["revision", "name", "groups", "enabled"],
-            Method::AdminUsersDelete | Method::AdminGroupsDelete => &["revision", "name"],
-            Method::AdminUsersSetPassword => &["revision", "name", "password"],
-            Method::AdminGroupsCreate | Method::AdminGroupsUpdate => {
-                &["revision", "name", "rights"]
+            Method::AdminNetworkSet => {
+                const {
+                    &[
+                        req("revision", Str),
+                        opt("stun_urls", StrList),
+                        opt("turn_urls", StrList),
+                    ]
+                }
             }
+            Method::AdminUsersCreate => {
+                const {
+                    &[
+                        req("revision", Str),
+                        req("name", Str),
+                        req("password", Str),
+                        opt("groups", StrList),
+                        opt("enabled", Bool),
+                    ]
+                }
+            }
+            Method::AdminUsersUpdate => {
+                const {
+                    &[
+                        req("revision", Str),
+                        req("name", Str),
+                        opt("groups", StrList),
+                        opt("enabled", Bool),
+                    ]
+                }
+            }
+            Method::AdminUsersDelete | Method::AdminGroupsDelete => {
+                const { &[req("revision", Str), req("name", Str)] }
+            }
+            Method::AdminUsersSetPassword => {
+                const { &[req("revision", Str), req("name", Str), req("password", Str)] }
+            }
+            Method::AdminGroupsCreate | Method::AdminGroupsUpdate => {
+                const {
+                    &[
+                        req("revision", Str),
+                        req("name", Str),
+                        req("rights", StrList),
+                    ]
+                }
+            }
+        }
+    }
+}
+
+/// One member of a method's params.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Param {
+    pub name: &'static str,
+    pub kind: ParamKind,
+    /// May be left out or `null` (in positional params it must still be given).
+    pub optional: bool,
+}
+
+/// The JSON a param must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamKind {
+    Str,
+    /// A non-negative integer (up to 2^64 - 1).
+    UInt,
+    Bool,
+    /// An array of strings.
+    StrList,
+    Any,
+}
+
+impl ParamKind {
+    /// What a value must be, as error messages say it.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            ParamKind::Str => "a string",
+            ParamKind::UInt => "a non-negative integer",
+            ParamKind::Bool => "true or false",
+            ParamKind::StrList => "an array of strings",
+            ParamKind::Any => "any JSON value",
         }
     }
 }

@@ -1,5 +1,7 @@
 //! One text frame in, its answer out: parse the JSON-RPC envelope, look the
 //! method up in the catalog, ask the gate, then call the handler or route it.
+//! A batch is answered with one array; when it holds forwarded routed
+//! requests, the array is finished and sent by the router (`Gather`).
 //!
 //! This is the whole per-request path and it never touches a socket, so the
 //! fuzz target and the benchmarks drive it directly. Every refusal comes from
@@ -13,6 +15,7 @@ use crate::hub::SessionHandle;
 use crate::methods::{self, Reply};
 use crate::metrics::NamespaceMetrics;
 use crate::rights::Right;
+use crate::router::Gather;
 use crate::rpc::{self, Close, Code, Incoming, Invalid, Item, Request, RpcError};
 use crate::session::rate::RateLimit;
 
@@ -24,6 +27,25 @@ pub struct Ctx<'a> {
     pub rate: &'a mut RateLimit,
     /// Set by a handler that wants the session closed after its answer.
     pub close: Option<(Close, &'static str)>,
+    /// Set while the elements of a batch are handled.
+    pub batch: Option<Batching>,
+}
+
+/// A batch being answered: where a forwarded element's answer belongs.
+pub struct Batching {
+    /// Offset in the answer buffer where the current element's answer goes.
+    pub at: usize,
+    gather: Option<Arc<Gather>>,
+}
+
+impl Batching {
+    /// The batch's answer array, made when its first element is forwarded
+    /// (a batch of local methods never makes one).
+    pub fn gather(&mut self, caller: &Arc<SessionHandle>) -> Arc<Gather> {
+        self.gather
+            .get_or_insert_with(|| Gather::new(caller.clone()))
+            .clone()
+    }
 }
 
 impl<'a> Ctx<'a> {
@@ -37,6 +59,7 @@ impl<'a> Ctx<'a> {
             session,
             rate,
             close: None,
+            batch: None,
         }
     }
 
@@ -72,40 +95,75 @@ pub async fn frame(ctx: &mut Ctx<'_>, text: &str, out: &mut Vec<u8>) {
         Incoming::Single(req) => {
             one(ctx, &snap, req, out).await;
         }
-        Incoming::Batch(reqs) => {
-            out.push(b'[');
-            let mut wrote_any = false;
-            for req in reqs {
-                let mark = out.len();
-                if wrote_any {
-                    out.push(b',');
-                }
-                if one(ctx, &snap, req, out).await {
-                    wrote_any = true;
-                } else {
-                    out.truncate(mark);
-                }
-                if ctx.close.is_some() {
-                    break;
-                }
-            }
-            if wrote_any {
-                out.push(b']');
-            } else {
-                // Only notifications: JSON-RPC says send nothing at all.
-                out.clear();
-            }
-        }
+        Incoming::Batch(reqs) => batch(ctx, &snap, reqs, out).await,
     }
 }
 
-/// Handles one request; returns whether it wrote an answer.
+/// Handles a batch: one answer array for all its elements, or nothing when
+/// none is owed an answer. Routed elements forwarded to a provider are
+/// answered in the same array, which then waits for them (in a `Gather`)
+/// while the session goes on serving.
+async fn batch(
+    ctx: &mut Ctx<'_>,
+    snap: &Snapshot,
+    reqs: Vec<Result<Item<'_>, Invalid<'_>>>,
+    out: &mut Vec<u8>,
+) {
+    out.push(b'[');
+    ctx.batch = Some(Batching {
+        at: 0,
+        gather: None,
+    });
+    let mut any = false;
+    for req in reqs {
+        let mark = out.len();
+        if any {
+            out.push(b',');
+        }
+        if let Some(b) = &mut ctx.batch {
+            b.at = mark;
+        }
+        match one(ctx, snap, req, out).await {
+            Wrote::Answer => any = true,
+            // Its answer is spliced in at `mark` later, comma included.
+            Wrote::Later => {
+                out.truncate(mark);
+                any = true;
+            }
+            Wrote::Nothing => out.truncate(mark),
+        }
+        if ctx.close.is_some() {
+            break;
+        }
+    }
+    match ctx.batch.take().and_then(|b| b.gather) {
+        Some(gather) => {
+            let local = std::mem::take(out);
+            if let Some(array) = gather.seal(local) {
+                *out = array;
+            }
+        }
+        None if any => out.push(b']'),
+        // Only notifications: JSON-RPC says send nothing at all.
+        None => out.clear(),
+    }
+}
+
+/// What one request added to the answer.
+enum Wrote {
+    Nothing,
+    Answer,
+    /// Forwarded to a provider; the answer comes later.
+    Later,
+}
+
+/// Handles one request, writing its immediate answer (if any) to `out`.
 async fn one(
     ctx: &mut Ctx<'_>,
     snap: &Snapshot,
     item: Result<Item<'_>, Invalid<'_>>,
     out: &mut Vec<u8>,
-) -> bool {
+) -> Wrote {
     let req = match item {
         Ok(Item::Call(req)) => req,
         Ok(Item::Answer(answer)) => {
@@ -117,13 +175,13 @@ async fn one(
             if !delivered {
                 let _ = ctx.admit(snap);
             }
-            return false;
+            return Wrote::Nothing;
         }
         Err(invalid) => {
             ctx.gw.metrics.invalid_request();
             let err = ctx.admit(snap).err().unwrap_or(invalid.error);
             rpc::write_error(out, invalid.id, &err);
-            return true;
+            return Wrote::Answer;
         }
     };
     let entry = snap.config.catalog.lookup(&req.method);
@@ -140,14 +198,14 @@ async fn one(
         .metrics
         .request(entry.as_ref(), routed.as_deref(), &reply);
     let Some(id) = req.id else {
-        return false;
+        return Wrote::Nothing;
     };
     match reply {
         Reply::Value(v) => rpc::write_result(out, Some(id), &v),
         Reply::Error(e) => rpc::write_error(out, Some(id), &e),
-        Reply::Later => return false,
+        Reply::Later => return Wrote::Later,
     }
-    true
+    Wrote::Answer
 }
 
 async fn call(

@@ -5,8 +5,10 @@
 //! matched by that id *and* by the provider that was asked, then handed to
 //! the caller's outbound queue with the caller's own id. Several providers of
 //! one namespace share the load, fewest pending first; a request goes to
-//! exactly one. Must not read sockets or decide rights beyond "this provider
-//! still holds the namespace's need".
+//! exactly one. An answer owed to an element of a batch goes into that
+//! batch's one answer array ([`Gather`]), which is sent once its last routed
+//! answer (or -32004/-32005) is in. Must not read sockets or decide rights
+//! beyond "this provider still holds the namespace's need".
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -30,6 +32,8 @@ struct Pending {
     deadline: Instant,
     started: Instant,
     metrics: Arc<NamespaceMetrics>,
+    /// `None`: the answer is a message of its own.
+    batch: Option<(Arc<Gather>, usize)>,
 }
 
 #[derive(Default)]
@@ -52,6 +56,9 @@ pub struct Routed<'a> {
     pub queue_cap: usize,
     /// Where the answer's latency is counted.
     pub metrics: Arc<NamespaceMetrics>,
+    /// A batch element: the batch's answer array and where in its local
+    /// part this element's answer belongs (see [`Gather`]).
+    pub batch: Option<(Arc<Gather>, usize)>,
 }
 
 impl Router {
@@ -114,6 +121,10 @@ impl Router {
             caller.waiting.fetch_add(1, Ordering::AcqRel);
             provider.serving.fetch_add(1, Ordering::AcqRel);
             let started = Instant::now();
+            let batch = r.batch.map(|(gather, at)| {
+                let slot = gather.owe(at);
+                (gather, slot)
+            });
             self.pending.insert(
                 gid,
                 Pending {
@@ -123,6 +134,7 @@ impl Router {
                     deadline: started + r.timeout,
                     started,
                     metrics: r.metrics.clone(),
+                    batch,
                 },
             );
             out.push_str("\"id\":");
@@ -196,8 +208,9 @@ impl Router {
         p.metrics.routed(end, p.started);
         p.caller.waiting.fetch_sub(1, Ordering::AcqRel);
         p.provider.serving.fetch_sub(1, Ordering::AcqRel);
-        if let Ok(text) = String::from_utf8(message) {
-            p.caller.outbound.push_reply(Utf8Bytes::from(text));
+        match p.batch {
+            Some((gather, slot)) => gather.fill(slot, message),
+            None => push_message(&p.caller, message),
         }
     }
 
@@ -249,6 +262,104 @@ impl Router {
             }
         }
     }
+}
+
+fn push_message(caller: &SessionHandle, message: Vec<u8>) {
+    if let Ok(text) = String::from_utf8(message) {
+        caller.outbound.push_reply(Utf8Bytes::from(text));
+    }
+}
+
+/// One batch's answer array while routed elements are still owed their
+/// answers (JSON-RPC 2.0 §6: a batch gets exactly one array).
+///
+/// `dispatch` writes the immediate answers into one buffer as usual (`[`,
+/// then the answers with their commas) and notes, for each element it
+/// forwarded, the offset in that buffer where its answer belongs. Once the
+/// buffer is sealed and no answer is owed, the array is assembled in element
+/// order and sent: at once by `seal`, or by whoever fills the last slot.
+pub struct Gather {
+    caller: Arc<SessionHandle>,
+    state: Mutex<GatherState>,
+}
+
+#[derive(Default)]
+struct GatherState {
+    /// `[` and the immediate answers; `None` until `dispatch` has seen
+    /// every element.
+    local: Option<Vec<u8>>,
+    /// Forwarded elements in element order: the offset in `local` where
+    /// each answer goes, and the answer once it is in.
+    routed: Vec<(usize, Option<Vec<u8>>)>,
+    owed: usize,
+}
+
+impl Gather {
+    pub fn new(caller: Arc<SessionHandle>) -> Arc<Gather> {
+        Arc::new(Gather {
+            caller,
+            state: Mutex::default(),
+        })
+    }
+
+    /// One more answer owed, to go at offset `at` of the local part.
+    fn owe(&self, at: usize) -> usize {
+        let mut s = self.state.lock();
+        s.routed.push((at, None));
+        s.owed += 1;
+        s.routed.len() - 1
+    }
+
+    /// A forwarded element's answer (or its -32004/-32005) is in.
+    fn fill(&self, slot: usize, answer: Vec<u8>) {
+        let mut s = self.state.lock();
+        let Some(entry) = s.routed.get_mut(slot) else {
+            return;
+        };
+        if entry.1.replace(answer).is_none() {
+            s.owed -= 1;
+        }
+        if s.owed == 0 {
+            if let Some(local) = s.local.take() {
+                let array = assemble(&local, &s.routed);
+                drop(s);
+                push_message(&self.caller, array);
+            }
+        }
+    }
+
+    /// `dispatch` has seen every element; `local` is `[` and the immediate
+    /// answers, without the closing `]`. Returns the whole array if no
+    /// answer is owed any more (it is then the caller's to send).
+    pub fn seal(&self, local: Vec<u8>) -> Option<Vec<u8>> {
+        let mut s = self.state.lock();
+        if s.owed == 0 {
+            return Some(assemble(&local, &s.routed));
+        }
+        s.local = Some(local);
+        None
+    }
+}
+
+/// The array: the local part with each routed answer spliced in at its
+/// offset, a comma before it unless it is the first element, then `]`.
+fn assemble(local: &[u8], routed: &[(usize, Option<Vec<u8>>)]) -> Vec<u8> {
+    let len = routed.iter().flat_map(|(_, a)| a).map(|a| a.len() + 1);
+    let mut out = Vec::with_capacity(local.len() + len.sum::<usize>() + 1);
+    let mut from = 0;
+    for (n, (at, answer)) in routed.iter().enumerate() {
+        let Some(answer) = answer else { continue };
+        let at = (*at).clamp(from, local.len());
+        out.extend_from_slice(local.get(from..at).unwrap_or_default());
+        if n > 0 || at > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(answer);
+        from = at;
+    }
+    out.extend_from_slice(local.get(from..).unwrap_or_default());
+    out.push(b']');
+    out
 }
 
 /// Appends `s` as a JSON string literal.

@@ -398,17 +398,6 @@ fn from_envelope(env: Envelope<'_>) -> Result<Item<'_>, Invalid<'_>> {
     }))
 }
 
-/// Deserializes `params` (absent means `{}`), mapping failures to -32602.
-pub fn params<'a, T: Deserialize<'a>>(params: Option<&'a RawValue>) -> Result<T, RpcError> {
-    let text = params.map_or("{}", RawValue::get);
-    serde_json::from_str(text).map_err(|e| {
-        // serde's message names the field and expected type, never the value.
-        let msg = e.to_string();
-        let msg = msg.split(" at line ").next().unwrap_or("invalid params");
-        RpcError::invalid_params(msg.to_owned())
-    })
-}
-
 const NULL_ID: &str = "null";
 
 /// Appends `{"jsonrpc":"2.0","id":…,"result":…}`.

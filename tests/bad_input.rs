@@ -272,6 +272,9 @@ enum Ans {
     Err(i64),
     /// An answer whose `"id":` is exactly this JSON text, verbatim.
     Id(&'static str, Box<Ans>),
+    /// -32602 whose message contains this text (it names the member and
+    /// what it must be) and none of the decoder's own wording.
+    Params(String),
 }
 
 /// The documented answer.
@@ -948,7 +951,7 @@ enum Kind {
 fn kind(method: &str, param: &str) -> Kind {
     match (method, param) {
         ("admin.sessions.list", "user") => Kind::OptStr,
-        ("admin.users.update", "groups") => Kind::OptStrList,
+        ("admin.users.create" | "admin.users.update", "groups") => Kind::OptStrList,
         (_, "user" | "password" | "topic" | "token" | "revision" | "name" | "sessionId") => {
             Kind::Str
         }
@@ -1031,14 +1034,19 @@ fn caller(need: Need, reach: Reach) -> Who {
     }
 }
 
-/// Wrong JSON types for every param of every method, generated from the
-/// catalog: each gets -32602 (or -32600 when `params` itself is not a
-/// container), never a dropped connection.
+/// Wrong JSON types for every param of every method, unknown members, too
+/// many positional members and missing required ones, generated from the
+/// catalog's member names: each gets -32602 naming the member and what it
+/// must be (in this file's own words, `kind`), never the decoder's text (or
+/// -32600 when `params` itself is not a container), never a dropped
+/// connection. That the catalog's descriptions match the decoders is a unit
+/// test beside them (src/methods/params.rs).
 fn wrong_type_rows() -> Vec<Row> {
     let mut rows = Vec::new();
     for (name, method, entry) in local_methods() {
         let who = caller(entry.need, entry.reach);
         let params = method.params();
+        let names: Vec<&str> = params.iter().map(|p| p.name).collect();
         for bad in [json!(5), json!("s"), json!(null), json!(true)] {
             rows.push(rpc(
                 format!("{name} with params {bad}"),
@@ -1057,30 +1065,43 @@ fn wrong_type_rows() -> Vec<Row> {
             ));
             continue;
         }
-        let base: serde_json::Map<String, Value> = params
+        let base: serde_json::Map<String, Value> = names
             .iter()
             .map(|p| (p.to_string(), fitting(name, p)))
             .collect();
-        for param in params {
+        for (n, param) in names.iter().enumerate() {
+            let must = match kind(name, param) {
+                Kind::Str | Kind::OptStr => "a string",
+                Kind::OptUint => "a non-negative integer",
+                Kind::OptBool => "true or false",
+                Kind::StrList | Kind::OptStrList => "an array of strings",
+                Kind::Any => "",
+            };
             for (value, fits) in candidates(kind(name, param)) {
                 if fits {
                     continue;
                 }
+                // `[5]` for a list: the element is what is wrong.
+                let list = matches!(kind(name, param), Kind::StrList | Kind::OptStrList);
+                let (at, what) = match value.as_array() {
+                    Some(_) if list => ("[0]", "a string"),
+                    _ => ("", must),
+                };
                 let mut p = base.clone();
                 p.insert(param.to_string(), value.clone());
                 rows.push(rpc(
                     format!("{name} with {param} = {value}"),
                     who,
                     &request(1, name, &Value::Object(p.clone())),
-                    Ans::Err(-32602),
+                    Ans::Params(format!("params.{param}{at} must be {what}")),
                 ));
                 // Positional: the same values in documented order.
-                let positional: Vec<Value> = params.iter().map(|n| p[*n].clone()).collect();
+                let positional: Vec<Value> = names.iter().map(|n| p[*n].clone()).collect();
                 rows.push(rpc(
                     format!("{name} with {param} = {value}, positional"),
                     who,
                     &request(1, name, &Value::Array(positional)),
-                    Ans::Err(-32602),
+                    Ans::Params(format!("params[{n}] ({param}){at} must be {what}")),
                 ));
             }
         }
@@ -1090,9 +1111,12 @@ fn wrong_type_rows() -> Vec<Row> {
             format!("{name} with an unknown member"),
             who,
             &request(1, name, &Value::Object(extra)),
-            Ans::Err(-32602),
+            Ans::Params(format!(
+                "params.zz_unknown is not a parameter of {name} (it takes {})",
+                names.join(", ")
+            )),
         ));
-        let too_many: Vec<Value> = params
+        let too_many: Vec<Value> = names
             .iter()
             .map(|n| base[*n].clone())
             .chain([json!(1)])
@@ -1101,8 +1125,22 @@ fn wrong_type_rows() -> Vec<Row> {
             format!("{name} with one positional param too many"),
             who,
             &request(1, name, &Value::Array(too_many)),
-            Ans::Err(-32602),
+            Ans::Params(format!(
+                "params has {} members; {name} takes {}",
+                names.len() + 1,
+                names.len()
+            )),
         ));
+        for param in params.iter().filter(|p| !p.optional) {
+            let mut without = base.clone();
+            without.remove(param.name);
+            rows.push(rpc(
+                format!("{name} without {}", param.name),
+                who,
+                &request(1, name, &Value::Object(without)),
+                Ans::Params(format!("params.{} is required and must be", param.name)),
+            ));
+        }
     }
     rows.push(rpc(
         "a routed method with params 5",
@@ -1156,6 +1194,8 @@ struct Answer<'a> {
 #[derive(serde::Deserialize)]
 struct ErrorObject {
     code: i64,
+    #[serde(default)]
+    message: String,
 }
 
 fn check_answer(row: &str, text: &str, ans: &Ans) {
@@ -1174,6 +1214,37 @@ fn check_answer(row: &str, text: &str, ans: &Ans) {
             );
             check_answer(row, text, inner);
         }
+        Ans::Params(says) => {
+            let e = a.error.as_ref();
+            assert_eq!(e.map(|e| e.code), Some(-32602), "{row}: got {text:.300}");
+            let msg = e.map_or("", |e| e.message.as_str());
+            assert!(msg.contains(says.as_str()), "{row}: {msg:?} lacks {says:?}");
+            assert_no_decoder_text(row, msg);
+        }
+    }
+}
+
+/// The decoder's wording names Rust types and serde's grammar, not the
+/// protocol: none of it may reach a -32602 message.
+fn assert_no_decoder_text(row: &str, msg: &str) {
+    for serde_text in [
+        "invalid type",
+        "invalid length",
+        "invalid value",
+        "expected u64",
+        "expected a",
+        "expected struct",
+        "unknown field",
+        "missing field",
+        "duplicate field",
+        "trailing",
+        "`",
+        " at line ",
+    ] {
+        assert!(
+            !msg.contains(serde_text),
+            "{row}: decoder text {serde_text:?} in {msg:?}"
+        );
     }
 }
 
@@ -1333,36 +1404,110 @@ async fn every_bad_input_gets_its_documented_answer_and_everyone_else_is_served(
     assert_no_log_injection(&log);
 }
 
-#[tokio::test]
-async fn the_catalog_param_lists_match_the_decoders() {
-    // Each method's decoder names its members in its unknown-field error;
-    // the catalog's list (which generates the wrong-type rows) must agree.
-    {
-        let gw = TestGateway::start_with("", &table_config()).await;
-        for (name, method, entry) in local_methods() {
-            let params = method.params();
-            if params.is_empty() {
-                continue;
-            }
-            let mut ws = RawWs::session(&gw, caller(entry.need, entry.reach)).await;
-            ws.send(&text(&request(1, name, &json!({"zz_unknown": 1}))))
-                .await;
-            let v = ws.rd.answer().await;
-            assert_eq!(code(&v), -32602, "{name}: {v}");
-            let msg = v["error"]["message"].as_str().unwrap();
-            for p in params {
-                assert!(
-                    msg.contains(&format!("`{p}`")),
-                    "{name}: {p} not in {msg:?}"
-                );
-            }
-            let listed = msg.matches('`').count() / 2 - 1;
-            assert_eq!(
-                listed,
-                params.len(),
-                "{name}: the decoder knows more: {msg:?}"
-            );
+// ------------------------------------------------------- close handshake
+
+/// How a connection ended after the server's close frame.
+#[derive(Debug, PartialEq)]
+enum After {
+    /// TLS close_notify, then end of stream: the server half-closed.
+    CleanEnd,
+    /// More bytes after the close frame (nothing may follow it).
+    Bytes(usize),
+    /// A reset or a TLS end without close_notify: what a peer that is still
+    /// sending may get instead of the close frame.
+    Broken(std::io::ErrorKind),
+}
+
+/// Opens `who`'s session, sends `first`, then writes `chunk` over and over,
+/// as fast as the connection takes it, from a task of its own, while this
+/// task reads: what a peer that is still sending sees of a close.
+async fn keep_sending_until_closed(
+    gw: &TestGateway,
+    who: Who,
+    first: &[u8],
+    chunk: Vec<u8>,
+) -> (Event, After) {
+    let RawWs { mut rd, mut w } = RawWs::session(gw, who).await;
+    let first = first.to_vec();
+    let writer = tokio::spawn(async move {
+        if w.write_all(&first).await.is_err() {
+            return;
         }
-        gw.shutdown().await;
+        while w.write_all(&chunk).await.is_ok() {}
+    });
+    let got = rd.next(WAIT).await;
+    let after = if rd.buf.is_empty() {
+        let mut more = [0u8; 1024];
+        match tokio::time::timeout(WAIT, rd.r.read(&mut more)).await {
+            Ok(Ok(0)) => After::CleanEnd,
+            Ok(Ok(n)) => After::Bytes(n),
+            Ok(Err(e)) => After::Broken(e.kind()),
+            Err(_) => panic!("the server neither ended nor reset the connection"),
+        }
+    } else {
+        After::Bytes(rd.buf.len())
+    };
+    writer.abort();
+    (got, after)
+}
+
+/// RFC 6455 §7.1.1: after its close frame the gateway half-closes (TLS
+/// close_notify, TCP FIN) and reads what the peer still sends, so a peer
+/// that is still writing reads the close code and a clean end, not a reset.
+/// Twenty times each, for the two ways a peer that keeps writing is closed.
+/// Shutdown then waits for such a peer no longer than the linger bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_still_sending_reads_the_close_code_and_a_clean_end() {
+    let gw = TestGateway::start_with(
+        "max_message_bytes = 4096",
+        &format!(
+            "{NO_LOCKOUT}\n[limits]\nrequests_per_sec = 1\nrequest_burst = 1\nrate_limited_close_after = 50\n"
+        ),
+    )
+    .await;
+    // A fragmented message that never ends: 64 continuation frames a write.
+    let start = frame(TEXT, &[b' '; 1000]);
+    let more: Vec<u8> = (0..64).flat_map(|_| frame(CONT, &[b' '; 1000])).collect();
+    // Notifications past the request budget: refused without an answer.
+    let ping = text(r#"{"jsonrpc":"2.0","method":"session.ping"}"#);
+    let flood: Vec<u8> = (0..64).flat_map(|_| ping.clone()).collect();
+    for round in 0..20 {
+        let got = keep_sending_until_closed(&gw, Who::Portal, &start, more.clone()).await;
+        assert_eq!(
+            got,
+            (Event::Close(Some(1009)), After::CleanEnd),
+            "round {round}: too big"
+        );
+        let got = keep_sending_until_closed(&gw, Who::Portal, &[], flood.clone()).await;
+        assert_eq!(
+            got,
+            (Event::Close(Some(1008)), After::CleanEnd),
+            "round {round}: rate limit"
+        );
     }
+
+    // Shutdown: 1001 to a peer that goes on sending, slowly enough never to
+    // reach the byte bound, and the gateway stops within the time bound
+    // (2 s), not the 8 s shutdown grace. Pings spend no request budget.
+    let RawWs { mut rd, mut w } = RawWs::session(&gw, Who::Portal).await;
+    let writer = tokio::spawn(async move {
+        let ping = frame(FIN | PING, b"x");
+        while w.write_all(&ping).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let stop = tokio::spawn(gw.shutdown());
+    assert_eq!(rd.next(WAIT).await, Event::Close(Some(1001)));
+    assert!(rd.buf.is_empty(), "bytes after the close frame");
+    let mut end = [0u8; 64];
+    let clean = tokio::time::timeout(WAIT, rd.r.read(&mut end)).await;
+    assert!(matches!(clean, Ok(Ok(0))), "after 1001: {clean:?}");
+    tokio::time::timeout(Duration::from_secs(6), stop)
+        .await
+        .expect("shutdown waited past the linger bound")
+        .unwrap();
+    eprintln!("shutdown took {:?}", started.elapsed());
+    writer.abort();
 }

@@ -203,27 +203,35 @@ async fn every_error_code_of_the_core() {
 async fn invalid_params_are_32602() {
     let gw = TestGateway::start().await;
     let mut c = gw.ws("/portal", &[]).await.unwrap();
-    let (code_, e) = c
-        .err("session.login", json!({"user": 5, "password": "x"}))
-        .await;
+    // The message names the member and what it must be, in the protocol's
+    // words, never the decoder's (`invalid type: integer, expected a string`).
+    for (params, says) in [
+        (
+            json!({"user": 5, "password": "x"}),
+            "params.user must be a string",
+        ),
+        (
+            json!({"user": "portal1"}),
+            "params.password is required and must be a string",
+        ),
+        (
+            json!({"user": "portal1", "password": "x", "extra": 1}),
+            "params.extra is not a parameter of session.login (it takes user, password)",
+        ),
+        (
+            json!(["portal1", 5]),
+            "params[1] (password) must be a string",
+        ),
+    ] {
+        let (code_, e) = c.err("session.login", params).await;
+        assert_eq!((code_, e["message"].as_str()), (-32602, Some(says)), "{e}");
+    }
+    let mut t = gw.login("/portal", "portal1", PORTAL_PW).await;
+    let (code_, e) = t.err("turn.credentials", json!({"ttl": "x"})).await;
     assert_eq!(code_, -32602);
-    assert!(
-        e["message"].as_str().unwrap().contains("user")
-            || e["message"].as_str().unwrap().contains("string"),
-        "{e}"
-    );
     assert_eq!(
-        c.err("session.login", json!({"user": "portal1"})).await.0,
-        -32602
-    );
-    assert_eq!(
-        c.err(
-            "session.login",
-            json!({"user": "portal1", "password": "x", "extra": 1})
-        )
-        .await
-        .0,
-        -32602
+        e["message"],
+        "params.ttl must be a non-negative integer (or be left out)"
     );
     gw.shutdown().await;
 }

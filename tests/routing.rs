@@ -492,3 +492,130 @@ async fn the_example_cti_provider_serves_calls_and_publishes_events() {
     child.kill().await.unwrap();
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn routed_requests_in_a_batch_are_answered_inside_its_one_array() {
+    // `pbx` is a routed namespace nobody serves; 1.5 s is long enough to
+    // see the array wait for its slowest element, short enough for a test.
+    let gw = TestGateway::start_with(
+        "",
+        "[routing]\nrequest_timeout_ms = 1500\n\n[[catalog]]\nnamespace = \"pbx\"\nany_of = [\"one-X CTI API\"]\n",
+    )
+    .await;
+    let mut prov = provider(&gw).await;
+    let mut caller = gw.login("/portal", "cti1", CTI_PW).await;
+    let started = Instant::now();
+    caller
+        .send_text(
+            json!([
+                {"jsonrpc": "2.0", "id": "a", "method": "cti.make_call", "params": {"from": "201"}},
+                {"jsonrpc": "2.0", "id": 1, "method": "session.ping"},
+                {"jsonrpc": "2.0", "method": "session.ping"},
+                {"jsonrpc": "2.0", "id": "b", "method": "cti.hold", "params": [7]},
+                {"jsonrpc": "2.0", "id": "c", "method": "pbx.dial"},
+                {"jsonrpc": "2.0", "id": "d", "method": "cti.never_answered"},
+                {"jsonrpc": "2.0", "method": "cti.note"},
+            ])
+            .to_string(),
+        )
+        .await;
+    let mut asked = Vec::new();
+    for _ in 0..4 {
+        asked.push(next_request(&mut prov).await);
+    }
+    let methods: Vec<&str> = asked
+        .iter()
+        .map(|r| r["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "cti.make_call",
+            "cti.hold",
+            "cti.never_answered",
+            "cti.note"
+        ]
+    );
+    assert!(
+        asked[3].get("id").is_none(),
+        "a notification owes no answer"
+    );
+    // Answered out of order; the third is never answered.
+    for (req, result) in [
+        (&asked[1], json!({"held": 7})),
+        (&asked[0], json!({"callId": 9})),
+    ] {
+        prov.send_text(json!({"jsonrpc": "2.0", "id": req["id"], "result": result}).to_string())
+            .await;
+    }
+    // The array waits for its last element; the session serves meanwhile.
+    let pong = caller.call("session.ping", json!(null)).await;
+    assert_eq!(pong["result"], json!({}), "{pong}");
+    assert!(
+        caller.events.is_empty(),
+        "part of the batch came early: {:?}",
+        caller.events
+    );
+    let array = caller.recv().await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "the batch was answered before its last element timed out: {array}"
+    );
+    let items = array
+        .as_array()
+        .unwrap_or_else(|| panic!("not one array: {array}"));
+    let ids: Vec<&Value> = items.iter().map(|i| &i["id"]).collect();
+    assert_eq!(
+        ids,
+        [
+            &json!("a"),
+            &json!(1),
+            &json!("b"),
+            &json!("c"),
+            &json!("d")
+        ],
+        "{array}"
+    );
+    assert_eq!(items[0]["result"], json!({"callId": 9}));
+    assert_eq!(items[1]["result"], json!({}));
+    assert_eq!(items[2]["result"], json!({"held": 7}));
+    assert_eq!(
+        (code(&items[3]), items[3]["error"]["message"].clone()),
+        (-32004, json!("no provider"))
+    );
+    assert_eq!(code(&items[4]), -32005);
+    // Nothing of the batch arrives on its own, before or after.
+    assert!(caller
+        .recv_within(Duration::from_millis(300))
+        .await
+        .is_none());
+
+    // A batch of routed requests only: its array comes once both are in; a
+    // provider lost mid-batch answers its elements with -32004 in it.
+    caller
+        .send_text(
+            json!([
+                {"jsonrpc": "2.0", "id": 10, "method": "cti.a"},
+                {"jsonrpc": "2.0", "id": 11, "method": "cti.b"},
+            ])
+            .to_string(),
+        )
+        .await;
+    let first = next_request(&mut prov).await;
+    next_request(&mut prov).await;
+    prov.send_text(json!({"jsonrpc": "2.0", "id": first["id"], "result": true}).to_string())
+        .await;
+    drop(prov);
+    let array = caller.recv().await;
+    assert_eq!(
+        array[0],
+        json!({"jsonrpc": "2.0", "id": 10, "result": true})
+    );
+    assert_eq!(array[1]["id"], 11);
+    assert_eq!(
+        (code(&array[1]), array[1]["error"]["message"].clone()),
+        (-32004, json!("provider disconnected"))
+    );
+    assert_eq!(array.as_array().map(Vec::len), Some(2), "{array}");
+    gw.shutdown().await;
+}

@@ -4,15 +4,16 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
+use super::params::Params;
 use crate::broker::{self, Delivery};
 use crate::catalog::{self, Need};
 use crate::dispatch::Ctx;
 use crate::gateway::Snapshot;
-use crate::rpc::{self, RpcError};
+use crate::rpc::RpcError;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Namespaces {
+pub(super) struct Namespaces {
     namespaces: Vec<String>,
 }
 
@@ -31,14 +32,12 @@ fn namespace_need(ctx: &Ctx<'_>, snap: &Snapshot, ns: &str) -> Result<Need, RpcE
     Ok(need)
 }
 
-pub fn register(
-    ctx: &Ctx<'_>,
-    snap: &Snapshot,
-    params: Option<&RawValue>,
-) -> Result<Value, RpcError> {
-    let p: Namespaces = rpc::params(params)?;
+pub fn register(ctx: &Ctx<'_>, snap: &Snapshot, params: Params<'_>) -> Result<Value, RpcError> {
+    let p: Namespaces = params.decode()?;
     if p.namespaces.is_empty() {
-        return Err(RpcError::invalid_params("namespaces is empty"));
+        return Err(RpcError::invalid_params(
+            "params.namespaces must not be empty",
+        ));
     }
     for ns in &p.namespaces {
         namespace_need(ctx, snap, ns)?;
@@ -50,8 +49,8 @@ pub fn register(
     Ok(json!({ "namespaces": ctx.gw.router.served_by(ctx.session.id) }))
 }
 
-pub fn unregister(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
-    let p: Namespaces = rpc::params(params)?;
+pub fn unregister(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
+    let p: Namespaces = params.decode()?;
     for ns in &p.namespaces {
         ctx.gw.router.unregister(ctx.session.id, ns);
     }
@@ -60,18 +59,14 @@ pub fn unregister(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Value, Rpc
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Publish<'a> {
+pub(super) struct Publish<'a> {
     topic: String,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
 }
 
-pub fn publish(
-    ctx: &Ctx<'_>,
-    snap: &Snapshot,
-    params: Option<&RawValue>,
-) -> Result<Value, RpcError> {
-    let p: Publish = rpc::params(params)?;
+pub fn publish(ctx: &Ctx<'_>, snap: &Snapshot, params: Params<'_>) -> Result<Value, RpcError> {
+    let p: Publish = params.decode()?;
     if !broker::valid_topic(&p.topic, false) {
         return Err(RpcError::invalid_params(format!(
             "invalid topic {:?}",

@@ -7,11 +7,11 @@
 //! error or a log line.
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use toml_edit::{value, DocumentMut, Table};
 
 use super::adjunct::truncate;
+use super::params::Params;
 use crate::admin::delegation::{self, Kind, Refusal};
 use crate::admin::edit::{self, EditError, Section};
 use crate::admin::{self, ChangeError, Committed};
@@ -21,7 +21,7 @@ use crate::directory::check_complexity;
 use crate::dispatch::Ctx;
 use crate::gateway::Snapshot;
 use crate::rights::Right;
-use crate::rpc::{self, Close, Code, RpcError};
+use crate::rpc::{Close, Code, RpcError};
 
 /// What answers carry in place of a secret.
 pub const REDACTED: &str = "<redacted>";
@@ -33,20 +33,20 @@ const MAX_PASSWORD_BYTES: usize = 1024;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct SessionFilter {
+pub(super) struct SessionFilter {
     user: Option<String>,
     endpoint: Option<String>,
 }
 
-pub fn sessions_list(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
-    let f: SessionFilter = rpc::params(params)?;
+pub fn sessions_list(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
+    let f: SessionFilter = params.decode()?;
     let endpoint = match f.endpoint.as_deref() {
         None => None,
         Some("adjunct") => Some(Endpoint::Adjunct),
         Some("portal") => Some(Endpoint::Portal),
         Some(_) => {
             return Err(RpcError::invalid_params(
-                "endpoint must be \"adjunct\" or \"portal\"",
+                "params.endpoint must be \"adjunct\" or \"portal\" (or be left out)",
             ))
         }
     };
@@ -162,7 +162,7 @@ pub fn groups_list(snap: &Snapshot) -> Result<Value, RpcError> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CloseParams {
+pub(super) struct CloseParams {
     #[serde(rename = "sessionId")]
     session_id: String,
     reason: Option<String>,
@@ -170,8 +170,8 @@ struct CloseParams {
 
 /// Closes a session with 1008 `closed by administrator`. Closing reaches
 /// into the session's rights, so the actor must hold all of them.
-pub fn sessions_close(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
-    let p: CloseParams = rpc::params(params)?;
+pub fn sessions_close(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
+    let p: CloseParams = params.decode()?;
     let target = u64::from_str_radix(&p.session_id, 16)
         .ok()
         .filter(|_| p.session_id.len() == 16)
@@ -363,17 +363,17 @@ async fn new_password(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NetworkParams {
+pub(super) struct NetworkParams {
     revision: String,
     stun_urls: Option<Vec<String>>,
     turn_urls: Option<Vec<String>>,
 }
 
-pub async fn network_set(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
-    let p: NetworkParams = rpc::params(params)?;
+pub async fn network_set(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
+    let p: NetworkParams = params.decode()?;
     if p.stun_urls.is_none() && p.turn_urls.is_none() {
         return Err(RpcError::invalid_params(
-            "give stun_urls, turn_urls or both",
+            "give params.stun_urls, params.turn_urls or both",
         ));
     }
     let (stun, turn) = (p.stun_urls, p.turn_urls);
@@ -395,31 +395,31 @@ pub async fn network_set(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Val
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateUser {
+pub(super) struct CreateUser {
     revision: String,
     name: String,
     password: String,
     #[serde(default)]
-    groups: Vec<String>,
+    groups: Option<Vec<String>>,
     enabled: Option<bool>,
 }
 
 pub async fn users_create(
     ctx: &Ctx<'_>,
     snap: &Snapshot,
-    params: Option<&RawValue>,
+    params: Params<'_>,
 ) -> Result<Value, RpcError> {
-    let p: CreateUser = rpc::params(params)?;
+    let p: CreateUser = params.decode()?;
     if !crate::config::valid_user_name(&p.name) {
         return Err(RpcError::invalid_params(
-            "name must be 1-64 printable characters without ':' or spaces at the ends",
+            "params.name must be 1-64 printable characters without ':' or spaces at the ends",
         ));
     }
     let hash = new_password(ctx, snap, &p.revision, &p.name, p.password).await?;
     let done = write(ctx, Method::AdminUsersCreate, p.revision, move |doc, _| {
         let mut t = Table::new();
         t.insert("password", value(hash));
-        t.insert("groups", edit::strings(&p.groups));
+        t.insert("groups", edit::strings(p.groups.unwrap_or_default()));
         if let Some(enabled) = p.enabled {
             t.insert("enabled", value(enabled));
         }
@@ -431,17 +431,19 @@ pub async fn users_create(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct UpdateUser {
+pub(super) struct UpdateUser {
     revision: String,
     name: String,
     groups: Option<Vec<String>>,
     enabled: Option<bool>,
 }
 
-pub async fn users_update(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
-    let p: UpdateUser = rpc::params(params)?;
+pub async fn users_update(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
+    let p: UpdateUser = params.decode()?;
     if p.groups.is_none() && p.enabled.is_none() {
-        return Err(RpcError::invalid_params("give groups, enabled or both"));
+        return Err(RpcError::invalid_params(
+            "give params.groups, params.enabled or both",
+        ));
     }
     let done = write(ctx, Method::AdminUsersUpdate, p.revision, move |doc, _| {
         let t = edit::find(doc, Section::Users, &p.name)?;
@@ -467,13 +469,13 @@ pub async fn users_update(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Va
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Named {
+pub(super) struct Named {
     revision: String,
     name: String,
 }
 
-pub async fn users_delete(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
-    let p: Named = rpc::params(params)?;
+pub async fn users_delete(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
+    let p: Named = params.decode()?;
     let done = write(
         ctx,
         Method::AdminUsersDelete,
@@ -499,7 +501,7 @@ pub async fn users_delete(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Va
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SetPassword {
+pub(super) struct SetPassword {
     revision: String,
     name: String,
     password: String,
@@ -508,9 +510,9 @@ struct SetPassword {
 pub async fn users_set_password(
     ctx: &Ctx<'_>,
     snap: &Snapshot,
-    params: Option<&RawValue>,
+    params: Params<'_>,
 ) -> Result<Value, RpcError> {
-    let p: SetPassword = rpc::params(params)?;
+    let p: SetPassword = params.decode()?;
     if snap.config.users.iter().all(|u| u.name != p.name) {
         return Err(RpcError::invalid_params(format!(
             "no service user named {:?}",
@@ -533,7 +535,7 @@ pub async fn users_set_password(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GroupParams {
+pub(super) struct GroupParams {
     revision: String,
     name: String,
     rights: Vec<String>,
@@ -550,12 +552,12 @@ fn known_rights(rights: &[String]) -> Result<(), RpcError> {
     }
 }
 
-pub async fn groups_create(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
-    let p: GroupParams = rpc::params(params)?;
+pub async fn groups_create(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
+    let p: GroupParams = params.decode()?;
     known_rights(&p.rights)?;
     if p.name.trim().is_empty() || p.name.len() > 64 || p.name.chars().any(char::is_control) {
         return Err(RpcError::invalid_params(
-            "name must be 1-64 printable characters",
+            "params.name must be 1-64 printable characters",
         ));
     }
     let done = write(ctx, Method::AdminGroupsCreate, p.revision, move |doc, _| {
@@ -567,8 +569,8 @@ pub async fn groups_create(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<V
     Ok(answer(done))
 }
 
-pub async fn groups_update(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
-    let p: GroupParams = rpc::params(params)?;
+pub async fn groups_update(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
+    let p: GroupParams = params.decode()?;
     known_rights(&p.rights)?;
     let done = write(ctx, Method::AdminGroupsUpdate, p.revision, move |doc, _| {
         edit::find(doc, Section::Groups, &p.name)?.insert("rights", edit::strings(&p.rights));
@@ -578,8 +580,8 @@ pub async fn groups_update(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<V
     Ok(answer(done))
 }
 
-pub async fn groups_delete(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
-    let p: Named = rpc::params(params)?;
+pub async fn groups_delete(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
+    let p: Named = params.decode()?;
     let done = write(
         ctx,
         Method::AdminGroupsDelete,

@@ -2,28 +2,24 @@
 //! need here (all or nothing), and again at every delivery by the broker.
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::adjunct::truncate;
+use super::params::Params;
 use crate::broker;
 use crate::catalog::{self, Denied};
 use crate::dispatch::Ctx;
 use crate::gateway::Snapshot;
-use crate::rpc::{self, RpcError};
+use crate::rpc::RpcError;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Topics {
+pub(super) struct Topics {
     topics: Vec<String>,
 }
 
-pub fn subscribe(
-    ctx: &Ctx<'_>,
-    snap: &Snapshot,
-    params: Option<&RawValue>,
-) -> Result<Value, RpcError> {
-    let mut p: Topics = rpc::params(params)?;
+pub fn subscribe(ctx: &Ctx<'_>, snap: &Snapshot, params: Params<'_>) -> Result<Value, RpcError> {
+    let mut p: Topics = params.decode()?;
     let mut unique = std::collections::HashSet::new();
     p.topics.retain(|t| unique.insert(t.clone()));
     let rights = ctx.session.rights().unwrap_or_default();
@@ -68,8 +64,8 @@ pub fn subscribe(
     Ok(json!({ "subscribed": p.topics }))
 }
 
-pub fn unsubscribe(ctx: &Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
-    let p: Topics = rpc::params(params)?;
+pub fn unsubscribe(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
+    let p: Topics = params.decode()?;
     let mut mine = ctx.session.topics.lock();
     for t in &p.topics {
         ctx.gw.broker.unsubscribe(ctx.session.id, t);

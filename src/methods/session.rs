@@ -1,31 +1,31 @@
 //! session.login, session.resume, session.token and session.info.
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
+use super::params::Params;
 use crate::auth::{self, Attempt, Credential, Refused};
 use crate::dispatch::Ctx;
 use crate::gateway::Snapshot;
 use crate::rights::Right;
-use crate::rpc::{self, Close, Code, RpcError};
+use crate::rpc::{Close, Code, RpcError};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LoginParams {
+pub(super) struct LoginParams {
     user: String,
     password: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ResumeParams {
+pub(super) struct ResumeParams {
     token: String,
 }
 
 /// session.login {user, password}
-pub async fn login(ctx: &mut Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
-    let p: LoginParams = rpc::params(params)?;
+pub async fn login(ctx: &mut Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
+    let p: LoginParams = params.decode()?;
     let cred = Credential::Password {
         user: &p.user,
         password: &p.password,
@@ -34,8 +34,8 @@ pub async fn login(ctx: &mut Ctx<'_>, params: Option<&RawValue>) -> Result<Value
 }
 
 /// session.resume {token}: a resume token instead of the password.
-pub async fn resume(ctx: &mut Ctx<'_>, params: Option<&RawValue>) -> Result<Value, RpcError> {
-    let p: ResumeParams = rpc::params(params)?;
+pub async fn resume(ctx: &mut Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
+    let p: ResumeParams = params.decode()?;
     establish(ctx, Credential::Token(&p.token)).await
 }
 

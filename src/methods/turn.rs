@@ -1,25 +1,21 @@
 //! turn.credentials: TURN details for WebRTC, for holders of TURN Server Connection.
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::params::Params;
 use crate::dispatch::Ctx;
 use crate::gateway::Snapshot;
-use crate::rpc::{self, RpcError};
+use crate::rpc::RpcError;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub(super) struct TtlParams {
     ttl: Option<u64>,
 }
 
-pub fn credentials(
-    ctx: &Ctx<'_>,
-    snap: &Snapshot,
-    params: Option<&RawValue>,
-) -> Result<Value, RpcError> {
-    let p: Params = rpc::params(params)?;
+pub fn credentials(ctx: &Ctx<'_>, snap: &Snapshot, params: Params<'_>) -> Result<Value, RpcError> {
+    let p: TtlParams = params.decode()?;
     let account = ctx.session.user().map_or("", |u| &**u);
     let c = &snap.config;
     tracing::info!(target: "audit", event = "turn_credentials", user = ?account, "TURN credentials issued");

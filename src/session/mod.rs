@@ -1,5 +1,6 @@
 //! One WebSocket session: its loop, its heartbeat and authentication
-//! deadline, the outbound queue other tasks write to, and how it closes.
+//! deadline, the outbound queue other tasks write to, and how it closes
+//! (close frame, half-close, a bounded read of what the peer still sends).
 //!
 //! The loop reads every frame already received, answers each (through
 //! `dispatch`), then flushes once; it never blocks on another session. It
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -23,12 +25,17 @@ use crate::dispatch::{self, Ctx};
 use crate::gateway::{Gateway, Ticket};
 use crate::hub::SessionHandle;
 use crate::rpc::Close;
-use crate::server::Ws;
+use crate::server::{Transport, Ws};
 
 /// Frames answered before one flush; bounds the work one wake-up can do.
 const MAX_BURST: usize = 64;
 /// How long a write may wait on a peer that reads nothing.
 const WRITE_STALL: Duration = Duration::from_secs(30);
+/// The most a close takes: writing the close frame, then reading what the
+/// peer still sends (PROTOCOL.md §10). Shutdown waits no longer than this.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// The most a closing session reads (and discards) from a peer still sending.
+pub const LINGER_BYTES: usize = 4 << 20;
 
 /// Runs a session to its end and removes it from the hub.
 pub async fn run(gw: Arc<Gateway>, ws: Ws, handle: Arc<SessionHandle>, ticket: Ticket) {
@@ -95,11 +102,10 @@ impl Session {
             };
             let closing = async {
                 ws.close(Some(frame)).await.ok()?;
-                // Wait briefly for the peer's close frame, discarding the rest.
-                while let Some(Ok(_)) = ws.next().await {}
+                linger(ws.get_mut()).await;
                 Some(())
             };
-            let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
+            let _ = tokio::time::timeout(CLOSE_LINGER, closing).await;
             tracing::debug!(code = code.code(), reason, "session closed");
         }
     }
@@ -252,6 +258,29 @@ impl Session {
             self.out = Vec::with_capacity(256);
         }
         close.map(|(code, reason)| End::Close(code, reason))
+    }
+}
+
+/// After the close frame: half-close (TLS close_notify, then TCP FIN) and
+/// read and discard what the peer still sends until it closes too or
+/// `LINGER_BYTES` have come (the caller bounds the time). Dropping a socket
+/// with unread bytes makes the kernel send a reset, and a peer still sending
+/// (the rest of a message too big, a flood) may then never read the close
+/// frame: RFC 6455 §7.1.1, nginx's lingering close. The bytes are read
+/// from the TCP socket below TLS: nothing in them is used, so nothing is
+/// decrypted.
+async fn linger(tls: &mut Transport) {
+    if tls.shutdown().await.is_err() {
+        return;
+    }
+    let tcp = tls.get_mut().0;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut left = LINGER_BYTES;
+    while left > 0 {
+        match tcp.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left = left.saturating_sub(n),
+        }
     }
 }
 
