@@ -524,6 +524,111 @@ async fn gen_cert_writes_a_ca_and_a_private_server_key_that_serve_real_tls() {
     assert!(gw.wait_exit(Duration::from_secs(10)).success());
 }
 
+/// `openssl verify -x509_strict` accepts `dir`'s server.pem for TLS server
+/// use, by ca.pem alone, for both development names.
+fn assert_openssl_verifies(dir: &Path) {
+    for name in [
+        ["-verify_hostname", "localhost"],
+        ["-verify_ip", "127.0.0.1"],
+    ] {
+        let out = Command::new("openssl")
+            .args(["verify", "-x509_strict", "-purpose", "sslserver"])
+            .args(name)
+            .arg("-CAfile")
+            .arg(dir.join("ca.pem"))
+            .arg(dir.join("server.pem"))
+            .output()
+            .expect("cannot run openssl (Debian: openssl)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "openssl verify {name:?}: {text}");
+        assert!(text.trim_end().ends_with("server.pem: OK"), "{text}");
+    }
+}
+
+/// The extensions `-x509_strict` does not insist on: the CA's key usage, the
+/// server certificate's key usage, EKU and key identifiers, and a validity
+/// of at most 825 days.
+fn assert_dev_cert_profile(dir: &Path) {
+    use x509_parser::prelude::*;
+    let read = |f: &str| {
+        let pem = std::fs::read(dir.join(f)).unwrap();
+        let (_, pem) = parse_x509_pem(&pem).unwrap();
+        pem.contents
+    };
+    let (ca_der, leaf_der) = (read("ca.pem"), read("server.pem"));
+    let (_, ca) = X509Certificate::from_der(&ca_der).unwrap();
+    let (_, leaf) = X509Certificate::from_der(&leaf_der).unwrap();
+
+    let bc = ca
+        .basic_constraints()
+        .unwrap()
+        .expect("CA basicConstraints");
+    assert!(bc.critical && bc.value.ca, "CA basicConstraints: {bc:?}");
+    let ku = ca.key_usage().unwrap().expect("CA keyUsage").value;
+    assert!(ku.key_cert_sign() && ku.crl_sign(), "CA keyUsage: {ku}");
+
+    let bc = leaf
+        .basic_constraints()
+        .unwrap()
+        .expect("leaf basicConstraints");
+    assert!(!bc.value.ca, "the server certificate is a CA");
+    let ku = leaf.key_usage().unwrap().expect("leaf keyUsage").value;
+    assert!(
+        ku.digital_signature() && !ku.key_cert_sign(),
+        "leaf keyUsage: {ku}"
+    );
+    let eku = leaf
+        .extended_key_usage()
+        .unwrap()
+        .expect("leaf extendedKeyUsage")
+        .value;
+    assert!(eku.server_auth, "leaf extendedKeyUsage: {eku:?}");
+    let ski = |c: &X509Certificate| {
+        c.extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+                _ => None,
+            })
+    };
+    let leaf_ski = ski(&leaf).expect("leaf Subject Key Identifier");
+    let ca_ski = ski(&ca).expect("CA Subject Key Identifier");
+    assert_ne!(leaf_ski, ca_ski);
+    let aki = leaf
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref(),
+            _ => None,
+        })
+        .expect("leaf Authority Key Identifier");
+    assert_eq!(aki.0, &ca_ski[..], "AKI is not the CA's key identifier");
+
+    for cert in [&ca, &leaf] {
+        let v = cert.validity();
+        let days = (v.not_after.timestamp() - v.not_before.timestamp()) / 86_400;
+        assert!(days <= 825, "valid for {days} days: {}", cert.subject());
+        assert!(v.is_valid(), "not valid now: {v:?}");
+    }
+}
+
+#[test]
+fn dev_certificates_from_gen_cert_pass_openssl_strict_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(
+        &["gen-cert", "--out", dir.path().to_str().unwrap()],
+        dir.path(),
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_openssl_verifies(dir.path());
+    assert_dev_cert_profile(dir.path());
+}
+
 /// Regression (src/util.rs `write_private`): `O_CREAT`'s mode applies only to a
 /// new file; regenerating over an existing world-readable key must still
 /// leave it 0600.
@@ -712,6 +817,9 @@ async fn serve_without_config_writes_the_embedded_default_and_serves_it() {
         assert_eq!(mode(&root.join("certs/server.key")), 0o600);
     }
     let ca_pem = std::fs::read_to_string(root.join("certs/ca.pem")).unwrap();
+    // The embedded default's certificates meet the same profile as gen-cert's.
+    assert_openssl_verifies(&root.join("certs"));
+    assert_dev_cert_profile(&root.join("certs"));
 
     if !port_free {
         eprintln!("127.0.0.1:{PORT} is busy: checked the starter files only");
