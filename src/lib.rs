@@ -28,7 +28,9 @@
 //!
 //! Operations: [`metrics`] (Prometheus families, counted on the path above,
 //! served on `[admin] listen`), [`audit`] (the audit trail as JSON lines on
-//! disk, a `tracing` layer), [`call`] (the operator's command-line client).
+//! disk, a `tracing` layer), [`jsonlog`] (the JSON line of both the audit
+//! trail and `--log-format json`), [`call`] (the operator's command-line
+//! client).
 
 #![forbid(unsafe_code)]
 
@@ -44,6 +46,7 @@ pub mod dispatch;
 pub mod gateway;
 pub mod http;
 pub mod hub;
+pub mod jsonlog;
 pub mod lockout;
 pub mod methods;
 pub mod metrics;
@@ -139,7 +142,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let Signals { hangup, shutdown } = signals;
     let reloader = tokio::spawn(reload_on_hangup(gateway.clone(), hangup));
     if let Some(admin) = admin_addr {
-        tracing::info!(admin = %admin, "serving GET /metrics");
+        tracing::info!(addr = %admin, "serving GET /metrics");
     }
     tracing::info!(addr = %server.local_addr()?, "listening");
     server.run(shutdown).await;

@@ -132,18 +132,23 @@ fn main() -> ExitCode {
 }
 
 /// The log on stderr, filtered by `RUST_LOG` (default `info`), plus the
-/// audit file layer, which `RUST_LOG` does not filter.
+/// audit file layer, which `RUST_LOG` does not filter. The JSON log is the
+/// audit file's line format (flat, the same field names), not
+/// tracing-subscriber's nested one.
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{EnvFilter, Layer};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let log = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
     let log = match format {
-        LogFormat::Text => log.with_filter(filter).boxed(),
-        LogFormat::Json => log.json().with_filter(filter).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => adjunct_gateway::jsonlog::layer()
+            .with_filter(filter)
+            .boxed(),
     };
     tracing_subscriber::registry()
         .with(log)

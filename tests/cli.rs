@@ -208,14 +208,14 @@ impl Drop for Proc {
 }
 
 /// The address in the gateway's `... listening addr=127.0.0.1:PORT` log line
-/// (or its JSON form, `"addr":"127.0.0.1:PORT"`).
+/// (or its JSON form, `"message":"listening",…,"addr":"127.0.0.1:PORT"`).
 fn listening_addr(stderr: &str) -> Option<SocketAddr> {
     stderr
         .lines()
         .filter(|l| l.contains("listening"))
         .find_map(|l| {
             let json: Option<serde_json::Value> = serde_json::from_str(l).ok();
-            if let Some(addr) = json.as_ref().and_then(|v| v["fields"]["addr"].as_str()) {
+            if let Some(addr) = json.as_ref().and_then(|v| v["addr"].as_str()) {
                 return addr.parse().ok();
             }
             let rest = &l[l.find("addr=127.0.0.1:")? + "addr=".len()..];
@@ -1247,24 +1247,168 @@ async fn serve_writes_the_audit_trail_to_its_file_whatever_rust_log_says() {
     assert!(!raw.contains(APP_PW) && !raw.contains(CTI_PW) && !raw.contains("not-It-1"));
 
     // stderr: JSON lines, RUST_LOG applied (the info audit lines filtered
-    // out, the warnings kept), session lines carrying the session span.
+    // out, the warnings kept), session lines carrying the session span's
+    // fields under the audit file's names.
     let log = gw
         .wait_stderr("the forbidden line", |t| t.contains("request refused"))
         .await;
     let log = json_lines(&log);
-    assert!(!log
-        .iter()
-        .any(|l| l["fields"]["message"] == "login succeeded"));
+    assert!(!log.iter().any(|l| l["message"] == "login succeeded"));
     let refused = log
         .iter()
-        .find(|l| l["fields"]["message"] == "request refused")
+        .find(|l| l["message"] == "request refused")
         .unwrap();
-    assert_eq!(refused["span"]["name"], "session");
-    assert_eq!(refused["span"]["endpoint"], "portal");
-    assert_eq!(refused["span"]["id"], forbidden["session"]);
-    assert!(refused["span"]["user"].as_str().unwrap().contains("cti1"));
+    assert_eq!(refused["target"], "audit");
+    assert_eq!(refused["endpoint"], "portal");
+    assert_eq!(refused["session"], forbidden["session"]);
+    assert_eq!(refused["user"], "cti1");
     gw.signal("TERM");
     assert!(gw.wait_exit(LIMIT).success());
+}
+
+/// A string value that is the Debug text of a string, an Option or a list
+/// (`"\"x\""`, `Some(…)`, `["a"]`) rather than the value itself.
+fn debug_formatted(v: &serde_json::Value) -> bool {
+    v.as_str().is_some_and(|s| {
+        (s.len() >= 2 && s.starts_with('"') && s.ends_with('"'))
+            || s.starts_with("Some(")
+            || s.starts_with("[\"")
+    })
+}
+
+/// Every audit line the file gets is on the JSON log too (RUST_LOG=info lets
+/// them all through): the same fields under the same names with the same
+/// values, strings as plain strings; `method` is always a JSON-RPC method and
+/// `credential` always the kind of credential a login offered.
+#[tokio::test]
+async fn json_log_lines_are_the_audit_lines_with_the_same_names_and_plain_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = format!(
+        "[[service_user]]\nname = \"admin\"\npassword = \"{}\"\ngroups = []\n\n[audit]\nfile = \"audit.log\"\n",
+        cheap_hash(ADMIN_PW)
+    );
+    let (path, ca_pem) = write_config(dir.path(), "", &admin);
+    let audit = dir.path().join("audit.log");
+    let mut gw = Proc::spawn(
+        &[
+            "--log-format",
+            "json",
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+        ],
+        dir.path(),
+        None,
+    );
+    let addr = gw.listening().await;
+    // Logins (Basic, session.login, a refused one) and requests (a refused
+    // one, a Management API change).
+    audited_traffic(addr, &ca_pem).await;
+    let auth = basic("admin", ADMIN_PW);
+    let mut sys = ws_connect(addr, &ca_pem, "/portal", &[("Authorization", &auth)])
+        .await
+        .unwrap();
+    let rev = sys.ok("admin.users.list", json!(null)).await["revision"].clone();
+    sys.ok(
+        "admin.groups.create",
+        json!({"revision": rev, "name": "Log \"Quoted\" Group", "rights": ["one-X CTI API"]}),
+    )
+    .await;
+
+    let events = ["login", "forbidden", "admin_change", "admin_change_item"];
+    let mut file = Vec::new();
+    wait_until("the audit lines", LIMIT, || {
+        file = json_lines(&std::fs::read_to_string(&audit).unwrap_or_default());
+        events.iter().all(|e| file.iter().any(|l| l["event"] == *e))
+    })
+    .await;
+    let log = gw
+        .wait_stderr("the change on the log", |t| t.contains("admin_change_item"))
+        .await;
+    gw.signal("TERM");
+    assert!(gw.wait_exit(LIMIT).success());
+
+    // Every stderr line is a flat JSON object with the four head fields.
+    let log = json_lines(&log);
+    for l in &log {
+        for head in ["time", "level", "target", "message"] {
+            assert!(l[head].is_string(), "no {head}: {l}");
+        }
+        for (k, v) in l.as_object().unwrap() {
+            assert!(!v.is_object() && !v.is_array(), "nested {k}: {l}");
+            assert!(!debug_formatted(v), "{k} is Debug text: {l}");
+        }
+    }
+    // The same lines, field for field (`time` is taken by each writer).
+    let without = |l: &serde_json::Value, keys: &[&str]| {
+        let mut m = l.as_object().unwrap().clone();
+        for k in keys {
+            m.remove(*k);
+        }
+        m
+    };
+    let mut on_log: Vec<_> = log
+        .iter()
+        .filter(|l| l["target"] == "audit")
+        .map(|l| without(l, &["time", "target"]))
+        .collect();
+    for l in &file {
+        let l = without(l, &["time"]);
+        let at = on_log
+            .iter()
+            .position(|s| *s == l)
+            .unwrap_or_else(|| panic!("audit line not on the log as is: {l:?}\nlog: {on_log:#?}"));
+        on_log.swap_remove(at);
+    }
+    assert!(
+        on_log.is_empty(),
+        "audit events missing from the file: {on_log:#?}"
+    );
+
+    // Plain strings, and one meaning per field name.
+    let find = |event: &str, user: &str| {
+        file.iter()
+            .find(|l| l["event"] == event && l["user"] == user)
+            .unwrap_or_else(|| panic!("no {event} line for {user}: {file:#?}"))
+    };
+    let app = find("login", "app1");
+    assert_eq!(app["credential"], "password");
+    assert_eq!(app["endpoint"], "adjunct");
+    assert_eq!(app["outcome"], "ok");
+    assert_eq!(find("login", "portal1")["outcome"], "failed");
+    let forbidden = find("forbidden", "cti1");
+    assert_eq!(forbidden["method"], "turn.credentials");
+    assert_eq!(forbidden["session"].as_str().map(str::len), Some(16));
+    assert_eq!(
+        find("admin_change", "admin")["method"],
+        "admin.groups.create"
+    );
+    let item = file
+        .iter()
+        .find(|l| l["event"] == "admin_change_item" && l["kind"] == "group")
+        .unwrap();
+    assert_eq!(item["name"], "Log \"Quoted\" Group");
+    assert_eq!(item["rights_after"], "one-X CTI API");
+    assert!(item.get("rights_before").is_none(), "{item}");
+    assert_eq!(item["change"], "created");
+    for l in log.iter().chain(&file) {
+        if let Some(m) = l.get("method") {
+            let m = m.as_str().unwrap();
+            assert!(
+                m.contains('.') && !m.contains(' '),
+                "method is not an RPC method: {l}"
+            );
+        }
+        if let Some(c) = l.get("credential") {
+            assert!(
+                ["password", "token", "certificate"].contains(&c.as_str().unwrap()),
+                "{l}"
+            );
+        }
+        if l["event"] == "login" {
+            assert!(l.get("method").is_none(), "a login line with method: {l}");
+        }
+    }
 }
 
 #[tokio::test]

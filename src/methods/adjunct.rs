@@ -46,7 +46,7 @@ pub fn register(
     for ns in &p.namespaces {
         ctx.gw.router.register(ctx.session, ns);
     }
-    tracing::info!(namespaces = ?p.namespaces, "provider registered");
+    tracing::info!(namespaces = p.namespaces.join(", "), "provider registered");
     Ok(json!({ "namespaces": ctx.gw.router.served_by(ctx.session.id) }))
 }
 

@@ -22,7 +22,7 @@ pub fn credentials(
     let p: Params = rpc::params(params)?;
     let account = ctx.session.user().map_or("", |u| &**u);
     let c = &snap.config;
-    tracing::info!(target: "audit", event = "turn_credentials", user = ?account, "TURN credentials issued");
+    tracing::info!(target: "audit", event = "turn_credentials", user = account, "TURN credentials issued");
     Ok(crate::turn::credentials(
         &c.turn,
         &c.topology,
