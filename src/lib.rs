@@ -95,12 +95,30 @@ impl Running {
     }
 }
 
+/// A listener that cannot be opened, said with its key and address in one
+/// line: "cannot listen on [server] listen 127.0.0.1:8443: Address already
+/// in use (os error 98)".
+fn cannot_listen(key: &str, addr: impl std::fmt::Display, e: std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!("cannot listen on {key} {addr}: {e}")
+}
+
+/// Binds `[server] listen`.
+async fn bind_server(gateway: &Arc<Gateway>) -> anyhow::Result<Server> {
+    let listen = gateway.snapshot().config.listen;
+    Server::bind(gateway.clone())
+        .await
+        .map_err(|e| cannot_listen("[server] listen", listen, e))
+}
+
 /// Binds `[admin] listen` (unless empty) and serves `/metrics` in a task.
 async fn start_exporter(
     gateway: &Gateway,
 ) -> anyhow::Result<(Option<SocketAddr>, Option<tokio::task::JoinHandle<()>>)> {
     let listen = gateway.snapshot().config.admin.listen.clone();
-    let Some(exporter) = Exporter::bind(&listen, gateway.metrics.clone()).await? else {
+    let Some(exporter) = Exporter::bind(&listen, gateway.metrics.clone())
+        .await
+        .map_err(|e| cannot_listen("[admin] listen", &listen, e))?
+    else {
         return Ok((None, None));
     };
     let addr = exporter.local_addr()?;
@@ -110,7 +128,7 @@ async fn start_exporter(
 /// Binds `[server] listen` and serves in a spawned task.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let gateway = Gateway::new(config)?;
-    let server = Server::bind(gateway.clone()).await?;
+    let server = bind_server(&gateway).await?;
     let addr = server.local_addr()?;
     let (admin_addr, exporter) = start_exporter(&gateway).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -137,7 +155,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .configure(&config.audit)
         .map_err(|e| anyhow::anyhow!("[audit] file: {e}"))?;
     let gateway = Gateway::new(config)?;
-    let server = Server::bind(gateway.clone()).await?;
+    let server = bind_server(&gateway).await?;
     let (admin_addr, exporter) = start_exporter(&gateway).await?;
     let Signals { hangup, shutdown } = signals;
     let reloader = tokio::spawn(reload_on_hangup(gateway.clone(), hangup));

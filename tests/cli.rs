@@ -650,6 +650,131 @@ fn gen_cert_makes_an_existing_server_key_private_again() {
     assert_eq!(mode(&key), 0o600, "a private key left readable by others");
 }
 
+// -------------------------------------------------------------- help, bind
+
+/// The entries of the `Options:` and `Arguments:` sections of a clap help
+/// text that have no help: an entry is a line indented by at most 6 that
+/// starts with `-`, `<` or `[`; its help follows on the same line after two
+/// spaces, or (long help) on the next, more indented line.
+fn entries_without_help(help: &str) -> Vec<String> {
+    let lines: Vec<&str> = help.lines().collect();
+    let mut in_args = false;
+    let mut missing = Vec::new();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let is_entry =
+        |l: &str| (1..=6).contains(&indent(l)) && l.trim_start().starts_with(['-', '<', '[']);
+    for (i, line) in lines.iter().enumerate() {
+        if !line.starts_with(' ') && !line.is_empty() {
+            in_args = matches!(line.trim_end(), "Options:" | "Arguments:");
+            continue;
+        }
+        if !in_args || !is_entry(line) {
+            continue;
+        }
+        let same_line = line
+            .trim()
+            .split_once("  ")
+            .is_some_and(|(_, h)| !h.trim().is_empty());
+        let next_line = lines
+            .get(i + 1)
+            .is_some_and(|n| !n.trim().is_empty() && !is_entry(n) && indent(n) > indent(line));
+        if !same_line && !next_line {
+            missing.push(line.trim().to_owned());
+        }
+    }
+    missing
+}
+
+#[test]
+fn every_option_and_argument_of_every_subcommand_has_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, top, err) = run(&["--help"], dir.path(), None);
+    assert_eq!(code, 0, "{err}");
+    assert!(top.contains("RUST_LOG"), "{top}");
+    let subcommands: Vec<&str> = top
+        .lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert_eq!(
+        subcommands,
+        ["serve", "hash-password", "check-config", "gen-cert", "call"]
+    );
+    // The parser sees a missing help: an entry alone on its line.
+    assert_eq!(
+        entries_without_help("Options:\n      --out <DIR>   \n  -h, --help  Print help\n"),
+        ["--out <DIR>"]
+    );
+    let mut checked = 0;
+    for sub in &subcommands {
+        for flag in ["-h", "--help"] {
+            let (code, help, err) = run(&[sub, flag], dir.path(), None);
+            assert_eq!(code, 0, "{sub} {flag}: {err}");
+            let missing = entries_without_help(&help);
+            assert!(
+                missing.is_empty(),
+                "{sub} {flag}: no help for {missing:?}\n{help}"
+            );
+            checked += help
+                .lines()
+                .filter(|l| l.trim_start().starts_with("--"))
+                .count();
+        }
+    }
+    assert!(checked > 20, "parsed only {checked} options");
+}
+
+#[test]
+fn call_help_names_the_password_variable_but_never_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "Sekrit-Value-42";
+    let (code, help, err) = Proc::spawn_env(
+        &["call", "--help"],
+        dir.path(),
+        None,
+        &[("ADJUNCT_GATEWAY_PASSWORD", secret)],
+    )
+    .finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(help.contains("ADJUNCT_GATEWAY_PASSWORD"), "{help}");
+    assert!(!help.contains(secret) && !err.contains(secret), "{help}");
+}
+
+/// `serve` with `[server] listen` or `[admin] listen` on a port another
+/// socket holds: exit 1, one line on stderr naming the key and the address.
+#[test]
+fn a_port_in_use_is_named_in_one_line_for_either_listener() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    for key in ["[server]", "[admin]"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = write_config(dir.path(), "", "");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let from = format!("{key}\nlisten = \"127.0.0.1:0\"");
+        assert!(text.contains(&from), "{text}");
+        std::fs::write(
+            &path,
+            text.replacen(&from, &format!("{key}\nlisten = \"{busy}\""), 1),
+        )
+        .unwrap();
+        let (code, out, err) = run(
+            &["serve", "--config", path.to_str().unwrap()],
+            dir.path(),
+            None,
+        );
+        assert_eq!(code, 1, "{key}: {out}{err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{key}: not one line:\n{err}");
+        let want = format!("cannot listen on {key} listen {busy}: ");
+        assert!(lines[0].contains(&want), "{key}: {err}");
+        assert!(lines[0].contains("in use"), "{key}: {err}");
+    }
+    drop(taken);
+}
+
 // ----------------------------------------------------------------- signals
 
 /// `serve` on a fresh test config in `dir`, once it listens:
