@@ -495,7 +495,8 @@ async fn gen_cert_writes_a_ca_and_a_private_server_key_that_serve_real_tls() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n\n[tls]\ncert = \"out/server.pem\"\nkey = \"out/server.key\"\n{}",
+            // [admin] on a free port: the default 9464 is the embedded default's.
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[tls]\ncert = \"out/server.pem\"\nkey = \"out/server.key\"\n{}",
             base_directory()
         ),
     )
