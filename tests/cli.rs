@@ -1304,6 +1304,13 @@ async fn audited_traffic(addr: SocketAddr, ca_pem: &str) {
     assert_eq!(cti.err("turn.credentials", json!(null)).await.0, -32003);
 }
 
+/// `--log-format json serve --config CONFIG` in `dir` with `RUST_LOG`.
+fn serve_json(dir: &Path, config: &Path, rust_log: &str) -> Proc {
+    let config = config.to_str().unwrap();
+    let args = ["--log-format", "json", "serve", "--config", config];
+    Proc::spawn_env(&args, dir, None, &[("RUST_LOG", rust_log)])
+}
+
 fn json_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
@@ -1321,18 +1328,7 @@ async fn serve_writes_the_audit_trail_to_its_file_whatever_rust_log_says() {
     std::fs::create_dir(dir.path().join("logs")).unwrap();
     let audit = dir.path().join("logs/audit.log");
     // JSON logs, and only warnings from the audit target: the file gets all.
-    let mut gw = Proc::spawn_env(
-        &[
-            "--log-format",
-            "json",
-            "serve",
-            "--config",
-            path.to_str().unwrap(),
-        ],
-        dir.path(),
-        None,
-        &[("RUST_LOG", "warn,adjunct_gateway=info")],
-    );
+    let mut gw = serve_json(dir.path(), &path, "warn,adjunct_gateway=info");
     let addr = gw.listening().await;
     audited_traffic(addr, &ca_pem).await;
     gw.signal("HUP");
@@ -1415,17 +1411,7 @@ async fn json_log_lines_are_the_audit_lines_with_the_same_names_and_plain_string
     );
     let (path, ca_pem) = write_config(dir.path(), "", &admin);
     let audit = dir.path().join("audit.log");
-    let mut gw = Proc::spawn(
-        &[
-            "--log-format",
-            "json",
-            "serve",
-            "--config",
-            path.to_str().unwrap(),
-        ],
-        dir.path(),
-        None,
-    );
+    let mut gw = serve_json(dir.path(), &path, "info");
     let addr = gw.listening().await;
     // Logins (Basic, session.login, a refused one) and requests (a refused
     // one, a Management API change).
