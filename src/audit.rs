@@ -1,20 +1,20 @@
 //! The audit trail on disk: every `tracing` event with `target: "audit"`
 //! (logins, refusals, revocations, reloads, administration) as one JSON object
 //! per line, with the session (id, peer, endpoint, user) of the enclosing
-//! `session` span, appended to `[audit] file` and rotated by size.
+//! `session` span, appended to `[audit] file` and rotated by size. The line
+//! format is [`crate::jsonlog`]'s, the same as `--log-format json`; every
+//! event and field is listed in docs/AUDIT.md.
 //!
 //! The layer only formats the line and hands it to a writer thread through a
 //! bounded queue, so a slow or failing disk never blocks a session: a full
 //! queue drops the line and counts it. Write errors (full disk, unwritable
 //! file) are reported on the log, at most every ten seconds, with the number
-//! of lines lost; nothing here panics. Fields that could carry a secret are
-//! written as `<redacted>` whatever an emitter passes.
+//! of lines lost; nothing here panics.
 //!
 //! The file is process-wide, like the log: the binary installs [`layer`] and
 //! [`AuditLog::configure`]s [`global`] at start and on every SIGHUP (which
 //! also reopens the file, for external rotation).
 
-use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,25 +23,20 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
-use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Filter, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::AuditSection;
+use crate::jsonlog::{self, SESSION_SPAN};
 
 /// The target audit events are emitted with.
 pub const TARGET: &str = "audit";
-/// The span whose fields every audit line of a session carries.
-const SESSION_SPAN: &str = "session";
 /// Lines waiting for the writer thread; past it lines are dropped and counted.
 const QUEUE: usize = 4096;
 /// At most one error report per this long.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
-/// Field names never written as given.
-const SECRET_FIELDS: &[&str] = &["password", "secret", "token", "key"];
 
 enum Msg {
     Line(String),
@@ -337,16 +332,6 @@ fn wanted(meta: &Metadata<'_>) -> bool {
     }
 }
 
-/// A session span's fields, kept for the audit lines inside it.
-/// Kept per live session, so kept small: a boxed slice, not a map.
-struct SpanFields(Box<[(String, Value)]>);
-
-impl SpanFields {
-    fn of(map: Map<String, Value>) -> SpanFields {
-        SpanFields(map.into_iter().collect())
-    }
-}
-
 impl<S> Layer<S> for AuditLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -355,144 +340,24 @@ where
         // No audit file: nothing will read these, so idle sessions do not
         // pay for them (sessions opened before a file is configured by a
         // reload log their events without the span's fields).
-        if !self.log.enabled.load(Ordering::Acquire) {
-            return;
+        if self.log.enabled.load(Ordering::Acquire) {
+            jsonlog::keep_span_fields(attrs, id, &ctx);
         }
-        let Some(span) = ctx.span(id) else { return };
-        let mut fields = Fields::default();
-        attrs.record(&mut fields);
-        span.extensions_mut().insert(SpanFields::of(fields.0));
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
-        let mut ext = span.extensions_mut();
-        if let Some(kept) = ext.get_mut::<SpanFields>() {
-            let mut fields = Fields(std::mem::take(&mut kept.0).into_vec().into_iter().collect());
-            values.record(&mut fields);
-            *kept = SpanFields::of(fields.0);
-        }
+        jsonlog::update_span_fields(id, values, &ctx);
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         if !self.log.enabled.load(Ordering::Acquire) {
             return;
         }
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        let mut map = fields.0;
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope {
-                if let Some(SpanFields(span_fields)) = span.extensions().get::<SpanFields>() {
-                    for (k, v) in span_fields.iter() {
-                        let key = if k == "id" { "session" } else { k.as_str() };
-                        if !map.contains_key(key) && !v.is_null() {
-                            map.insert(key.to_owned(), v.clone());
-                        }
-                    }
-                }
-            }
-        }
-        self.log
-            .submit(line(event.metadata().level(), &map, time_now()));
+        let fields = jsonlog::event_fields(event, &ctx);
+        // No target: every audit line's is `audit`.
+        let line = jsonlog::line(event.metadata().level(), None, &fields, jsonlog::time_now());
+        self.log.submit(line);
     }
-}
-
-fn time_now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
-/// `{"time":…,"level":…,<fields>}` and a newline.
-fn line(level: &tracing::Level, fields: &Map<String, Value>, time: String) -> String {
-    let mut out = String::with_capacity(256);
-    out.push_str("{\"time\":");
-    out.push_str(&Value::String(time).to_string());
-    out.push_str(",\"level\":\"");
-    out.push_str(level.as_str());
-    out.push('"');
-    for (k, v) in fields {
-        if k == "time" || k == "level" {
-            continue;
-        }
-        out.push(',');
-        out.push_str(&Value::String(k.clone()).to_string());
-        out.push(':');
-        out.push_str(&v.to_string());
-    }
-    out.push_str("}\n");
-    out
-}
-
-/// Collects fields as JSON values.
-#[derive(Default)]
-struct Fields(Map<String, Value>);
-
-impl Fields {
-    fn put(&mut self, field: &Field, value: Value) {
-        let name = field.name();
-        let value = if SECRET_FIELDS.contains(&name) {
-            Value::String("<redacted>".into())
-        } else {
-            value
-        };
-        self.0.insert(name.to_owned(), value);
-    }
-}
-
-impl Visit for Fields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, Value::String(value.to_owned()));
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, value.into());
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, value.into());
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, value.into());
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        // `?value` of a string arrives quoted and escaped: undo that.
-        let text = format!("{value:?}");
-        let value = unquote_debug(&text).unwrap_or(text);
-        self.put(field, Value::String(value));
-    }
-}
-
-/// The string a Rust `{:?}` string literal stands for, if `s` is one.
-fn unquote_debug(s: &str) -> Option<String> {
-    let inner = s.strip_prefix('"')?.strip_suffix('"')?;
-    let mut out = String::with_capacity(inner.len());
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return None,
-            '\\' => out.push(match chars.next()? {
-                'n' => '\n',
-                'r' => '\r',
-                't' => '\t',
-                '0' => '\0',
-                c @ ('\\' | '"' | '\'') => c,
-                'u' => {
-                    if chars.next()? != '{' {
-                        return None;
-                    }
-                    let hex: String = chars.by_ref().take_while(|c| *c != '}').collect();
-                    char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?
-                }
-                _ => return None,
-            }),
-            c => out.push(c),
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -500,17 +365,7 @@ mod tests {
     use super::*;
     use tracing_subscriber::layer::SubscriberExt;
 
-    #[test]
-    fn debug_strings_are_unquoted_and_anything_else_is_left_alone() {
-        for s in ["app1", "a \"b\" \\ c\n\t", "ü\u{7f}\u{200b}", ""] {
-            assert_eq!(unquote_debug(&format!("{s:?}")).as_deref(), Some(s));
-        }
-        assert_eq!(unquote_debug("127.0.0.1:5"), None);
-        assert_eq!(unquote_debug("\"a\"b\""), None);
-        assert_eq!(unquote_debug("\"\\q\""), None);
-    }
-
-    fn read_lines(path: &Path) -> Vec<Value> {
+    fn read_lines(path: &Path) -> Vec<serde_json::Value> {
         std::fs::read_to_string(path)
             .unwrap_or_default()
             .lines()
@@ -551,8 +406,8 @@ mod tests {
                 user = tracing::field::Empty,
             );
             let _in = span.enter();
-            span.record("user", tracing::field::debug("portal\"1"));
-            tracing::warn!(target: "audit", event = "forbidden", method = ?"turn.credentials", right = "TURN Server Connection", password = "hunter2", "request refused");
+            span.record("user", "portal\"1");
+            tracing::warn!(target: "audit", event = "forbidden", method = "turn.credentials", right = "TURN Server Connection", password = "hunter2", "request refused");
         });
         log.flush();
         let lines = read_lines(&path);

@@ -77,7 +77,7 @@ pub async fn authenticate(
 ) -> Result<Granted, Refused> {
     let snap = gw.snapshot_owned();
     let sec = &snap.config.security;
-    let how = cred.kind();
+    let how = Some(cred.kind());
     let is_certificate = matches!(cred, Credential::Certificate(_));
     let claimed: &str = match &cred {
         Credential::Password { user, .. } => user,
@@ -153,7 +153,7 @@ pub async fn authenticate(
                 audit(gw, at, claimed, how, Login::Failed, reason);
             }
             if tripped.account_locked {
-                tracing::warn!(target: "audit", event = "lockout", user = ?shown(claimed), peer = %at.peer, lockout_secs = sec.lockout_secs, "account locked after repeated failures");
+                tracing::warn!(target: "audit", event = "lockout", user = shown(claimed), peer = %at.peer, lockout_secs = sec.lockout_secs, "account locked after repeated failures");
             }
             if tripped.address_blocked {
                 tracing::warn!(target: "audit", event = "address_blocked", peer = %at.peer, block_secs = sec.ip_block_secs, "source address throttled after repeated failures");
@@ -194,7 +194,7 @@ pub async fn authenticate(
         gw.lockout.succeeded(&name);
     }
     gw.metrics.login(Login::Ok);
-    tracing::info!(target: "audit", event = "login", outcome = "ok", user = ?&*name, peer = %at.peer, endpoint = at.endpoint.name(), method = how, "login succeeded");
+    tracing::info!(target: "audit", event = "login", outcome = "ok", user = &*name, peer = %at.peer, endpoint = at.endpoint.name(), credential = how, "login succeeded");
     Ok(Granted {
         user: name,
         rights,
@@ -217,7 +217,8 @@ pub fn bind(gw: &Gateway, session: &SessionHandle, granted: &Granted) -> Result<
             gw,
             at,
             &granted.user,
-            "bind",
+            // The credential is not known here; the check that granted it was audited.
+            None,
             Login::Refused,
             "too many sessions for this user",
         );
@@ -226,7 +227,7 @@ pub fn bind(gw: &Gateway, session: &SessionHandle, granted: &Granted) -> Result<
     if let Some(reason) = gw.hub.recheck(session, &gw.snapshot().directory) {
         // The credential went stale during the check (a password reset, a
         // disable): the session is closing with no rights, and is told so.
-        tracing::warn!(target: "audit", event = "revoked", session = %session.id_string(), user = ?&*granted.user, peer = %session.peer, endpoint = session.endpoint.name(), reason, "session closed: changed while logging in");
+        tracing::warn!(target: "audit", event = "revoked", session = %session.id_string(), user = &*granted.user, peer = %session.peer, endpoint = session.endpoint.name(), reason, "session closed: changed while logging in");
         return Err(Refused::Failed);
     }
     Ok(())
@@ -248,13 +249,19 @@ pub fn resume_token(gw: &Gateway, session: &SessionHandle) -> Option<(String, u6
     Some((gw.resume.issue(account, expires), expires))
 }
 
-/// A user name as logs show it: truncated and debug-escaped (no injection).
-fn shown(user: &str) -> String {
-    user.chars().take(64).collect()
+/// A claimed user name as logs show it: at most 64 characters (both log
+/// formats escape it, so it cannot inject a line).
+fn shown(user: &str) -> &str {
+    match user.char_indices().nth(64) {
+        Some((end, _)) => user.get(..end).unwrap_or(user),
+        None => user,
+    }
 }
 
 /// A refused attempt: counted, and an audit line.
-fn audit(gw: &Gateway, at: Attempt, user: &str, how: &str, outcome: Login, reason: &str) {
+fn audit(gw: &Gateway, at: Attempt, user: &str, how: Option<&str>, outcome: Login, reason: &str) {
     gw.metrics.login(outcome);
-    tracing::warn!(target: "audit", event = "login", outcome = outcome.name(), user = ?shown(user), peer = %at.peer, endpoint = at.endpoint.name(), method = how, reason, "login refused");
+    // No name claimed (a token, a certificate): no `user` field.
+    let user = (!user.is_empty()).then(|| shown(user));
+    tracing::warn!(target: "audit", event = "login", outcome = outcome.name(), user, peer = %at.peer, endpoint = at.endpoint.name(), credential = how, reason, "login refused");
 }

@@ -242,8 +242,8 @@ fn audit_forbidden(session: &SessionHandle, method: &str, right: Right) {
     tracing::warn!(
         target: "audit",
         event = "forbidden",
-        user = ?session.user().map_or("", |u| &**u),
-        method = ?shown,
+        user = session.user().map_or("", |u| &**u),
+        method = shown.as_str(),
         right = right.name(),
         "request refused"
     );

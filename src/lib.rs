@@ -28,7 +28,9 @@
 //!
 //! Operations: [`metrics`] (Prometheus families, counted on the path above,
 //! served on `[admin] listen`), [`audit`] (the audit trail as JSON lines on
-//! disk, a `tracing` layer), [`call`] (the operator's command-line client).
+//! disk, a `tracing` layer), [`jsonlog`] (the JSON line of both the audit
+//! trail and `--log-format json`), [`call`] (the operator's command-line
+//! client).
 
 #![forbid(unsafe_code)]
 
@@ -45,6 +47,7 @@ pub mod dispatch;
 pub mod gateway;
 pub mod http;
 pub mod hub;
+pub mod jsonlog;
 pub mod lockout;
 pub mod methods;
 pub mod metrics;
@@ -93,12 +96,30 @@ impl Running {
     }
 }
 
+/// A listener that cannot be opened, said with its key and address in one
+/// line: "cannot listen on [server] listen 127.0.0.1:8443: Address already
+/// in use (os error 98)".
+fn cannot_listen(key: &str, addr: impl std::fmt::Display, e: std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!("cannot listen on {key} {addr}: {e}")
+}
+
+/// Binds `[server] listen`.
+async fn bind_server(gateway: &Arc<Gateway>) -> anyhow::Result<Server> {
+    let listen = gateway.snapshot().config.listen;
+    Server::bind(gateway.clone())
+        .await
+        .map_err(|e| cannot_listen("[server] listen", listen, e))
+}
+
 /// Binds `[admin] listen` (unless empty) and serves `/metrics` in a task.
 async fn start_exporter(
     gateway: &Gateway,
 ) -> anyhow::Result<(Option<SocketAddr>, Option<tokio::task::JoinHandle<()>>)> {
     let listen = gateway.snapshot().config.admin.listen.clone();
-    let Some(exporter) = Exporter::bind(&listen, gateway.metrics.clone()).await? else {
+    let Some(exporter) = Exporter::bind(&listen, gateway.metrics.clone())
+        .await
+        .map_err(|e| cannot_listen("[admin] listen", &listen, e))?
+    else {
         return Ok((None, None));
     };
     let addr = exporter.local_addr()?;
@@ -108,7 +129,7 @@ async fn start_exporter(
 /// Binds `[server] listen` and serves in a spawned task.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let gateway = Gateway::new(config)?;
-    let server = Server::bind(gateway.clone()).await?;
+    let server = bind_server(&gateway).await?;
     let addr = server.local_addr()?;
     let (admin_addr, exporter) = start_exporter(&gateway).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -135,12 +156,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .configure(&config.audit)
         .map_err(|e| anyhow::anyhow!("[audit] file: {e}"))?;
     let gateway = Gateway::new(config)?;
-    let server = Server::bind(gateway.clone()).await?;
+    let server = bind_server(&gateway).await?;
     let (admin_addr, exporter) = start_exporter(&gateway).await?;
     let Signals { hangup, shutdown } = signals;
     let reloader = tokio::spawn(reload_on_hangup(gateway.clone(), hangup));
     if let Some(admin) = admin_addr {
-        tracing::info!(admin = %admin, "serving GET /metrics");
+        tracing::info!(addr = %admin, "serving GET /metrics");
     }
     tracing::info!(addr = %server.local_addr()?, "listening");
     server.run(shutdown).await;

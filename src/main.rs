@@ -8,14 +8,25 @@ use adjunct_gateway::config::Config;
 use adjunct_gateway::directory::{check_complexity, hash_password, Complexity};
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// Environment variables every command reads, for `--help`.
+const ENVIRONMENT: &str = "\
+Environment:
+  RUST_LOG  The log filter (default: info), e.g. info,audit=warn";
+
+/// `call`'s password. Read by `call` itself, never by clap: an option would
+/// invite passing the password on the command line, where every user on the
+/// host can read it.
+const PASSWORD_ENV: &str = "ADJUNCT_GATEWAY_PASSWORD";
+
 #[derive(Parser)]
 #[command(
     name = "adjunct-gateway",
     version,
-    about = "TLS WebSocket gateway for adjunct servers and User Portal clients"
+    about = "TLS WebSocket gateway for adjunct servers and User Portal clients",
+    after_help = ENVIRONMENT
 )]
 struct Cli {
-    /// Log format.
+    /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -24,15 +35,20 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
+    /// One line per event for people, fields as key=value.
     Text,
+    /// One JSON object per line, the audit file's fields (docs/AUDIT.md).
     Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Serve. Without --config, uses ./gateway.toml, creating a starter one if absent.
+    #[command(after_help = ENVIRONMENT)]
     Serve {
-        #[arg(long)]
+        /// The config file (default: ./gateway.toml, written with a starter
+        /// set of users and a dev certificate if absent).
+        #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// Read one password from stdin and print its argon2id PHC string.
@@ -45,18 +61,28 @@ enum Command {
         user: Option<String>,
     },
     /// Validate a config file; on error print file:line and the problem, exit 1.
-    CheckConfig { file: PathBuf },
+    CheckConfig {
+        /// The config file to validate.
+        file: PathBuf,
+    },
     /// Write a dev CA (ca.pem) and a server certificate and key signed by it.
     GenCert {
-        #[arg(long)]
+        /// The directory to write ca.pem, server.pem and server.key (0600)
+        /// into; created if missing, existing files overwritten.
+        #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// DNS name or IP address for the server certificate (repeatable).
-        #[arg(long = "host")]
+        /// DNS name or IP address for the server certificate (repeatable;
+        /// default: localhost and 127.0.0.1).
+        #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
     },
     /// Log in to a gateway, call one method and print its result as JSON.
     /// The password comes from ADJUNCT_GATEWAY_PASSWORD, else a prompt.
-    #[command(arg_required_else_help = true)]
+    #[command(
+        arg_required_else_help = true,
+        after_help = "Environment:\n  ADJUNCT_GATEWAY_PASSWORD  The password to log in with \
+            (else a prompt without echo); never printed"
+    )]
     Call(CallArgs),
 }
 
@@ -69,14 +95,14 @@ struct CallArgs {
     #[arg(long)]
     user: String,
     /// PEM file of the CA to trust (default: the system's roots).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
     /// Subscribe to this topic pattern and print its events until Ctrl-C
     /// (repeatable; after METHOD, if one is given).
     #[arg(long = "watch", value_name = "TOPIC")]
     watch: Vec<String>,
     /// Seconds to wait for the connection and for each answer.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
     /// The method, e.g. session.info.
     #[arg(required_unless_present = "watch")]
@@ -132,18 +158,23 @@ fn main() -> ExitCode {
 }
 
 /// The log on stderr, filtered by `RUST_LOG` (default `info`), plus the
-/// audit file layer, which `RUST_LOG` does not filter.
+/// audit file layer, which `RUST_LOG` does not filter. The JSON log is the
+/// audit file's line format (flat, the same field names), not
+/// tracing-subscriber's nested one.
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{EnvFilter, Layer};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let log = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
     let log = match format {
-        LogFormat::Text => log.with_filter(filter).boxed(),
-        LogFormat::Json => log.json().with_filter(filter).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => adjunct_gateway::jsonlog::layer()
+            .with_filter(filter)
+            .boxed(),
     };
     tracing_subscriber::registry()
         .with(log)
@@ -225,17 +256,15 @@ fn call(args: CallArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let password = match std::env::var("ADJUNCT_GATEWAY_PASSWORD") {
+    let password = match std::env::var(PASSWORD_ENV) {
         Ok(p) => p,
-        Err(_) => {
-            match rpassword::prompt_password(format!("password for {user}: ")) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("call: no password: set ADJUNCT_GATEWAY_PASSWORD or run on a terminal ({e})");
-                    return ExitCode::FAILURE;
-                }
+        Err(_) => match rpassword::prompt_password(format!("password for {user}: ")) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("call: no password: set {PASSWORD_ENV} or run on a terminal ({e})");
+                return ExitCode::FAILURE;
             }
-        }
+        },
     };
     let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
         return ExitCode::FAILURE;
@@ -300,6 +329,47 @@ fn hash(complexity: Complexity, user: Option<&str>) -> ExitCode {
         Err(e) => {
             eprintln!("hash-password: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument of every subcommand, with the path to its command.
+    fn args(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in cmd.get_arguments() {
+            out.push((path.to_owned(), arg.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            args(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn the_cli_is_well_formed_and_every_argument_has_help() {
+        Cli::command().debug_assert();
+        let mut all = Vec::new();
+        args(&Cli::command(), "adjunct-gateway", &mut all);
+        assert!(all.len() > 10, "{} arguments", all.len());
+        let missing: Vec<String> = all
+            .iter()
+            .filter(|(_, a)| a.get_help().is_none() && a.get_long_help().is_none())
+            .map(|(path, a)| format!("{path} {}", a.get_id()))
+            .collect();
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
+
+    #[test]
+    fn call_help_names_the_password_variable_and_no_subcommand_lacks_about() {
+        let mut cli = Cli::command();
+        let call = cli.find_subcommand_mut("call").unwrap();
+        let help = call.render_long_help().to_string();
+        assert!(help.contains(PASSWORD_ENV), "{help}");
+        for sub in Cli::command().get_subcommands() {
+            assert!(sub.get_about().is_some(), "{} has no about", sub.get_name());
         }
     }
 }

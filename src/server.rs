@@ -312,7 +312,7 @@ impl Conn {
         }
         if endpoint == Endpoint::Portal && !crate::portal::origin_allowed(&snap.config.portal, head)
         {
-            tracing::warn!(target: "audit", event = "origin_refused", peer = %self.peer, origin = ?head.origin, "portal upgrade from a foreign origin refused");
+            tracing::warn!(target: "audit", event = "origin_refused", peer = %self.peer, origin = head.origin.as_deref(), "portal upgrade from a foreign origin refused");
             return Err(Answer::text(403, "Forbidden", "origin not allowed"));
         }
         let block_secs = snap.config.security.ip_block_secs;

@@ -140,21 +140,33 @@ pub struct DevCerts {
     pub server_key_pem: String,
 }
 
-/// Makes a dev CA and a server certificate for `hosts` (DNS names or IPs), ECDSA P-256.
+/// How long a dev certificate is valid: the most browsers and Apple
+/// platforms accept for a server certificate (CA/B Forum, 825 days).
+pub const DEV_CERT_DAYS: i64 = 825;
+
+/// Makes a dev CA and a server certificate for `hosts` (DNS names or IPs),
+/// ECDSA P-256, with the extensions `openssl verify -x509_strict` and browsers
+/// expect: the CA has basicConstraints CA:TRUE (critical), keyCertSign and
+/// cRLSign; the server certificate has CA:FALSE, digitalSignature (an EC key
+/// signs, it never enciphers), serverAuth, Subject and Authority Key
+/// Identifiers. Both are valid from an hour ago (clock skew) for
+/// [`DEV_CERT_DAYS`].
 pub fn generate_dev_certs(hosts: &[String]) -> Result<DevCerts, rcgen::Error> {
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
     };
+    let not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let not_after = not_before + time::Duration::days(DEV_CERT_DAYS);
+
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params
         .distinguished_name
         .push(DnType::CommonName, "adjunct-gateway dev CA");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params.not_before = not_before;
+    ca_params.not_after = not_after;
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca_params, ca_key);
@@ -164,6 +176,13 @@ pub fn generate_dev_certs(hosts: &[String]) -> Result<DevCerts, rcgen::Error> {
         DnType::CommonName,
         hosts.first().map_or("localhost", String::as_str),
     );
+    // ExplicitNoCa: rcgen then writes CA:FALSE and the Subject Key Identifier.
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = not_before;
+    params.not_after = not_after;
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
     Ok(DevCerts {

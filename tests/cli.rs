@@ -208,14 +208,14 @@ impl Drop for Proc {
 }
 
 /// The address in the gateway's `... listening addr=127.0.0.1:PORT` log line
-/// (or its JSON form, `"addr":"127.0.0.1:PORT"`).
+/// (or its JSON form, `"message":"listening",…,"addr":"127.0.0.1:PORT"`).
 fn listening_addr(stderr: &str) -> Option<SocketAddr> {
     stderr
         .lines()
         .filter(|l| l.contains("listening"))
         .find_map(|l| {
             let json: Option<serde_json::Value> = serde_json::from_str(l).ok();
-            if let Some(addr) = json.as_ref().and_then(|v| v["fields"]["addr"].as_str()) {
+            if let Some(addr) = json.as_ref().and_then(|v| v["addr"].as_str()) {
                 return addr.parse().ok();
             }
             let rest = &l[l.find("addr=127.0.0.1:")? + "addr=".len()..];
@@ -495,7 +495,8 @@ async fn gen_cert_writes_a_ca_and_a_private_server_key_that_serve_real_tls() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n\n[tls]\ncert = \"out/server.pem\"\nkey = \"out/server.key\"\n{}",
+            // [admin] on a free port: the default 9464 is the embedded default's.
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[tls]\ncert = \"out/server.pem\"\nkey = \"out/server.key\"\n{}",
             base_directory()
         ),
     )
@@ -524,6 +525,111 @@ async fn gen_cert_writes_a_ca_and_a_private_server_key_that_serve_real_tls() {
     assert!(gw.wait_exit(Duration::from_secs(10)).success());
 }
 
+/// `openssl verify -x509_strict` accepts `dir`'s server.pem for TLS server
+/// use, by ca.pem alone, for both development names.
+fn assert_openssl_verifies(dir: &Path) {
+    for name in [
+        ["-verify_hostname", "localhost"],
+        ["-verify_ip", "127.0.0.1"],
+    ] {
+        let out = Command::new("openssl")
+            .args(["verify", "-x509_strict", "-purpose", "sslserver"])
+            .args(name)
+            .arg("-CAfile")
+            .arg(dir.join("ca.pem"))
+            .arg(dir.join("server.pem"))
+            .output()
+            .expect("cannot run openssl (Debian: openssl)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "openssl verify {name:?}: {text}");
+        assert!(text.trim_end().ends_with("server.pem: OK"), "{text}");
+    }
+}
+
+/// The extensions `-x509_strict` does not insist on: the CA's key usage, the
+/// server certificate's key usage, EKU and key identifiers, and a validity
+/// of at most 825 days.
+fn assert_dev_cert_profile(dir: &Path) {
+    use x509_parser::prelude::*;
+    let read = |f: &str| {
+        let pem = std::fs::read(dir.join(f)).unwrap();
+        let (_, pem) = parse_x509_pem(&pem).unwrap();
+        pem.contents
+    };
+    let (ca_der, leaf_der) = (read("ca.pem"), read("server.pem"));
+    let (_, ca) = X509Certificate::from_der(&ca_der).unwrap();
+    let (_, leaf) = X509Certificate::from_der(&leaf_der).unwrap();
+
+    let bc = ca
+        .basic_constraints()
+        .unwrap()
+        .expect("CA basicConstraints");
+    assert!(bc.critical && bc.value.ca, "CA basicConstraints: {bc:?}");
+    let ku = ca.key_usage().unwrap().expect("CA keyUsage").value;
+    assert!(ku.key_cert_sign() && ku.crl_sign(), "CA keyUsage: {ku}");
+
+    let bc = leaf
+        .basic_constraints()
+        .unwrap()
+        .expect("leaf basicConstraints");
+    assert!(!bc.value.ca, "the server certificate is a CA");
+    let ku = leaf.key_usage().unwrap().expect("leaf keyUsage").value;
+    assert!(
+        ku.digital_signature() && !ku.key_cert_sign(),
+        "leaf keyUsage: {ku}"
+    );
+    let eku = leaf
+        .extended_key_usage()
+        .unwrap()
+        .expect("leaf extendedKeyUsage")
+        .value;
+    assert!(eku.server_auth, "leaf extendedKeyUsage: {eku:?}");
+    let ski = |c: &X509Certificate| {
+        c.extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+                _ => None,
+            })
+    };
+    let leaf_ski = ski(&leaf).expect("leaf Subject Key Identifier");
+    let ca_ski = ski(&ca).expect("CA Subject Key Identifier");
+    assert_ne!(leaf_ski, ca_ski);
+    let aki = leaf
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref(),
+            _ => None,
+        })
+        .expect("leaf Authority Key Identifier");
+    assert_eq!(aki.0, &ca_ski[..], "AKI is not the CA's key identifier");
+
+    for cert in [&ca, &leaf] {
+        let v = cert.validity();
+        let days = (v.not_after.timestamp() - v.not_before.timestamp()) / 86_400;
+        assert!(days <= 825, "valid for {days} days: {}", cert.subject());
+        assert!(v.is_valid(), "not valid now: {v:?}");
+    }
+}
+
+#[test]
+fn dev_certificates_from_gen_cert_pass_openssl_strict_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(
+        &["gen-cert", "--out", dir.path().to_str().unwrap()],
+        dir.path(),
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_openssl_verifies(dir.path());
+    assert_dev_cert_profile(dir.path());
+}
+
 /// Regression (src/util.rs `write_private`): `O_CREAT`'s mode applies only to a
 /// new file; regenerating over an existing world-readable key must still
 /// leave it 0600.
@@ -543,6 +649,131 @@ fn gen_cert_makes_an_existing_server_key_private_again() {
     assert_eq!(code, 0, "{err}");
     assert_ne!(std::fs::read_to_string(&key).unwrap(), "old");
     assert_eq!(mode(&key), 0o600, "a private key left readable by others");
+}
+
+// -------------------------------------------------------------- help, bind
+
+/// The entries of the `Options:` and `Arguments:` sections of a clap help
+/// text that have no help: an entry is a line indented by at most 6 that
+/// starts with `-`, `<` or `[`; its help follows on the same line after two
+/// spaces, or (long help) on the next, more indented line.
+fn entries_without_help(help: &str) -> Vec<String> {
+    let lines: Vec<&str> = help.lines().collect();
+    let mut in_args = false;
+    let mut missing = Vec::new();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let is_entry =
+        |l: &str| (1..=6).contains(&indent(l)) && l.trim_start().starts_with(['-', '<', '[']);
+    for (i, line) in lines.iter().enumerate() {
+        if !line.starts_with(' ') && !line.is_empty() {
+            in_args = matches!(line.trim_end(), "Options:" | "Arguments:");
+            continue;
+        }
+        if !in_args || !is_entry(line) {
+            continue;
+        }
+        let same_line = line
+            .trim()
+            .split_once("  ")
+            .is_some_and(|(_, h)| !h.trim().is_empty());
+        let next_line = lines
+            .get(i + 1)
+            .is_some_and(|n| !n.trim().is_empty() && !is_entry(n) && indent(n) > indent(line));
+        if !same_line && !next_line {
+            missing.push(line.trim().to_owned());
+        }
+    }
+    missing
+}
+
+#[test]
+fn every_option_and_argument_of_every_subcommand_has_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, top, err) = run(&["--help"], dir.path(), None);
+    assert_eq!(code, 0, "{err}");
+    assert!(top.contains("RUST_LOG"), "{top}");
+    let subcommands: Vec<&str> = top
+        .lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert_eq!(
+        subcommands,
+        ["serve", "hash-password", "check-config", "gen-cert", "call"]
+    );
+    // The parser sees a missing help: an entry alone on its line.
+    assert_eq!(
+        entries_without_help("Options:\n      --out <DIR>   \n  -h, --help  Print help\n"),
+        ["--out <DIR>"]
+    );
+    let mut checked = 0;
+    for sub in &subcommands {
+        for flag in ["-h", "--help"] {
+            let (code, help, err) = run(&[sub, flag], dir.path(), None);
+            assert_eq!(code, 0, "{sub} {flag}: {err}");
+            let missing = entries_without_help(&help);
+            assert!(
+                missing.is_empty(),
+                "{sub} {flag}: no help for {missing:?}\n{help}"
+            );
+            checked += help
+                .lines()
+                .filter(|l| l.trim_start().starts_with("--"))
+                .count();
+        }
+    }
+    assert!(checked > 20, "parsed only {checked} options");
+}
+
+#[test]
+fn call_help_names_the_password_variable_but_never_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "Sekrit-Value-42";
+    let (code, help, err) = Proc::spawn_env(
+        &["call", "--help"],
+        dir.path(),
+        None,
+        &[("ADJUNCT_GATEWAY_PASSWORD", secret)],
+    )
+    .finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(help.contains("ADJUNCT_GATEWAY_PASSWORD"), "{help}");
+    assert!(!help.contains(secret) && !err.contains(secret), "{help}");
+}
+
+/// `serve` with `[server] listen` or `[admin] listen` on a port another
+/// socket holds: exit 1, one line on stderr naming the key and the address.
+#[test]
+fn a_port_in_use_is_named_in_one_line_for_either_listener() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    for key in ["[server]", "[admin]"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = write_config(dir.path(), "", "");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let from = format!("{key}\nlisten = \"127.0.0.1:0\"");
+        assert!(text.contains(&from), "{text}");
+        std::fs::write(
+            &path,
+            text.replacen(&from, &format!("{key}\nlisten = \"{busy}\""), 1),
+        )
+        .unwrap();
+        let (code, out, err) = run(
+            &["serve", "--config", path.to_str().unwrap()],
+            dir.path(),
+            None,
+        );
+        assert_eq!(code, 1, "{key}: {out}{err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{key}: not one line:\n{err}");
+        let want = format!("cannot listen on {key} listen {busy}: ");
+        assert!(lines[0].contains(&want), "{key}: {err}");
+        assert!(lines[0].contains("in use"), "{key}: {err}");
+    }
+    drop(taken);
 }
 
 // ----------------------------------------------------------------- signals
@@ -712,6 +943,9 @@ async fn serve_without_config_writes_the_embedded_default_and_serves_it() {
         assert_eq!(mode(&root.join("certs/server.key")), 0o600);
     }
     let ca_pem = std::fs::read_to_string(root.join("certs/ca.pem")).unwrap();
+    // The embedded default's certificates meet the same profile as gen-cert's.
+    assert_openssl_verifies(&root.join("certs"));
+    assert_dev_cert_profile(&root.join("certs"));
 
     if !port_free {
         eprintln!("127.0.0.1:{PORT} is busy: checked the starter files only");
@@ -1070,6 +1304,13 @@ async fn audited_traffic(addr: SocketAddr, ca_pem: &str) {
     assert_eq!(cti.err("turn.credentials", json!(null)).await.0, -32003);
 }
 
+/// `--log-format json serve --config CONFIG` in `dir` with `RUST_LOG`.
+fn serve_json(dir: &Path, config: &Path, rust_log: &str) -> Proc {
+    let config = config.to_str().unwrap();
+    let args = ["--log-format", "json", "serve", "--config", config];
+    Proc::spawn_env(&args, dir, None, &[("RUST_LOG", rust_log)])
+}
+
 fn json_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
@@ -1087,18 +1328,7 @@ async fn serve_writes_the_audit_trail_to_its_file_whatever_rust_log_says() {
     std::fs::create_dir(dir.path().join("logs")).unwrap();
     let audit = dir.path().join("logs/audit.log");
     // JSON logs, and only warnings from the audit target: the file gets all.
-    let mut gw = Proc::spawn_env(
-        &[
-            "--log-format",
-            "json",
-            "serve",
-            "--config",
-            path.to_str().unwrap(),
-        ],
-        dir.path(),
-        None,
-        &[("RUST_LOG", "warn,adjunct_gateway=info")],
-    );
+    let mut gw = serve_json(dir.path(), &path, "warn,adjunct_gateway=info");
     let addr = gw.listening().await;
     audited_traffic(addr, &ca_pem).await;
     gw.signal("HUP");
@@ -1139,24 +1369,158 @@ async fn serve_writes_the_audit_trail_to_its_file_whatever_rust_log_says() {
     assert!(!raw.contains(APP_PW) && !raw.contains(CTI_PW) && !raw.contains("not-It-1"));
 
     // stderr: JSON lines, RUST_LOG applied (the info audit lines filtered
-    // out, the warnings kept), session lines carrying the session span.
+    // out, the warnings kept), session lines carrying the session span's
+    // fields under the audit file's names.
     let log = gw
         .wait_stderr("the forbidden line", |t| t.contains("request refused"))
         .await;
     let log = json_lines(&log);
-    assert!(!log
-        .iter()
-        .any(|l| l["fields"]["message"] == "login succeeded"));
+    assert!(!log.iter().any(|l| l["message"] == "login succeeded"));
     let refused = log
         .iter()
-        .find(|l| l["fields"]["message"] == "request refused")
+        .find(|l| l["message"] == "request refused")
         .unwrap();
-    assert_eq!(refused["span"]["name"], "session");
-    assert_eq!(refused["span"]["endpoint"], "portal");
-    assert_eq!(refused["span"]["id"], forbidden["session"]);
-    assert!(refused["span"]["user"].as_str().unwrap().contains("cti1"));
+    assert_eq!(refused["target"], "audit");
+    assert_eq!(refused["endpoint"], "portal");
+    assert_eq!(refused["session"], forbidden["session"]);
+    assert_eq!(refused["user"], "cti1");
     gw.signal("TERM");
     assert!(gw.wait_exit(LIMIT).success());
+}
+
+/// A string value that is the Debug text of a string, an Option or a list
+/// (`"\"x\""`, `Some(…)`, `["a"]`) rather than the value itself.
+fn debug_formatted(v: &serde_json::Value) -> bool {
+    v.as_str().is_some_and(|s| {
+        (s.len() >= 2 && s.starts_with('"') && s.ends_with('"'))
+            || s.starts_with("Some(")
+            || s.starts_with("[\"")
+    })
+}
+
+/// Every audit line the file gets is on the JSON log too (RUST_LOG=info lets
+/// them all through): the same fields under the same names with the same
+/// values, strings as plain strings; `method` is always a JSON-RPC method and
+/// `credential` always the kind of credential a login offered.
+#[tokio::test]
+async fn json_log_lines_are_the_audit_lines_with_the_same_names_and_plain_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = format!(
+        "[[service_user]]\nname = \"admin\"\npassword = \"{}\"\ngroups = []\n\n[audit]\nfile = \"audit.log\"\n",
+        cheap_hash(ADMIN_PW)
+    );
+    let (path, ca_pem) = write_config(dir.path(), "", &admin);
+    let audit = dir.path().join("audit.log");
+    let mut gw = serve_json(dir.path(), &path, "info");
+    let addr = gw.listening().await;
+    // Logins (Basic, session.login, a refused one) and requests (a refused
+    // one, a Management API change).
+    audited_traffic(addr, &ca_pem).await;
+    let auth = basic("admin", ADMIN_PW);
+    let mut sys = ws_connect(addr, &ca_pem, "/portal", &[("Authorization", &auth)])
+        .await
+        .unwrap();
+    let rev = sys.ok("admin.users.list", json!(null)).await["revision"].clone();
+    sys.ok(
+        "admin.groups.create",
+        json!({"revision": rev, "name": "Log \"Quoted\" Group", "rights": ["one-X CTI API"]}),
+    )
+    .await;
+
+    let events = ["login", "forbidden", "admin_change", "admin_change_item"];
+    let mut file = Vec::new();
+    wait_until("the audit lines", LIMIT, || {
+        file = json_lines(&std::fs::read_to_string(&audit).unwrap_or_default());
+        events.iter().all(|e| file.iter().any(|l| l["event"] == *e))
+    })
+    .await;
+    let log = gw
+        .wait_stderr("the change on the log", |t| t.contains("admin_change_item"))
+        .await;
+    gw.signal("TERM");
+    assert!(gw.wait_exit(LIMIT).success());
+
+    // Every stderr line is a flat JSON object with the four head fields.
+    let log = json_lines(&log);
+    for l in &log {
+        for head in ["time", "level", "target", "message"] {
+            assert!(l[head].is_string(), "no {head}: {l}");
+        }
+        for (k, v) in l.as_object().unwrap() {
+            assert!(!v.is_object() && !v.is_array(), "nested {k}: {l}");
+            assert!(!debug_formatted(v), "{k} is Debug text: {l}");
+        }
+    }
+    // The same lines, field for field (`time` is taken by each writer).
+    let without = |l: &serde_json::Value, keys: &[&str]| {
+        let mut m = l.as_object().unwrap().clone();
+        for k in keys {
+            m.remove(*k);
+        }
+        m
+    };
+    let mut on_log: Vec<_> = log
+        .iter()
+        .filter(|l| l["target"] == "audit")
+        .map(|l| without(l, &["time", "target"]))
+        .collect();
+    for l in &file {
+        let l = without(l, &["time"]);
+        let at = on_log
+            .iter()
+            .position(|s| *s == l)
+            .unwrap_or_else(|| panic!("audit line not on the log as is: {l:?}\nlog: {on_log:#?}"));
+        on_log.swap_remove(at);
+    }
+    assert!(
+        on_log.is_empty(),
+        "audit events missing from the file: {on_log:#?}"
+    );
+
+    // Plain strings, and one meaning per field name.
+    let find = |event: &str, user: &str| {
+        file.iter()
+            .find(|l| l["event"] == event && l["user"] == user)
+            .unwrap_or_else(|| panic!("no {event} line for {user}: {file:#?}"))
+    };
+    let app = find("login", "app1");
+    assert_eq!(app["credential"], "password");
+    assert_eq!(app["endpoint"], "adjunct");
+    assert_eq!(app["outcome"], "ok");
+    assert_eq!(find("login", "portal1")["outcome"], "failed");
+    let forbidden = find("forbidden", "cti1");
+    assert_eq!(forbidden["method"], "turn.credentials");
+    assert_eq!(forbidden["session"].as_str().map(str::len), Some(16));
+    assert_eq!(
+        find("admin_change", "admin")["method"],
+        "admin.groups.create"
+    );
+    let item = file
+        .iter()
+        .find(|l| l["event"] == "admin_change_item" && l["kind"] == "group")
+        .unwrap();
+    assert_eq!(item["name"], "Log \"Quoted\" Group");
+    assert_eq!(item["rights_after"], "one-X CTI API");
+    assert!(item.get("rights_before").is_none(), "{item}");
+    assert_eq!(item["change"], "created");
+    for l in log.iter().chain(&file) {
+        if let Some(m) = l.get("method") {
+            let m = m.as_str().unwrap();
+            assert!(
+                m.contains('.') && !m.contains(' '),
+                "method is not an RPC method: {l}"
+            );
+        }
+        if let Some(c) = l.get("credential") {
+            assert!(
+                ["password", "token", "certificate"].contains(&c.as_str().unwrap()),
+                "{l}"
+            );
+        }
+        if l["event"] == "login" {
+            assert!(l.get("method").is_none(), "a login line with method: {l}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -124,7 +124,7 @@ fn audit_change(
     tracing::info!(
         target: "audit",
         event = "admin_change",
-        user = ?user,
+        user,
         peer = %s.peer,
         endpoint = s.endpoint.name(),
         session = %s.id_string(),
@@ -138,17 +138,17 @@ fn audit_change(
         tracing::info!(
             target: "audit",
             event = "admin_change_item",
-            user = ?user,
+            user,
             session = %s.id_string(),
             method,
             kind = c.kind.name(),
-            name = ?c.name,
+            name = c.name.as_str(),
             change = c.verb(),
-            rights_before = ?c.before.map(|r| r.names()),
-            rights_after = ?c.after.map(|r| r.names()),
+            rights_before = c.before.map(|r| r.names().join(", ")),
+            rights_after = c.after.map(|r| r.names().join(", ")),
             password_changed = c.password,
-            enabled_before = ?c.enabled.0,
-            enabled_after = ?c.enabled.1,
+            enabled_before = c.enabled.0,
+            enabled_after = c.enabled.1,
             "account or group changed"
         );
     }
@@ -159,7 +159,7 @@ pub fn audit_refused(s: &SessionHandle, method: &str, refusal: &Refusal) {
     tracing::warn!(
         target: "audit",
         event = "admin_refused",
-        user = ?s.user().map_or("", |u| &**u),
+        user = s.user().map_or("", |u| &**u),
         peer = %s.peer,
         endpoint = s.endpoint.name(),
         session = %s.id_string(),

@@ -45,7 +45,7 @@ pub fn register(ctx: &Ctx<'_>, snap: &Snapshot, params: Params<'_>) -> Result<Va
     for ns in &p.namespaces {
         ctx.gw.router.register(ctx.session, ns);
     }
-    tracing::info!(namespaces = ?p.namespaces, "provider registered");
+    tracing::info!(namespaces = p.namespaces.join(", "), "provider registered");
     Ok(json!({ "namespaces": ctx.gw.router.served_by(ctx.session.id) }))
 }
 

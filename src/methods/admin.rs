@@ -199,13 +199,13 @@ pub fn sessions_close(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcErr
     tracing::warn!(
         target: "audit",
         event = "admin_session_closed",
-        user = ?s.user().map_or("", |u| &**u),
+        user = s.user().map_or("", |u| &**u),
         peer = %s.peer,
         endpoint = s.endpoint.name(),
         session = %s.id_string(),
         closed_session = %target.id_string(),
-        closed_user = ?target.user().map_or("", |u| &**u),
-        reason = ?reason,
+        closed_user = target.user().map_or("", |u| &**u),
+        reason = reason.as_deref(),
         "session closed by an administrator"
     );
     Ok(json!({ "closed": target.id_string() }))
@@ -226,7 +226,7 @@ pub async fn config_reload(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
     .map_err(|_| RpcError::new(Code::Internal))?;
     match reloaded {
         Ok(report) => {
-            tracing::info!(target: "audit", event = "reload", outcome = "ok", user = ?user, peer = %s.peer, session = %s.id_string(), revoked = report.revoked, "configuration reloaded through the Management API");
+            tracing::info!(target: "audit", event = "reload", outcome = "ok", user, peer = %s.peer, session = %s.id_string(), revoked = report.revoked, "configuration reloaded through the Management API");
             let snap = ctx.gw.snapshot();
             Ok(json!({
                 "revision": snap.config.source.revision(),
@@ -235,7 +235,7 @@ pub async fn config_reload(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
             }))
         }
         Err(e) => {
-            tracing::error!(target: "audit", event = "reload", outcome = "refused", user = ?user, peer = %s.peer, session = %s.id_string(), error = %e, "configuration refused; the old one stays");
+            tracing::error!(target: "audit", event = "reload", outcome = "refused", user, peer = %s.peer, session = %s.id_string(), error = %e, "configuration refused; the old one stays");
             Err(RpcError::with_message(
                 Code::Internal,
                 format!("the config file was refused; the old one stays: {e}"),
@@ -389,7 +389,11 @@ pub async fn network_set(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, Rpc
     .await?;
     // URLs are not secrets: the audit trail says what the topology became.
     let (stun, turn) = &done.value;
-    tracing::info!(target: "audit", event = "admin_network", user = ?ctx.session.user().map_or("", |u| &**u), session = %ctx.session.id_string(), stun_urls = ?stun, turn_urls = ?turn, revision = %done.revision, "network topology set");
+    let (stun, turn) = (
+        stun.as_ref().map(|u| u.join(", ")),
+        turn.as_ref().map(|u| u.join(", ")),
+    );
+    tracing::info!(target: "audit", event = "admin_network", user = ctx.session.user().map_or("", |u| &**u), session = %ctx.session.id_string(), stun_urls = stun.as_deref(), turn_urls = turn.as_deref(), revision = %done.revision, "network topology set");
     Ok(answer(done))
 }
 

@@ -18,7 +18,7 @@ pub fn credentials(ctx: &Ctx<'_>, snap: &Snapshot, params: Params<'_>) -> Result
     let p: TtlParams = params.decode()?;
     let account = ctx.session.user().map_or("", |u| &**u);
     let c = &snap.config;
-    tracing::info!(target: "audit", event = "turn_credentials", user = ?account, "TURN credentials issued");
+    tracing::info!(target: "audit", event = "turn_credentials", user = account, "TURN credentials issued");
     Ok(crate::turn::credentials(
         &c.turn,
         &c.topology,

@@ -52,9 +52,8 @@ impl Exporter {
                 "[admin] listen is not an address:port",
             )
         })?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("[admin] listen {addr}: {e}")))?;
+        // The caller names `[admin] listen` and the address in the error.
+        let listener = TcpListener::bind(addr).await?;
         Ok(Some(Exporter { listener, metrics }))
     }
 

@@ -47,7 +47,7 @@ pub async fn run(gw: Arc<Gateway>, ws: Ws, handle: Arc<SessionHandle>, ticket: T
         user = tracing::field::Empty,
     );
     if let Some(user) = handle.user() {
-        span.record("user", tracing::field::debug(&**user));
+        span.record("user", &**user);
     }
     let _open = gw.metrics.session_opened(handle.endpoint);
     let mut session = Session {
@@ -247,7 +247,7 @@ impl Session {
         if !was_authenticated && self.handle.rights().is_some() {
             self.ticket.authenticated();
             if let Some(user) = self.handle.user() {
-                tracing::Span::current().record("user", tracing::field::debug(&**user));
+                tracing::Span::current().record("user", &**user);
             }
         }
         if !self.out.is_empty() {

@@ -1,5 +1,5 @@
 //! The outside programs the suite runs for real (coturn, Chromium with
-//! playwright-core, promtool). Checked once when a test binary loads: a
+//! playwright-core, promtool, openssl). Checked once when a test binary loads: a
 //! machine without them fails at once with one line naming the command that
 //! installs them, instead of passing by skipping or failing test by test.
 
@@ -13,6 +13,7 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     ("node", "nodejs"),
     ("promtool", "prometheus"),
+    ("openssl", "openssl"),
 ];
 
 fn on_path(program: &str) -> bool {
