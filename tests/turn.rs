@@ -5,13 +5,15 @@
 //! .ci/run installs coturn, chromium, node and playwright-core.
 
 mod common;
+#[path = "browser/support.rs"]
+mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
+use support::run_portal_script;
 
 /// A coturn server on 127.0.0.1 with a free UDP port, killed on drop.
 struct Coturn {
@@ -283,31 +285,6 @@ async fn static_credentials_work_with_lt_cred_mech() {
         (-32003, json!("TURN Server Connection"))
     );
     gw.shutdown().await;
-}
-
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-fn run_portal_script(args: &[&str]) -> (bool, String) {
-    require("node");
-    require("chromium");
-    assert!(
-        browser_dir().join("node_modules/playwright-core").exists(),
-        "playwright-core missing: run `npm ci --prefix tests/browser` (see .ci/run)"
-    );
-    let out = Command::new("node")
-        .arg(browser_dir().join("portal.mjs"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_ne!(out.status.code(), Some(2), "environment problem: {text}");
-    (out.status.success(), text)
 }
 
 #[tokio::test(flavor = "multi_thread")]
