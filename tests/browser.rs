@@ -12,7 +12,7 @@ mod support;
 
 use common::*;
 use serde_json::Value;
-use support::{run_portal_script, ExampleProvider};
+use support::{sign_in_on_page, ExampleProvider};
 
 /// The JSON line portal.mjs prints on stdout.
 fn report(out: &str) -> Value {
@@ -40,19 +40,8 @@ async fn the_demo_page_drives_calls_through_the_example_provider_and_reports_a_s
     provider.wait_for_stdout("registered for cti.*", 1).await;
     let url = format!("https://127.0.0.1:{port}/");
 
-    let (ok, out) = tokio::task::block_in_place(|| {
-        run_portal_script(&[
-            "--url",
-            &url,
-            "--user",
-            "portal1",
-            "--password",
-            PORTAL_PW,
-            "--expect-turn-unreachable",
-            &turn_addr,
-            "--cti",
-        ])
-    });
+    let flags = ["--expect-turn-unreachable", &turn_addr, "--cti"];
+    let (ok, out) = sign_in_on_page(&url, "portal1", PORTAL_PW, &flags);
     assert!(ok, "{out}");
     let r = report(&out);
     assert_eq!(r["state"], "turn-unreachable", "{out}");
@@ -92,19 +81,8 @@ async fn the_demo_page_drives_calls_through_the_example_provider_and_reports_a_s
 
     // turn1 holds TURN Server Connection only: the panel says which right
     // call control needs, and its controls are disabled.
-    let (ok, out) = tokio::task::block_in_place(|| {
-        run_portal_script(&[
-            "--url",
-            &url,
-            "--user",
-            "turn1",
-            "--password",
-            TURN_PW,
-            "--expect-turn-unreachable",
-            &turn_addr,
-            "--expect-cti-off",
-        ])
-    });
+    let flags = ["--expect-turn-unreachable", &turn_addr, "--expect-cti-off"];
+    let (ok, out) = sign_in_on_page(&url, "turn1", TURN_PW, &flags);
     assert!(ok, "{out}");
     let r = report(&out);
     assert_eq!(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-use support::run_portal_script;
+use support::{run_portal_script, sign_in_on_page};
 
 /// A coturn server on 127.0.0.1 with a free UDP port, killed on drop.
 struct Coturn {
@@ -300,23 +300,11 @@ async fn the_demo_page_in_chromium_gathers_a_relay_candidate() {
     )
     .await;
     let url = format!("https://127.0.0.1:{}/", gw.addr.port());
-    let (ok, out) = tokio::task::block_in_place(|| {
-        run_portal_script(&[
-            "--url",
-            &url,
-            "--user",
-            "portal1",
-            "--password",
-            PORTAL_PW,
-            "--expect-relay",
-        ])
-    });
+    let (ok, out) = sign_in_on_page(&url, "portal1", PORTAL_PW, &["--expect-relay"]);
     assert!(ok, "no relay candidate: {out}");
     assert!(out.contains("relay"), "{out}");
     // A wrong password ends in login-failed, not in TURN details.
-    let (ok, out) = tokio::task::block_in_place(|| {
-        run_portal_script(&["--url", &url, "--user", "portal1", "--password", "nope"])
-    });
+    let (ok, out) = sign_in_on_page(&url, "portal1", "nope", &[]);
     assert!(!ok && out.contains("login-failed"), "{out}");
     // A page on another origin cannot open /portal (HTTP 403).
     let (ok, out) =

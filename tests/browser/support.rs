@@ -17,36 +17,11 @@ pub fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
-/// True if `tool` is an executable on PATH.
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| {
-            std::fs::metadata(dir.join(tool)).is_ok_and(|m| {
-                m.is_file()
-                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
-            })
-        })
-    })
-}
-
-/// Fails at once, naming the command that installs what is missing.
-pub fn require_browser() {
-    for tool in ["node", "chromium"] {
-        assert!(
-            on_path(tool),
-            "{tool} is not installed: apt-get install chromium nodejs npm && npm ci --prefix tests/browser (see .ci/run)"
-        );
-    }
-    assert!(
-        browser_dir().join("node_modules/playwright-core").exists(),
-        "playwright-core is missing: npm ci --prefix tests/browser (see .ci/run)"
-    );
-}
-
 /// Runs `node tests/browser/portal.mjs ARGS`; returns (passed, stdout+stderr).
-/// Exit status 2 (usage or environment) fails the test at once.
+/// Exit status 2 (usage or environment) fails the test at once. Node,
+/// Chromium and playwright-core are checked when the test binary loads
+/// (tests/common/prereq.rs).
 pub fn run_portal_script(args: &[&str]) -> (bool, String) {
-    require_browser();
     let out = Command::new("node")
         .arg(browser_dir().join("portal.mjs"))
         .args(args)
@@ -59,6 +34,14 @@ pub fn run_portal_script(args: &[&str]) -> (bool, String) {
     );
     assert_ne!(out.status.code(), Some(2), "environment problem: {text}");
     (out.status.success(), text)
+}
+
+/// Signs in on the demo page at `url` with portal.mjs's `flags` (from a
+/// multi-threaded tokio test: the browser run blocks this thread).
+pub fn sign_in_on_page(url: &str, user: &str, password: &str, flags: &[&str]) -> (bool, String) {
+    let mut args = vec!["--url", url, "--user", user, "--password", password];
+    args.extend_from_slice(flags);
+    tokio::task::block_in_place(|| run_portal_script(&args))
 }
 
 /// target/<profile>/examples/cti_provider, brought up to date once per test
