@@ -4,7 +4,7 @@
 //! `cti.call.*` event; a TURN server that never answers is reported within
 //! 2 s, naming its address; the page logs no console error (its CSP
 //! included). The coturn relay check of the same page is in tests/turn.rs.
-//! .ci/run installs chromium, node and playwright-core.
+//! scripts/test installs chromium, node and playwright-core.
 
 mod common;
 #[path = "browser/support.rs"]

@@ -215,13 +215,13 @@ async function portalCheck(ctx, o) {
   const refused = res.state === "login-failed";
   if (o.turnUnreachable) {
     if (res.state !== "turn-unreachable") problems.push(`state ${res.state}, expected turn-unreachable`);
-    if (!res.status.includes(o.turnUnreachable)) problems.push(`the status does not name ${o.turnUnreachable}`);
+    if (!(res.status || "").includes(o.turnUnreachable)) problems.push(`the status does not name ${o.turnUnreachable}`);
     if (!(res.turnMs <= TURN_VERDICT_MS)) problems.push(`TURN verdict after ${res.turnMs} ms, more than ${TURN_VERDICT_MS} ms`);
   } else if (res.state !== "done") {
     problems.push(`state ${res.state}, expected done`);
   }
   if (o.expectRelay && !res.candidateTypes.includes("relay")) problems.push("no relay candidate");
-  if (o.ctiOff && !(res.cti === "off" && res.ctiControlsDisabled && res.ctiStatus.includes("one-X CTI API"))) {
+  if (o.ctiOff && !(res.cti === "off" && res.ctiControlsDisabled && (res.ctiStatus || "").includes("one-X CTI API"))) {
     problems.push("the CTI panel is not disabled with a sentence naming one-X CTI API");
   }
   if (!refused && (consoleErrors.length || (res.cspViolations || []).length)) problems.push("console errors");
