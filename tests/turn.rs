@@ -5,13 +5,15 @@
 //! .ci/run installs coturn, chromium, node and playwright-core.
 
 mod common;
+#[path = "browser/support.rs"]
+mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
+use support::{run_portal_script, sign_in_on_page};
 
 /// A coturn server on 127.0.0.1 with a free UDP port, killed on drop.
 struct Coturn {
@@ -285,31 +287,6 @@ async fn static_credentials_work_with_lt_cred_mech() {
     gw.shutdown().await;
 }
 
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-fn run_portal_script(args: &[&str]) -> (bool, String) {
-    require("node");
-    require("chromium");
-    assert!(
-        browser_dir().join("node_modules/playwright-core").exists(),
-        "playwright-core missing: run `npm ci --prefix tests/browser` (see .ci/run)"
-    );
-    let out = Command::new("node")
-        .arg(browser_dir().join("portal.mjs"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_ne!(out.status.code(), Some(2), "environment problem: {text}");
-    (out.status.success(), text)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_page_in_chromium_gathers_a_relay_candidate() {
     let coturn = Coturn::start(&[
@@ -323,23 +300,11 @@ async fn the_demo_page_in_chromium_gathers_a_relay_candidate() {
     )
     .await;
     let url = format!("https://127.0.0.1:{}/", gw.addr.port());
-    let (ok, out) = tokio::task::block_in_place(|| {
-        run_portal_script(&[
-            "--url",
-            &url,
-            "--user",
-            "portal1",
-            "--password",
-            PORTAL_PW,
-            "--expect-relay",
-        ])
-    });
+    let (ok, out) = sign_in_on_page(&url, "portal1", PORTAL_PW, &["--expect-relay"]);
     assert!(ok, "no relay candidate: {out}");
     assert!(out.contains("relay"), "{out}");
     // A wrong password ends in login-failed, not in TURN details.
-    let (ok, out) = tokio::task::block_in_place(|| {
-        run_portal_script(&["--url", &url, "--user", "portal1", "--password", "nope"])
-    });
+    let (ok, out) = sign_in_on_page(&url, "portal1", "nope", &[]);
     assert!(!ok && out.contains("login-failed"), "{out}");
     // A page on another origin cannot open /portal (HTTP 403).
     let (ok, out) =
