@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::catalog::{self, Need};
 use crate::hub::SessionHandle;
+use crate::session::outbound::Guard;
 
 /// Longest topic or pattern accepted.
 pub const MAX_TOPIC_LEN: usize = 256;
@@ -121,10 +122,12 @@ impl Broker {
                 if !allowed {
                     continue;
                 }
-                if sub
-                    .outbound
-                    .push_event(message.clone(), delivery.queue_cap, delivery.stall)
-                {
+                if sub.outbound.push_event(
+                    message.clone(),
+                    Guard::Needs(delivery.need),
+                    delivery.queue_cap,
+                    delivery.stall,
+                ) {
                     fanout.delivered += 1;
                 } else {
                     fanout.dropped += 1;

@@ -120,6 +120,27 @@ struct UserSection {
     token_generation: u64,
 }
 
+/// An ICE server URL as browsers take it (RFC 7064/7065): one of `schemes`,
+/// then a host, an optional port and, for TURN, an optional `?transport=`;
+/// printable ASCII only, no spaces or controls, at most 256 bytes. Anything
+/// else would be handed to every User Portal page as it is.
+fn ice_url(url: &str, schemes: [&str; 2]) -> Result<(), String> {
+    let Some(rest) = schemes.iter().find_map(|s| url.strip_prefix(s)) else {
+        return Err(format!("must start with {} or {}", schemes[0], schemes[1]));
+    };
+    if url.len() > 256 || !url.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be at most 256 printable ASCII characters, without spaces".into());
+    }
+    let (hostport, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if hostport.is_empty() || hostport.contains(['/', '@', '#']) {
+        return Err("must be scheme:host[:port] (no path, user or fragment)".into());
+    }
+    if !query.is_empty() && query != "transport=udp" && query != "transport=tcp" {
+        return Err("may only end in ?transport=udp or ?transport=tcp".into());
+    }
+    Ok(())
+}
+
 fn yes() -> bool {
     true
 }
@@ -222,10 +243,18 @@ pub struct Limits {
     pub max_batch: usize,
     /// Routed requests one session may have waiting for providers.
     pub max_pending_per_session: usize,
+    /// Routed requests waiting to be written to one provider; past it the
+    /// caller gets -32004 "provider busy", and a provider that stays full
+    /// for `stalled_close_secs` is closed (1008).
+    pub provider_queue: usize,
     /// Messages waiting to be written to one session (events past it are dropped).
     pub outbound_queue: usize,
-    /// A subscriber that keeps dropping events this long is closed (1008).
+    /// A subscriber that keeps dropping events, or a provider whose request
+    /// queue stays full, this long is closed (1008).
     pub stalled_close_secs: u64,
+    /// A write that waits this long on a peer that reads nothing drops the
+    /// connection (no close frame can get through).
+    pub write_stall_secs: u64,
     /// Topic patterns one session may subscribe to.
     pub max_subscriptions: usize,
     /// Authenticated sessions of one service user.
@@ -250,8 +279,10 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             max_batch: 32,
             max_pending_per_session: 64,
+            provider_queue: 4096,
             outbound_queue: 256,
             stalled_close_secs: 30,
+            write_stall_secs: 30,
             max_subscriptions: 256,
             max_connections_per_user: 20_000,
             requests_per_sec: 1000,
@@ -677,33 +708,33 @@ impl Validator<'_> {
             &groups,
             &users,
         )?;
-        for url in raw.network_topology.stun_urls.iter() {
-            if !url.starts_with("stun:") && !url.starts_with("stuns:") {
-                return Err(self.err(
-                    None,
-                    format!(
-                        "[network_topology] stun_urls: {url:?} must start with stun: or stuns:"
-                    ),
-                ));
-            }
-        }
-        for url in raw.network_topology.turn_urls.iter() {
-            if !url.starts_with("turn:") && !url.starts_with("turns:") {
-                return Err(self.err(
-                    None,
-                    format!(
-                        "[network_topology] turn_urls: {url:?} must start with turn: or turns:"
-                    ),
-                ));
+        for (key, urls, schemes) in [
+            (
+                "stun_urls",
+                &raw.network_topology.stun_urls,
+                ["stun:", "stuns:"],
+            ),
+            (
+                "turn_urls",
+                &raw.network_topology.turn_urls,
+                ["turn:", "turns:"],
+            ),
+        ] {
+            for url in urls {
+                if let Err(why) = ice_url(url, schemes) {
+                    return Err(self.err(None, format!("[network_topology] {key}: {url:?} {why}")));
+                }
             }
         }
         let l = &raw.limits;
         if l.max_batch == 0
             || l.outbound_queue < 8
+            || l.provider_queue < 8
             || l.handshake_timeout_secs == 0
+            || l.write_stall_secs == 0
             || l.max_header_bytes < 1024
         {
-            return Err(self.err(None, "[limits]: max_batch >= 1, outbound_queue >= 8, handshake_timeout_secs >= 1, max_header_bytes >= 1024"));
+            return Err(self.err(None, "[limits]: max_batch >= 1, outbound_queue >= 8, provider_queue >= 8, handshake_timeout_secs >= 1, write_stall_secs >= 1, max_header_bytes >= 1024"));
         }
         if l.requests_per_sec == 0 || l.request_burst == 0 || l.max_json_depth < 2 {
             return Err(self.err(
@@ -953,6 +984,33 @@ pub fn valid_user_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ice_urls_are_taken_only_in_their_canonical_printable_form() {
+        let turn = ["turn:", "turns:"];
+        for ok in [
+            "turn:127.0.0.1:3478",
+            "turns:turn.example.com:5349?transport=tcp",
+            "turn:[::1]:3478?transport=udp",
+        ] {
+            assert!(ice_url(ok, turn).is_ok(), "{ok}");
+        }
+        for bad in [
+            "stun:127.0.0.1",
+            "turn:",
+            "turn:host\n:3478",
+            "turn:host\u{7}",
+            "turn:ho st",
+            "turn:h\u{e9}te",
+            "turn:user@host",
+            "turn:host/path",
+            "turn:host?transport=sctp",
+            "turn:host?x=1",
+        ] {
+            assert!(ice_url(bad, turn).is_err(), "{bad:?}");
+        }
+        assert!(ice_url(&format!("turn:{}", "a".repeat(300)), turn).is_err());
+    }
 
     const HASH: &str =
         "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";

@@ -144,13 +144,16 @@ pub enum RoutedEnd {
     Timeout,
     /// The provider disconnected first (-32004).
     ProviderGone,
+    /// The provider's queue was full (-32004 "provider busy").
+    ProviderBusy,
 }
 
 impl RoutedEnd {
-    const ALL: [RoutedEnd; 3] = [
+    const ALL: [RoutedEnd; 4] = [
         RoutedEnd::Answered,
         RoutedEnd::Timeout,
         RoutedEnd::ProviderGone,
+        RoutedEnd::ProviderBusy,
     ];
 
     const fn name(self) -> &'static str {
@@ -158,6 +161,7 @@ impl RoutedEnd {
             RoutedEnd::Answered => "answered",
             RoutedEnd::Timeout => "timeout",
             RoutedEnd::ProviderGone => "provider_gone",
+            RoutedEnd::ProviderBusy => "provider_busy",
         }
     }
 }

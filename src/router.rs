@@ -24,6 +24,7 @@ use crate::catalog::{self, Need};
 use crate::hub::SessionHandle;
 use crate::metrics::{NamespaceMetrics, RoutedEnd};
 use crate::rpc::{self, Code, RpcError};
+use crate::session::outbound::Guard;
 
 struct Pending {
     caller: Arc<SessionHandle>,
@@ -54,6 +55,11 @@ pub struct Routed<'a> {
     pub max_pending: usize,
     /// Bound of the provider's queue for notifications (no answer owed).
     pub queue_cap: usize,
+    /// Bound of the provider's queue for requests; past it the caller gets
+    /// -32004 "provider busy".
+    pub provider_cap: usize,
+    /// A provider whose queue stays full this long is closed (1008).
+    pub stall: Duration,
     /// Where the answer's latency is counted.
     pub metrics: Arc<NamespaceMetrics>,
     /// A batch element: the batch's answer array and where in its local
@@ -113,11 +119,12 @@ impl Router {
         };
         let mut out = String::with_capacity(160 + r.params.map_or(2, |p| p.get().len()));
         out.push_str("{\"jsonrpc\":\"2.0\",");
+        let mut gid = None;
         if let Some(caller_id) = r.id {
             if caller.waiting.load(Ordering::Acquire) as usize >= r.max_pending {
                 return Err(RpcError::new(Code::TooManyPending));
             }
-            let gid = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
             caller.waiting.fetch_add(1, Ordering::AcqRel);
             provider.serving.fetch_add(1, Ordering::AcqRel);
             let started = Instant::now();
@@ -126,7 +133,7 @@ impl Router {
                 (gather, slot)
             });
             self.pending.insert(
-                gid,
+                id,
                 Pending {
                     caller: caller.clone(),
                     caller_id: caller_id.to_owned(),
@@ -138,8 +145,9 @@ impl Router {
                 },
             );
             out.push_str("\"id\":");
-            out.push_str(&gid.to_string());
+            out.push_str(&id.to_string());
             out.push(',');
+            gid = Some(id);
         }
         out.push_str("\"method\":");
         push_json_str(&mut out, r.method);
@@ -155,16 +163,39 @@ impl Router {
                 .unwrap_or_else(|_| "[]".into()),
         );
         out.push_str("}}");
-        if r.id.is_some() {
-            provider.outbound.push_reply(Utf8Bytes::from(out));
-        } else {
-            // No answer is owed: a notification is dropped, not queued
-            // without bound, when the provider is behind.
-            provider
-                .outbound
-                .push_event(Utf8Bytes::from(out), r.queue_cap, Duration::MAX);
+        match gid {
+            Some(gid) => {
+                let queued = provider.outbound.push_request(
+                    Utf8Bytes::from(out),
+                    gid,
+                    r.provider_cap,
+                    r.stall,
+                );
+                if !queued {
+                    // Answered like any routed end, so a batch's array
+                    // gets its element too.
+                    let busy = RpcError::with_message(Code::NoProvider, "provider busy");
+                    self.fail(gid, &busy, RoutedEnd::ProviderBusy);
+                }
+            }
+            None => {
+                // No answer is owed: a notification is dropped, not queued
+                // without bound, when the provider is behind.
+                provider.outbound.push_event(
+                    Utf8Bytes::from(out),
+                    Guard::Always,
+                    r.queue_cap,
+                    Duration::MAX,
+                );
+            }
         }
         Ok(())
+    }
+
+    /// Whether routed request `gid` still waits for its answer (a queued
+    /// request that no longer does is not sent).
+    pub fn is_pending(&self, gid: u64) -> bool {
+        self.pending.contains_key(&gid)
     }
 
     /// A provider answered; true if it answered a request pending with it.

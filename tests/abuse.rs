@@ -323,3 +323,194 @@ async fn row_concurrent_password_writes_are_bounded() {
     assert!(threads <= 64, "{threads} threads");
     t.check(256).await;
 }
+
+/// Break 2: a provider that reads nothing while callers keep retrying after
+/// timeouts. Its queue is bounded (`provider_queue`): callers get -32005,
+/// then -32004 "provider busy", and a provider full for
+/// `stalled_close_secs` is closed, after which callers get -32004 at once.
+#[tokio::test]
+async fn row_a_provider_that_reads_nothing_cannot_grow_memory() {
+    let t = Target::start(
+        "",
+        "[routing]\nrequest_timeout_ms = 300\n[limits]\nprovider_queue = 64\nstalled_close_secs = 2\nwrite_stall_secs = 2\nrequest_burst = 100000\nrequests_per_sec = 100000\nmax_pending_per_session = 64\n",
+    )
+    .await;
+    let mut prov = t.login("/adjunct", "app1", APP_PW).await;
+    prov.ok("adjunct.register", json!({"namespaces": ["cti"]}))
+        .await;
+    // From here on the provider reads nothing. Large requests fill the
+    // socket buffers quickly.
+    let pad = "x".repeat(16 * 1024);
+    let mut callers = Vec::new();
+    for _ in 0..10 {
+        callers.push(t.login("/portal", "portal1", PORTAL_PW).await);
+    }
+    let (mut timeouts, mut busy, mut gone) = (0u32, 0u32, 0u32);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while gone == 0 && tokio::time::Instant::now() < deadline {
+        for c in &mut callers {
+            for id in 0..32 {
+                let req = json!({"jsonrpc":"2.0","id":id,"method":"cti.make_call",
+                                 "params":{"from":"201","to":"202","pad":pad}});
+                c.send_text(req.to_string()).await;
+            }
+        }
+        for c in &mut callers {
+            for _ in 0..32 {
+                let a = c.recv().await;
+                match (code(&a), a["error"]["message"].as_str()) {
+                    (-32005, _) => timeouts += 1,
+                    (-32004, Some("provider busy")) => busy += 1,
+                    (-32004, _) => gone += 1,
+                    _ => panic!("unexpected answer {a}"),
+                }
+            }
+        }
+    }
+    assert!(timeouts > 0, "the first requests time out");
+    assert!(busy > 0, "a full provider queue answers provider busy");
+    assert!(gone > 0, "the stalled provider is closed; then no provider");
+    drop(prov);
+    t.check(160).await;
+}
+
+/// Events queued before a right was removed are not delivered after the
+/// removal took effect: the right is checked again when each is written.
+#[tokio::test]
+async fn row_events_queued_before_a_revocation_are_not_delivered_after_it() {
+    const ADMIN_PW: &str = "admin-Pass-0x";
+    const EVENTS: usize = 3000;
+    let admin = format!(
+        "[[service_user]]\nname = \"admin\"\npassword = \"{}\"\ngroups = []\n[limits]\noutbound_queue = 100000\nrequest_burst = 100000\nrequests_per_sec = 100000\n",
+        cheap_hash(ADMIN_PW)
+    );
+    let t = Target::start("", &admin).await;
+    let mut subscriber = t.login("/portal", "cti1", CTI_PW).await;
+    subscriber
+        .ok("events.subscribe", json!({"topics": ["cti.call.*"]}))
+        .await;
+    let mut publisher = t.login("/adjunct", "app1", APP_PW).await;
+    let mut op = t.login("/portal", "admin", ADMIN_PW).await;
+    // 3,000 events of 16 KiB (48 MiB) while the subscriber reads nothing:
+    // far more than the socket buffers hold, so most wait in its queue.
+    let pad = "z".repeat(16 * 1024);
+    for n in 0..EVENTS {
+        let ev = json!({"jsonrpc":"2.0","method":"adjunct.publish",
+                        "params":{"topic":"cti.call.201","data":{"n":n,"pad":pad}}});
+        publisher.send_text(ev.to_string()).await;
+    }
+    publisher.ok("session.ping", json!(null)).await;
+    // Take one-X CTI API away from the subscriber's group.
+    let rev = op.ok("admin.groups.list", json!(null)).await["revision"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    op.ok(
+        "admin.groups.update",
+        json!({"revision": rev, "name": "CTI Only", "rights": []}),
+    )
+    .await;
+    // Now read: what the socket buffers already held arrives, the rest of
+    // the queue must not.
+    let mut received = 0;
+    while let Some(m) = subscriber.recv_within(Duration::from_secs(2)).await {
+        if m["method"] == "event" {
+            received += 1;
+        }
+    }
+    assert!(
+        received < EVENTS / 2,
+        "{received} of {EVENTS} events delivered after the right was removed"
+    );
+    t.check(256).await;
+}
+
+/// A subscriber that reads too slowly while events keep coming is closed
+/// with 1008 `subscriber too slow` once it has been dropping them for
+/// `stalled_close_secs`.
+#[tokio::test]
+async fn row_a_stalled_subscriber_is_closed_with_1008() {
+    let t = Target::start(
+        "",
+        "[limits]\noutbound_queue = 16\nstalled_close_secs = 1\nwrite_stall_secs = 20\nrequest_burst = 100000\nrequests_per_sec = 100000\n",
+    )
+    .await;
+    let mut subscriber = t.login("/portal", "cti1", CTI_PW).await;
+    subscriber
+        .ok("events.subscribe", json!({"topics": ["cti.call.*"]}))
+        .await;
+    // It reads one message every 100 ms: never silent, always behind.
+    let reader = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::time::Instant::now() < deadline {
+            match subscriber.ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+                _ => return None,
+            }
+        }
+        None
+    });
+    let mut publisher = t.login("/adjunct", "app1", APP_PW).await;
+    let pad = "y".repeat(48 * 1024);
+    while !reader.is_finished() {
+        for _ in 0..50 {
+            let ev = json!({"jsonrpc":"2.0","method":"adjunct.publish",
+                            "params":{"topic":"cti.call.201","data":{"pad":pad}}});
+            publisher.send_text(ev.to_string()).await;
+        }
+        publisher.ok("session.ping", json!(null)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(reader.await.unwrap(), Some(1008));
+    assert!(t.log.lock().unwrap().contains("subscriber too slow"));
+    t.check(256).await;
+}
+
+/// A peer that answers no ping is dropped after two heartbeats.
+#[tokio::test]
+async fn row_a_silent_peer_is_dropped_after_two_heartbeats() {
+    let t = Target::start("heartbeat_secs = 1", "").await;
+    let mut silent = t.login("/portal", "cti1", CTI_PW).await;
+    // Read nothing (so no pong is sent) for more than two heartbeats. The
+    // bystander keeps reading meanwhile, as a live client does.
+    let mut t = t;
+    let mut bystander = t.bystander.take().unwrap();
+    let live = tokio::spawn(async move {
+        for _ in 0..7 {
+            bystander.ok("session.ping", json!(null)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        bystander
+    });
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    t.bystander = Some(live.await.unwrap());
+    // Whatever the socket still holds, the connection ends without a
+    // session: the stream ends (or errors) instead of answering.
+    let ping = json!({"jsonrpc":"2.0","id":1,"method":"session.ping"}).to_string();
+    let _ = futures_util::SinkExt::send(
+        &mut silent.ws,
+        tokio_tungstenite::tungstenite::Message::text(ping),
+    )
+    .await;
+    let mut answered = false;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut silent.ws),
+    )
+    .await
+    {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            answered |= t.as_str().contains("\"id\":1");
+        }
+    }
+    assert!(!answered, "a dropped session answered");
+    assert!(t
+        .log
+        .lock()
+        .unwrap()
+        .contains("peer silent for two heartbeats"));
+    t.check(128).await;
+}

@@ -92,6 +92,8 @@ pub fn route(
         timeout: Duration::from_millis(snap.config.routing.request_timeout_ms),
         max_pending: snap.config.limits.max_pending_per_session,
         queue_cap: snap.config.limits.outbound_queue,
+        provider_cap: snap.config.limits.provider_queue,
+        stall: Duration::from_secs(snap.config.limits.stalled_close_secs),
         metrics,
         batch: match (&mut ctx.batch, req.id) {
             (Some(b), Some(_)) => Some((b.gather(ctx.session), b.at)),

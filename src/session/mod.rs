@@ -9,6 +9,7 @@
 pub mod outbound;
 pub mod rate;
 
+use outbound::Guard;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::Instrument;
 
+use crate::catalog;
 use crate::dispatch::{self, Ctx};
 use crate::gateway::{Gateway, Ticket};
 use crate::hub::SessionHandle;
@@ -29,8 +31,6 @@ use crate::server::{Transport, Ws};
 
 /// Frames answered before one flush; bounds the work one wake-up can do.
 const MAX_BURST: usize = 64;
-/// How long a write may wait on a peer that reads nothing.
-const WRITE_STALL: Duration = Duration::from_secs(30);
 /// The most a close takes: writing the close frame, then reading what the
 /// peer still sends (PROTOCOL.md §10). Shutdown waits no longer than this.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
@@ -50,15 +50,18 @@ pub async fn run(gw: Arc<Gateway>, ws: Ws, handle: Arc<SessionHandle>, ticket: T
         span.record("user", &**user);
     }
     let _open = gw.metrics.session_opened(handle.endpoint);
+    let (burst, write_stall) = {
+        let snap = gw.snapshot();
+        let l = &snap.config.limits;
+        (l.request_burst, Duration::from_secs(l.write_stall_secs))
+    };
     let mut session = Session {
         gw: gw.clone(),
         handle: handle.clone(),
         ticket,
         out: Vec::with_capacity(256),
-        rate: rate::RateLimit::new(
-            gw.snapshot().config.limits.request_burst,
-            std::time::Instant::now(),
-        ),
+        rate: rate::RateLimit::new(burst, std::time::Instant::now()),
+        write_stall,
     };
     // Ends the session everywhere even if its task unwinds: a leaked hub
     // entry would hold the user's session count forever.
@@ -78,6 +81,8 @@ struct Session {
     ticket: Ticket,
     out: Vec<u8>,
     rate: rate::RateLimit,
+    /// How long a write may wait on a peer that reads nothing.
+    write_stall: Duration,
 }
 
 /// Why the loop ended.
@@ -106,7 +111,13 @@ impl Session {
                 Some(())
             };
             let _ = tokio::time::timeout(CLOSE_LINGER, closing).await;
-            tracing::debug!(code = code.code(), reason, "session closed");
+            // A policy close (too slow, revoked, rate limited) is worth an
+            // operator's attention; the routine ones are not.
+            if code == Close::Policy {
+                tracing::info!(code = code.code(), reason, "session closed");
+            } else {
+                tracing::debug!(code = code.code(), reason, "session closed");
+            }
         }
     }
 
@@ -132,21 +143,35 @@ impl Session {
                 () = handle.outbound.ready() => {
                     let drained = self.handle.outbound.drain(&mut queued);
                     self.gw.metrics.outbound_drained(queued.len());
-                    for msg in queued.drain(..) {
-                        if !write(ws, Message::Text(msg)).await {
+                    for (guard, msg) in queued.drain(..) {
+                        // Checked as each is written: a write may wait on the
+                        // peer, and a revocation may land meanwhile.
+                        let still = match guard {
+                            Guard::Always => true,
+                            // Timed out or its caller gone: not worth sending.
+                            Guard::Routed(gid) => self.gw.router.is_pending(gid),
+                            Guard::Needs(need) => self
+                                .handle
+                                .rights()
+                                .is_some_and(|r| catalog::satisfies(r, need)),
+                        };
+                        if !still {
+                            continue;
+                        }
+                        if !write(ws, Message::Text(msg), self.write_stall).await {
                             return End::Drop;
                         }
                     }
                     if drained.lost > 0 {
                         let note = crate::rpc::notification("event.lost", &serde_json::json!({ "count": drained.lost }));
-                        if !write(ws, Message::text(note)).await {
+                        if !write(ws, Message::text(note), self.write_stall).await {
                             return End::Drop;
                         }
                     }
                     if let Some((code, reason)) = drained.close {
                         return End::Close(code, reason);
                     }
-                    if !flush(ws).await {
+                    if !flush(ws, self.write_stall).await {
                         return End::Drop;
                     }
                 }
@@ -164,7 +189,7 @@ impl Session {
                     if let Some(end) = self.burst(ws, Some(first)).await {
                         return end;
                     }
-                    if !flush(ws).await {
+                    if !flush(ws, self.write_stall).await {
                         return End::Drop;
                     }
                     // Only the login moves the timer (off the auth deadline):
@@ -180,10 +205,10 @@ impl Session {
                     }
                     if now >= next_ping {
                         if now.duration_since(last_seen) >= heartbeat * 2 {
-                            tracing::debug!("peer silent for two heartbeats; dropping");
+                            tracing::info!("peer silent for two heartbeats; dropping");
                             return End::Drop;
                         }
-                        if !write(ws, Message::Ping(Default::default())).await || !flush(ws).await {
+                        if !write(ws, Message::Ping(Default::default()), self.write_stall).await || !flush(ws, self.write_stall).await {
                             return End::Drop;
                         }
                         next_ping = now + heartbeat;
@@ -252,7 +277,7 @@ impl Session {
         }
         if !self.out.is_empty() {
             let reply = String::from_utf8(std::mem::take(&mut self.out)).unwrap_or_default();
-            if !write(ws, Message::text(reply)).await {
+            if !write(ws, Message::text(reply), self.write_stall).await {
                 return Some(End::Drop);
             }
             self.out = Vec::with_capacity(256);
@@ -285,22 +310,19 @@ async fn linger(tls: &mut Transport) {
 }
 
 /// Queues a message (writing out when the buffer is full), giving up on a
-/// peer that reads nothing for `WRITE_STALL`.
-async fn write(ws: &mut Ws, msg: Message) -> bool {
+/// peer that reads nothing for `stall` (`[limits] write_stall_secs`).
+async fn write(ws: &mut Ws, msg: Message, stall: Duration) -> bool {
     let mut feed = ws.feed(msg);
     // Nearly always ready (it only buffers): no deadline, so no clock read.
     if let Some(done) = (&mut feed).now_or_never() {
         return done.is_ok();
     }
-    matches!(tokio::time::timeout(WRITE_STALL, feed).await, Ok(Ok(())))
+    matches!(tokio::time::timeout(stall, feed).await, Ok(Ok(())))
 }
 
-/// Flushes, giving up on a peer that reads nothing for `WRITE_STALL`.
-async fn flush(ws: &mut Ws) -> bool {
-    matches!(
-        tokio::time::timeout(WRITE_STALL, ws.flush()).await,
-        Ok(Ok(()))
-    )
+/// Flushes, giving up on a peer that reads nothing for `stall`.
+async fn flush(ws: &mut Ws, stall: Duration) -> bool {
+    matches!(tokio::time::timeout(stall, ws.flush()).await, Ok(Ok(())))
 }
 
 /// The close a read error calls for.
