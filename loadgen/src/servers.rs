@@ -73,40 +73,18 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Certificates, the gateway config and the bench users' passwords.
-pub struct Workdir {
-    pub dir: PathBuf,
-    pub port: u16,
-    pub ca_pem: String,
-    pub app_password: String,
-    pub portal_password: String,
+/// Which configuration a work directory gets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Limits opened up so the load generator measures throughput.
+    Bench,
+    /// The gateway's own default limits and lockout, an administrator and
+    /// the metrics listener: what a deployment faces (the soak).
+    Soak,
 }
 
-impl Workdir {
-    pub fn create(dir: &Path) -> anyhow::Result<Workdir> {
-        std::fs::create_dir_all(dir)?;
-        let certs = adjunct_gateway::tls::generate_dev_certs(&["localhost".into()])?;
-        std::fs::write(dir.join("server.pem"), &certs.server_pem)?;
-        adjunct_gateway::util::write_private(
-            &dir.join("server.key"),
-            certs.server_key_pem.as_bytes(),
-        )?;
-        let app_password = adjunct_gateway::directory::random_secret(20);
-        let portal_password = adjunct_gateway::directory::random_secret(20);
-        let hash = |pw: &str| {
-            adjunct_gateway::directory::hash_password(pw)
-                .map_err(|e| anyhow::anyhow!("hashing: {e}"))
-        };
-        let port = free_port()?;
-        let config = format!(
-            r#"# Written by adjunct-loadgen: limits opened up for load, not for production.
-[server]
-listen = "127.0.0.1:{port}"
-
-[tls]
-cert = "server.pem"
-key = "server.key"
-
-[limits]
+/// Limits opened up for load, not for production.
+const BENCH_LIMITS: &str = "[limits]
 max_connections = 1000000
 max_connections_per_ip = 1000000
 max_unauthenticated = 100000
@@ -121,8 +99,60 @@ ip_reject_limit = 1000000
 reject_limit = 1000000
 
 [admin]
-listen = ""
+listen = \"\"
+";
 
+pub struct Workdir {
+    pub dir: PathBuf,
+    pub port: u16,
+    /// `[admin] listen` (Soak only).
+    pub admin_port: Option<u16>,
+    /// The built-in administrator's password (Soak only).
+    pub admin_password: String,
+    pub ca_pem: String,
+    pub app_password: String,
+    pub portal_password: String,
+}
+
+impl Workdir {
+    pub fn create(dir: &Path, profile: Profile) -> anyhow::Result<Workdir> {
+        std::fs::create_dir_all(dir)?;
+        let certs = adjunct_gateway::tls::generate_dev_certs(&["localhost".into()])?;
+        std::fs::write(dir.join("server.pem"), &certs.server_pem)?;
+        adjunct_gateway::util::write_private(
+            &dir.join("server.key"),
+            certs.server_key_pem.as_bytes(),
+        )?;
+        let app_password = adjunct_gateway::directory::random_secret(20);
+        let portal_password = adjunct_gateway::directory::random_secret(20);
+        let hash = |pw: &str| {
+            adjunct_gateway::directory::hash_password(pw)
+                .map_err(|e| anyhow::anyhow!("hashing: {e}"))
+        };
+        let port = free_port()?;
+        let admin_password = adjunct_gateway::directory::random_secret(20);
+        let (limits, admin_port) = match profile {
+            Profile::Bench => (BENCH_LIMITS.to_owned(), None),
+            Profile::Soak => {
+                let admin_port = free_port()?;
+                let soak = format!(
+                    "# The gateway's own defaults, and lockout.\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n[[service_user]]\nname = \"admin\"\npassword = \"{}\"\ngroups = []\n\n[[service_user]]\nname = \"soak-victim\"\npassword = \"{}\"\ngroups = []\n",
+                    hash(&admin_password)?,
+                    hash(&adjunct_gateway::directory::random_secret(20))?
+                );
+                (soak, Some(admin_port))
+            }
+        };
+        let config = format!(
+            r#"# Written by adjunct-loadgen.
+[server]
+listen = "127.0.0.1:{port}"
+
+[tls]
+cert = "server.pem"
+key = "server.key"
+
+{limits}
 [network_topology]
 turn_urls = ["turn:127.0.0.1:3478?transport=udp"]
 
@@ -154,6 +184,8 @@ groups = ["Bench Portal"]
         Ok(Workdir {
             dir: dir.to_path_buf(),
             port,
+            admin_port,
+            admin_password,
             ca_pem: certs.ca_pem,
             app_password,
             portal_password,
