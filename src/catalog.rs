@@ -68,6 +68,7 @@ pub enum Method {
     AdminUsersUpdate,
     AdminUsersDelete,
     AdminUsersSetPassword,
+    AdminUsersUnlock,
     AdminGroupsList,
     AdminGroupsCreate,
     AdminGroupsUpdate,
@@ -95,7 +96,9 @@ impl Method {
             Method::AdminNetworkSet => &["revision", "stun_urls", "turn_urls"],
             Method::AdminUsersCreate => &["revision", "name", "password", "groups", "enabled"],
             Method::AdminUsersUpdate => &["revision", "name", "groups", "enabled"],
-            Method::AdminUsersDelete | Method::AdminGroupsDelete => &["revision", "name"],
+            Method::AdminUsersDelete | Method::AdminUsersUnlock | Method::AdminGroupsDelete => {
+                &["revision", "name"]
+            }
             Method::AdminUsersSetPassword => &["revision", "name", "password"],
             Method::AdminGroupsCreate | Method::AdminGroupsUpdate => {
                 &["revision", "name", "rights"]
@@ -238,6 +241,10 @@ const METHODS: &[(&str, Entry<'static>)] = &[
     (
         "admin.users.set_password",
         local(Method::AdminUsersSetPassword, SECURITY, Anywhere),
+    ),
+    (
+        "admin.users.unlock",
+        local(Method::AdminUsersUnlock, SECURITY, Anywhere),
     ),
     (
         "admin.groups.list",
@@ -483,6 +490,7 @@ mod tests {
             ("admin.sessions.list", Right::ManagementApiRead),
             ("admin.config.reload", Right::ManagementApiWrite),
             ("admin.users.set_password", Right::WebControlSecurity),
+            ("admin.users.unlock", Right::WebControlSecurity),
         ] {
             let e = c.lookup(method).unwrap();
             assert_eq!(e.need, Need::Right(right), "{method}");

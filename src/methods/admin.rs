@@ -514,6 +514,37 @@ pub async fn users_set_password(
     Ok(answer(done))
 }
 
+/// Clears the lockout of a user (every address) and its login delay. Writes
+/// nothing: the answer carries the unchanged revision.
+pub async fn users_unlock(
+    ctx: &Ctx<'_>,
+    snap: &Snapshot,
+    params: Option<&RawValue>,
+) -> Result<Value, RpcError> {
+    let p: Named = rpc::params(params)?;
+    if snap.config.users.iter().all(|u| u.name != p.name) {
+        return Err(RpcError::invalid_params(format!(
+            "no service user named {:?}",
+            truncate(&p.name)
+        )));
+    }
+    let gw = ctx.gw.clone();
+    let session = ctx.session.clone();
+    // Off the async workers: the config lock may be held by a write's fsync.
+    let done = tokio::task::spawn_blocking(move || {
+        let req = admin::Request {
+            session: &session,
+            method: Method::AdminUsersUnlock,
+            revision: &p.revision,
+        };
+        admin::unlock(&gw, &req, &p.name)
+    })
+    .await
+    .map_err(|_| RpcError::new(Code::Internal))?
+    .map_err(|e| change_error(e, Method::AdminUsersUnlock))?;
+    Ok(json!({ "revision": done.revision, "revoked": 0, "unlocked": done.cleared }))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GroupParams {

@@ -63,6 +63,7 @@ pub async fn call(
         Method::AdminUsersUpdate => admin::users_update(ctx, params).await.into(),
         Method::AdminUsersDelete => admin::users_delete(ctx, params).await.into(),
         Method::AdminUsersSetPassword => admin::users_set_password(ctx, snap, params).await.into(),
+        Method::AdminUsersUnlock => admin::users_unlock(ctx, snap, params).await.into(),
         Method::AdminGroupsList => admin::groups_list(snap).into(),
         Method::AdminGroupsCreate => admin::groups_create(ctx, params).await.into(),
         Method::AdminGroupsUpdate => admin::groups_update(ctx, params).await.into(),
