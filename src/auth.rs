@@ -96,24 +96,22 @@ pub async fn authenticate(
     }
     let checked: Result<&Account, (Option<Arc<str>>, &'static str)> = match &cred {
         Credential::Password { user, password } => {
+            let throttled = |reason: &str, refused: Refused| {
+                audit(gw, at, user, how, Login::Throttled, reason);
+                refused
+            };
             // Held until the check is decided: counts against the address's
             // budget and its share of the verifier.
             let _in_flight = match gw.lockout.begin(ip, Instant::now(), sec) {
                 Ok(guard) => guard,
                 Err(Throttle::Blocked) => {
-                    audit(gw, at, user, how, Login::Throttled, "address throttled");
-                    return Err(Refused::Throttled);
+                    return Err(throttled("address throttled", Refused::Throttled))
                 }
                 Err(Throttle::Busy) => {
-                    audit(
-                        gw,
-                        at,
-                        user,
-                        how,
-                        Login::Throttled,
+                    return Err(throttled(
                         "too many logins in progress from this address",
-                    );
-                    return Err(Refused::InProgress);
+                        Refused::InProgress,
+                    ))
                 }
             };
             let delay = gw.lockout.delay(user, Instant::now(), sec);
@@ -123,15 +121,7 @@ pub async fn authenticate(
             match gw.verifier.login(&snap.directory, user, password).await {
                 Ok(name) => snap.directory.get(&name).ok_or((None, "unknown user")),
                 Err(LoginFailure::Busy) => {
-                    audit(
-                        gw,
-                        at,
-                        user,
-                        how,
-                        Login::Throttled,
-                        "verification queue full",
-                    );
-                    return Err(Refused::Busy);
+                    return Err(throttled("verification queue full", Refused::Busy))
                 }
                 // Every typed name is counted, known or not (see `lockout`).
                 Err(f) => Err((Some(Arc::from(*user)), f.reason())),

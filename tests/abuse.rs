@@ -451,28 +451,17 @@ async fn row_guesses_from_one_address_do_not_lock_the_administrator_out() {
         .as_str()
         .unwrap()
         .to_owned();
+    let unlock = |rev: &str| json!({"revision": rev, "name": "admin"});
     let (stale, _) = op
-        .err(
-            "admin.users.unlock",
-            json!({"revision": "0000000000000000", "name": "admin"}),
-        )
+        .err("admin.users.unlock", unlock("0000000000000000"))
         .await;
     assert_eq!(stale, -32040);
-    let r = op
-        .ok(
-            "admin.users.unlock",
-            json!({"revision": revision, "name": "admin"}),
-        )
-        .await;
-    assert_eq!(r["unlocked"], true, "{r}");
-    assert_eq!(r["revision"], revision.as_str(), "an unlock writes nothing");
-    let r = op
-        .ok(
-            "admin.users.unlock",
-            json!({"revision": revision, "name": "admin"}),
-        )
-        .await;
-    assert_eq!(r["unlocked"], false, "{r}");
+    // Locked before, then not any more: the second unlock finds nothing.
+    for was_locked in [true, false] {
+        let r = op.ok("admin.users.unlock", unlock(&revision)).await;
+        assert_eq!(r["unlocked"], was_locked, "{r}");
+        assert_eq!(r["revision"], revision.as_str(), "an unlock writes nothing");
+    }
     // Unlocked: the attacker's address may log in again (with the password).
     let mut again = t.ws_from(ATTACKER, "/portal", &[]).await;
     again

@@ -17,6 +17,15 @@ use tokio_rustls::TlsConnector;
 
 const LOCAL2: &str = "127.0.0.2";
 
+/// A WebSocket on `path` from another loopback address (`127.0.0.N`).
+async fn ws_from(gw: &TestGateway, local: &str, path: &str, headers: &[(&str, &str)]) -> Client {
+    let local: IpAddr = local.parse().unwrap();
+    let tls = tls_connect_from(gw.addr, local, &gw.connector())
+        .await
+        .unwrap();
+    ws_over(tls, gw.addr, path, headers).await.unwrap()
+}
+
 #[tokio::test]
 async fn a_locked_account_answers_exactly_like_a_wrong_password() {
     let gw = TestGateway::start_with(
@@ -46,11 +55,7 @@ async fn a_locked_account_answers_exactly_like_a_wrong_password() {
     assert_eq!(upgrade_status(refused), 401);
     // Other accounts are untouched, and so is this one from another address.
     gw.login("/portal", "portal1", PORTAL_PW).await;
-    let local: IpAddr = LOCAL2.parse().unwrap();
-    let tls = tls_connect_from(gw.addr, local, &gw.connector())
-        .await
-        .unwrap();
-    let mut elsewhere = ws_over(tls, gw.addr, "/portal", &[]).await.unwrap();
+    let mut elsewhere = ws_from(&gw, LOCAL2, "/portal", &[]).await;
     elsewhere
         .ok("session.login", json!({"user": "cti1", "password": CTI_PW}))
         .await;
@@ -146,18 +151,8 @@ async fn an_address_that_keeps_failing_gets_429_and_others_carry_on() {
         .await;
     assert_eq!(code, -32029, "{e}");
     // Another source address is served as usual.
-    let local: IpAddr = LOCAL2.parse().unwrap();
-    let tls = tls_connect_from(gw.addr, local, &gw.connector())
-        .await
-        .unwrap();
-    let mut other = ws_over(
-        tls,
-        gw.addr,
-        "/adjunct",
-        &[("Authorization", &basic("app1", APP_PW))],
-    )
-    .await
-    .unwrap();
+    let auth = basic("app1", APP_PW);
+    let mut other = ws_from(&gw, LOCAL2, "/adjunct", &[("Authorization", &auth)]).await;
     other.ok("session.ping", json!(null)).await;
     gw.shutdown().await;
 }
@@ -512,11 +507,7 @@ async fn an_account_failing_from_many_addresses_is_slowed_not_locked() {
     )
     .await;
     for i in 2..6 {
-        let local: IpAddr = format!("127.0.0.{i}").parse().unwrap();
-        let tls = tls_connect_from(gw.addr, local, &gw.connector())
-            .await
-            .unwrap();
-        let mut c = ws_over(tls, gw.addr, "/portal", &[]).await.unwrap();
+        let mut c = ws_from(&gw, &format!("127.0.0.{i}"), "/portal", &[]).await;
         let (code, _) = c
             .err("session.login", json!({"user": "cti1", "password": "no"}))
             .await;

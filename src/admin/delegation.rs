@@ -260,6 +260,14 @@ mod tests {
         }
     }
 
+    /// `name` holding every right (the administrator, a System Administrator).
+    fn all_rights(name: &'static str) -> Actor<'static> {
+        Actor {
+            name,
+            rights: RightSet::ALL,
+        }
+    }
+
     #[test]
     fn may_manage_needs_every_right_before_and_after() {
         let pa = phone_admin();
@@ -342,14 +350,7 @@ mod tests {
             "",
         );
         assert_eq!(old.rights_of(&old.users[0]), RightSet::ALL);
-        let sys = Actor {
-            name: "sysadmin",
-            rights: RightSet::ALL,
-        };
-        let me = Actor {
-            name: "admin",
-            rights: RightSet::ALL,
-        };
+        let (sys, me) = (all_rights("sysadmin"), all_rights("admin"));
         let deleted = config(&user("b", HASH, "\"CTI\"", true), "");
         let disabled = config(
             &(user("admin", HASH, "", false) + &user("b", HASH, "\"CTI\"", true)),
@@ -413,14 +414,7 @@ mod tests {
                 ..
             })
         ));
-        let sys = Actor {
-            name: "sysadmin",
-            rights: RightSet::ALL,
-        };
-        let me = Actor {
-            name: "admin",
-            rights: RightSet::ALL,
-        };
+        let (sys, me) = (all_rights("sysadmin"), all_rights("admin"));
         assert_eq!(
             may_unlock(sys, "admin", "admin", RightSet::ALL),
             Err(Refusal::Administrator(AdminRule::OwnPasswordOnly))

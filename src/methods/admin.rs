@@ -494,12 +494,7 @@ pub async fn users_set_password(
     params: Option<&RawValue>,
 ) -> Result<Value, RpcError> {
     let p: SetPassword = rpc::params(params)?;
-    if snap.config.users.iter().all(|u| u.name != p.name) {
-        return Err(RpcError::invalid_params(format!(
-            "no service user named {:?}",
-            truncate(&p.name)
-        )));
-    }
+    existing_user(snap, &p.name)?;
     let hash = new_password(snap, &p.revision, &p.name, p.password).await?;
     let done = write(
         ctx,
@@ -514,6 +509,17 @@ pub async fn users_set_password(
     Ok(answer(done))
 }
 
+/// `-32602` unless `name` is a service user in `snap`.
+fn existing_user(snap: &Snapshot, name: &str) -> Result<(), RpcError> {
+    if snap.config.users.iter().any(|u| u.name == name) {
+        return Ok(());
+    }
+    Err(RpcError::invalid_params(format!(
+        "no service user named {:?}",
+        truncate(name)
+    )))
+}
+
 /// Clears the lockout of a user (every address) and its login delay. Writes
 /// nothing: the answer carries the unchanged revision.
 pub async fn users_unlock(
@@ -522,12 +528,7 @@ pub async fn users_unlock(
     params: Option<&RawValue>,
 ) -> Result<Value, RpcError> {
     let p: Named = rpc::params(params)?;
-    if snap.config.users.iter().all(|u| u.name != p.name) {
-        return Err(RpcError::invalid_params(format!(
-            "no service user named {:?}",
-            truncate(&p.name)
-        )));
-    }
+    existing_user(snap, &p.name)?;
     let gw = ctx.gw.clone();
     let session = ctx.session.clone();
     // Off the async workers: the config lock may be held by a write's fsync.
