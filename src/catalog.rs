@@ -68,6 +68,7 @@ pub enum Method {
     AdminUsersUpdate,
     AdminUsersDelete,
     AdminUsersSetPassword,
+    AdminUsersUnlock,
     AdminGroupsList,
     AdminGroupsCreate,
     AdminGroupsUpdate,
@@ -143,7 +144,7 @@ impl Method {
                     ]
                 }
             }
-            Method::AdminUsersDelete | Method::AdminGroupsDelete => {
+            Method::AdminUsersDelete | Method::AdminUsersUnlock | Method::AdminGroupsDelete => {
                 const { &[req("revision", Str), req("name", Str)] }
             }
             Method::AdminUsersSetPassword => {
@@ -330,6 +331,10 @@ const METHODS: &[(&str, Entry<'static>)] = &[
     (
         "admin.users.set_password",
         local(Method::AdminUsersSetPassword, SECURITY, Anywhere),
+    ),
+    (
+        "admin.users.unlock",
+        local(Method::AdminUsersUnlock, SECURITY, Anywhere),
     ),
     (
         "admin.groups.list",
@@ -575,6 +580,7 @@ mod tests {
             ("admin.sessions.list", Right::ManagementApiRead),
             ("admin.config.reload", Right::ManagementApiWrite),
             ("admin.users.set_password", Right::WebControlSecurity),
+            ("admin.users.unlock", Right::WebControlSecurity),
         ] {
             let e = c.lookup(method).unwrap();
             assert_eq!(e.need, Need::Right(right), "{method}");

@@ -88,6 +88,7 @@ const BENCH_LIMITS: &str = "[limits]
 max_connections = 1000000
 max_connections_per_ip = 1000000
 max_unauthenticated = 100000
+max_unauthenticated_per_ip = 100000
 max_connections_per_user = 1000000
 requests_per_sec = 4000000000
 request_burst = 4000000000
@@ -97,6 +98,8 @@ outbound_queue = 1024
 [security]
 ip_reject_limit = 1000000
 reject_limit = 1000000
+max_verifying_per_ip = 1000000
+account_delay_max_ms = 0
 
 [admin]
 listen = \"\"

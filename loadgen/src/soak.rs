@@ -83,7 +83,12 @@ pub async fn run(
 
     // Normal: two providers that answer, callers, a publisher, subscribers.
     for _ in 0..2 {
-        tasks.push(tokio::spawn(provider(target.clone(), auth.app.clone(), clock.clone(), true)));
+        tasks.push(tokio::spawn(provider(
+            target.clone(),
+            auth.app.clone(),
+            clock.clone(),
+            true,
+        )));
     }
     for _ in 0..8 {
         tasks.push(tokio::spawn(caller(
@@ -106,12 +111,26 @@ pub async fn run(
         )));
     }
     for _ in 0..50 {
-        tasks.push(tokio::spawn(subscriber(target.clone(), auth.portal.clone(), clock.clone(), true)));
+        tasks.push(tokio::spawn(subscriber(
+            target.clone(),
+            auth.portal.clone(),
+            clock.clone(),
+            true,
+        )));
     }
-    tasks.push(tokio::spawn(publisher(target.clone(), auth.app.clone(), clock.clone())));
+    tasks.push(tokio::spawn(publisher(
+        target.clone(),
+        auth.app.clone(),
+        clock.clone(),
+    )));
 
     // Attackers.
-    tasks.push(tokio::spawn(provider(target.clone(), auth.app.clone(), clock.clone(), false)));
+    tasks.push(tokio::spawn(provider(
+        target.clone(),
+        auth.app.clone(),
+        clock.clone(),
+        false,
+    )));
     for _ in 0..4 {
         tasks.push(tokio::spawn(caller(
             target.clone(),
@@ -123,7 +142,12 @@ pub async fn run(
         )));
     }
     for _ in 0..5 {
-        tasks.push(tokio::spawn(subscriber(target.clone(), auth.portal.clone(), clock.clone(), false)));
+        tasks.push(tokio::spawn(subscriber(
+            target.clone(),
+            auth.portal.clone(),
+            clock.clone(),
+            false,
+        )));
     }
     for _ in 0..20 {
         tasks.push(tokio::spawn(admin_writer(
@@ -135,7 +159,11 @@ pub async fn run(
     for _ in 0..20 {
         tasks.push(tokio::spawn(wrong_logins(target.clone(), clock.clone())));
     }
-    tasks.push(tokio::spawn(idle_connections(target.clone(), 300, clock.clone())));
+    tasks.push(tokio::spawn(idle_connections(
+        target.clone(),
+        300,
+        clock.clone(),
+    )));
 
     // The bystander and the sampler.
     let samples = sample(gateway, work, &target, auth, clock.clone(), normal_ok).await?;
@@ -165,7 +193,9 @@ async fn sample(
         while Instant::now() < second {
             id += 1;
             let sent = Instant::now();
-            bystander.send(Message::text(crate::scenarios::PING(id))).await?;
+            bystander
+                .send(Message::text(crate::scenarios::PING(id)))
+                .await?;
             match tokio::time::timeout(Duration::from_secs(1), answer(&mut bystander, id)).await {
                 Ok(Ok(())) => {
                     answered += 1;
@@ -204,7 +234,9 @@ async fn counters(admin_port: Option<u16>) -> BTreeMap<String, f64> {
     let Some(port) = admin_port else { return out };
     let text = async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
         tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .await
             .ok()?;
@@ -216,7 +248,9 @@ async fn counters(admin_port: Option<u16>) -> BTreeMap<String, f64> {
         return out;
     };
     for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
         let family = series.split('{').next().unwrap_or(series);
         if !family.ends_with("_total") || family.starts_with("process_") {
             continue;
@@ -230,8 +264,13 @@ async fn counters(admin_port: Option<u16>) -> BTreeMap<String, f64> {
 
 /// Keeps a session open on `path`, reconnecting after it ends, until the
 /// deadline; `work` runs on each connection.
-async fn reconnecting<F, Fut>(target: &Target, path: &str, auth: Option<&str>, clock: &Clock, mut work: F)
-where
+async fn reconnecting<F, Fut>(
+    target: &Target,
+    path: &str,
+    auth: Option<&str>,
+    clock: &Clock,
+    mut work: F,
+) where
     F: FnMut(Ws) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
@@ -246,36 +285,46 @@ where
 /// A provider of `cti`: `healthy` answers every request; the other reads
 /// nothing after registering (and registers again when closed).
 async fn provider(target: Target, auth: Option<String>, clock: Clock, healthy: bool) {
-    reconnecting(&target, "/adjunct", auth.as_deref(), &clock.clone(), |mut ws| {
-        let clock = clock.clone();
-        async move {
-            if net::call(&mut ws, 1, "adjunct.register", r#"{"namespaces":["cti"]}"#)
-                .await
-                .is_err()
-            {
-                return;
-            }
-            if !healthy {
-                // Hold the connection and read nothing until the gateway
-                // drops it (or the soak ends).
+    reconnecting(
+        &target,
+        "/adjunct",
+        auth.as_deref(),
+        &clock.clone(),
+        |mut ws| {
+            let clock = clock.clone();
+            async move {
+                if net::call(&mut ws, 1, "adjunct.register", r#"{"namespaces":["cti"]}"#)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                if !healthy {
+                    // Hold the connection and read nothing until the gateway
+                    // drops it (or the soak ends).
+                    while clock.running() {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        if ws.send(Message::Ping(Default::default())).await.is_err() {
+                            return;
+                        }
+                    }
+                    return;
+                }
                 while clock.running() {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    if ws.send(Message::Ping(Default::default())).await.is_err() {
+                    let Some(Ok(Message::Text(t))) = ws.next().await else {
+                        return;
+                    };
+                    let Some(id) = net::id_of(t.as_str()) else {
+                        continue;
+                    };
+                    let reply = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"ok":true}}}}"#);
+                    if ws.send(Message::text(reply)).await.is_err() {
                         return;
                     }
                 }
-                return;
             }
-            while clock.running() {
-                let Some(Ok(Message::Text(t))) = ws.next().await else { return };
-                let Some(id) = net::id_of(t.as_str()) else { continue };
-                let reply = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"ok":true}}}}"#);
-                if ws.send(Message::text(reply)).await.is_err() {
-                    return;
-                }
-            }
-        }
-    })
+        },
+    )
     .await;
 }
 
@@ -289,71 +338,100 @@ async fn caller(
     ok: Arc<AtomicU64>,
 ) {
     let params = r#"{"from":"201","to":"202"}"#;
-    reconnecting(&target, "/portal", auth.as_deref(), &clock.clone(), |mut ws| {
-        let (clock, ok) = (clock.clone(), ok.clone());
-        async move {
-            let mut id = 0;
-            while clock.running() {
-                id += 1;
-                match tokio::time::timeout(Duration::from_secs(10), net::call(&mut ws, id, method, params)).await {
-                    Ok(Ok(_)) => {
-                        ok.fetch_add(1, Ordering::Relaxed);
+    reconnecting(
+        &target,
+        "/portal",
+        auth.as_deref(),
+        &clock.clone(),
+        |mut ws| {
+            let (clock, ok) = (clock.clone(), ok.clone());
+            async move {
+                let mut id = 0;
+                while clock.running() {
+                    id += 1;
+                    match tokio::time::timeout(
+                        Duration::from_secs(10),
+                        net::call(&mut ws, id, method, params),
+                    )
+                    .await
+                    {
+                        Ok(Ok(_)) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // An error answer (busy, timeout): go on.
+                        Ok(Err(e)) if e.to_string().contains("failed:") => {}
+                        _ => return,
                     }
-                    // An error answer (busy, timeout): go on.
-                    Ok(Err(e)) if e.to_string().contains("failed:") => {}
-                    _ => return,
+                    tokio::time::sleep(every).await;
                 }
-                tokio::time::sleep(every).await;
             }
-        }
-    })
+        },
+    )
     .await;
 }
 
 /// Subscribes to `cti.call.*`; `reads` or never reads again.
 async fn subscriber(target: Target, auth: Option<String>, clock: Clock, reads: bool) {
-    reconnecting(&target, "/portal", auth.as_deref(), &clock.clone(), |mut ws| {
-        let clock = clock.clone();
-        async move {
-            let sub = r#"{"topics":["cti.call.*"]}"#;
-            if net::call(&mut ws, 1, "events.subscribe", sub).await.is_err() {
-                return;
-            }
-            while clock.running() {
-                if reads {
-                    if !matches!(ws.next().await, Some(Ok(_))) {
-                        return;
-                    }
-                } else {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    // Only notice when the gateway has dropped it.
-                    if ws.send(Message::Ping(Default::default())).await.is_err() {
-                        return;
+    reconnecting(
+        &target,
+        "/portal",
+        auth.as_deref(),
+        &clock.clone(),
+        |mut ws| {
+            let clock = clock.clone();
+            async move {
+                let sub = r#"{"topics":["cti.call.*"]}"#;
+                if net::call(&mut ws, 1, "events.subscribe", sub)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                while clock.running() {
+                    if reads {
+                        if !matches!(ws.next().await, Some(Ok(_))) {
+                            return;
+                        }
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        // Only notice when the gateway has dropped it.
+                        if ws.send(Message::Ping(Default::default())).await.is_err() {
+                            return;
+                        }
                     }
                 }
             }
-        }
-    })
+        },
+    )
     .await;
 }
 
 /// 200 events a second, 1 KiB each.
 async fn publisher(target: Target, auth: Option<String>, clock: Clock) {
     let pad = "p".repeat(1024);
-    reconnecting(&target, "/adjunct", auth.as_deref(), &clock.clone(), |mut ws| {
-        let (clock, pad) = (clock.clone(), pad.clone());
-        async move {
-            let mut id = 0;
-            while clock.running() {
-                id += 1;
-                let params = format!(r#"{{"topic":"cti.call.201","data":{{"pad":"{pad}"}}}}"#);
-                if net::call(&mut ws, id, "adjunct.publish", &params).await.is_err() {
-                    return;
+    reconnecting(
+        &target,
+        "/adjunct",
+        auth.as_deref(),
+        &clock.clone(),
+        |mut ws| {
+            let (clock, pad) = (clock.clone(), pad.clone());
+            async move {
+                let mut id = 0;
+                while clock.running() {
+                    id += 1;
+                    let params = format!(r#"{{"topic":"cti.call.201","data":{{"pad":"{pad}"}}}}"#);
+                    if net::call(&mut ws, id, "adjunct.publish", &params)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-        }
-    })
+        },
+    )
     .await;
 }
 
@@ -363,18 +441,33 @@ async fn admin_writer(target: Target, password: String, clock: Clock) {
     reconnecting(&target, "/portal", None, &clock.clone(), |mut ws| {
         let (clock, login) = (clock.clone(), login.clone());
         async move {
-            if net::call(&mut ws, 1, "session.login", &login).await.is_err() {
+            if net::call(&mut ws, 1, "session.login", &login)
+                .await
+                .is_err()
+            {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 return;
             }
             let mut id = 1;
             while clock.running() {
                 id += 2;
-                let Ok(list) = net::call(&mut ws, id, "admin.users.list", "null").await else { return };
-                let Ok(rev) = net::string_field(&list, &["result", "revision"]) else { return };
+                let Ok(list) = net::call(&mut ws, id, "admin.users.list", "null").await else {
+                    return;
+                };
+                let Ok(rev) = net::string_field(&list, &["result", "revision"]) else {
+                    return;
+                };
                 let pw = adjunct_gateway::directory::random_secret(16);
-                let params = serde_json::json!({"revision": rev, "name": "soak-victim", "password": pw});
-                match net::call(&mut ws, id + 1, "admin.users.set_password", &params.to_string()).await {
+                let params =
+                    serde_json::json!({"revision": rev, "name": "soak-victim", "password": pw});
+                match net::call(
+                    &mut ws,
+                    id + 1,
+                    "admin.users.set_password",
+                    &params.to_string(),
+                )
+                .await
+                {
                     Ok(_) => {}
                     Err(e) if e.to_string().contains("failed:") => {}
                     Err(_) => return,
@@ -415,7 +508,9 @@ async fn idle_connections(target: Target, n: usize, clock: Clock) {
             !matches!(c.try_read(&mut b), Ok(0))
         });
         while open.len() < n && clock.running() {
-            let Ok(socket) = tokio::net::TcpSocket::new_v4() else { break };
+            let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
+                break;
+            };
             if socket.bind(std::net::SocketAddr::new(ip(3), 0)).is_err() {
                 break;
             }
@@ -429,7 +524,10 @@ async fn idle_connections(target: Target, n: usize, clock: Clock) {
 }
 
 fn summarize(secs: u64, warmup_secs: u64, samples: Vec<Sample>) -> Soak {
-    let after: Vec<&Sample> = samples.iter().filter(|s| s.t >= warmup_secs as f64).collect();
+    let after: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.t >= warmup_secs as f64)
+        .collect();
     let rss: Vec<(f64, f64)> = after.iter().map(|s| (s.t, s.rss_kib as f64)).collect();
     let n = rss.len().max(1) as f64;
     let (mx, my) = (
