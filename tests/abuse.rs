@@ -524,7 +524,7 @@ impl Target {
         let addr = log
             .lines()
             .find(|l| l.contains("serving GET /metrics"))
-            .and_then(|l| l.split("admin=").nth(1))
+            .and_then(|l| l.split("addr=").nth(1))
             .and_then(|a| a.split_whitespace().next())
             .unwrap_or_else(|| panic!("no metrics listener logged:\n{log}"));
         addr.parse().unwrap()
