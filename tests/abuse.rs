@@ -848,3 +848,43 @@ async fn row_unknown_names_are_pseudonymous_and_lock_like_real_ones() {
     // per check), unlike the cheap test hashes of the other rows.
     t.check(192).await;
 }
+
+/// A session may hold at most `max_subscriptions` topic patterns.
+#[tokio::test]
+async fn row_subscriptions_past_the_bound_are_refused() {
+    let t = Target::start("", "[limits]\nmax_subscriptions = 4\n").await;
+    let mut s = t.login("/portal", "cti1", CTI_PW).await;
+    let four: Vec<String> = (0..4).map(|n| format!("cti.call.{n}")).collect();
+    s.ok("events.subscribe", json!({ "topics": four })).await;
+    let (code, e) = s
+        .err("events.subscribe", json!({"topics": ["cti.call.9"]}))
+        .await;
+    assert_eq!(code, -32602);
+    assert_eq!(e["message"], "at most 4 subscriptions per session");
+    t.check(128).await;
+}
+
+/// A request head that never ends is cut off at `handshake_timeout_secs`,
+/// without an answer.
+#[tokio::test]
+async fn row_a_request_head_that_never_ends_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = Target::start(
+        "",
+        "[limits]\nhandshake_timeout_secs = 1\nfirst_byte_timeout_secs = 1\n",
+    )
+    .await;
+    let mut tls = tls_connect(t.addr, &t.ca_pem).await.unwrap();
+    tls.write_all(b"GET /portal HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "still open after 5 s");
+    assert!(
+        buf.is_empty(),
+        "answered: {}",
+        String::from_utf8_lossy(&buf)
+    );
+    t.check(128).await;
+}
