@@ -287,7 +287,12 @@ fn hash_with(
     let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
     memory.resize(params.block_count(), Block::default());
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
-        .hash_password_into_with_memory(password.as_bytes(), &salt_bytes, &mut out, &mut memory[..])?;
+        .hash_password_into_with_memory(
+            password.as_bytes(),
+            &salt_bytes,
+            &mut out,
+            &mut memory[..],
+        )?;
     Ok(format!(
         "$argon2id$v={}$m={},t={},p={}${}${}",
         Version::V0x13 as u32,
@@ -374,6 +379,29 @@ mod tests {
         assert!(verify_password(&h, "correct horse"));
         assert!(!verify_password(&h, "correct horsE"));
         assert!(!verify_password("not a hash", "x"));
+    }
+
+    #[test]
+    fn pooled_hashing_agrees_with_the_argon2_crate_both_ways() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let mine = hash_password("pw-1x").unwrap();
+        let parsed = PasswordHash::new(&mine).unwrap();
+        assert!(Argon2::default().verify_password(b"pw-1x", &parsed).is_ok());
+        let salt = SaltString::encode_b64(b"another-salt-16b").unwrap();
+        let theirs = Argon2::default()
+            .hash_password(b"pw-2x", &salt)
+            .unwrap()
+            .to_string();
+        // The same buffer serves one check after another.
+        let mut memory = Vec::new();
+        assert!(verify_with(&theirs, "pw-2x", &mut memory));
+        assert!(!verify_with(&theirs, "pw-2X", &mut memory));
+        assert!(verify_with(&mine, "pw-1x", &mut memory));
+        assert!(!verify_with(
+            "$argon2id$v=19$m=8,t=1,p=1$c2FsdA$",
+            "x",
+            &mut memory
+        ));
     }
 
     #[test]

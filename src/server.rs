@@ -293,7 +293,9 @@ impl Conn {
             "/" if head.method == "GET" && snap.config.portal.demo_page => {
                 return Err(crate::portal::demo_page())
             }
-            "/healthz" => {
+            // The demo page exists: another method is not allowed on it
+            // (RFC 9110), rather than not found.
+            "/healthz" | "/" if head.path == "/healthz" || snap.config.portal.demo_page => {
                 return Err(
                     Answer::text(405, "Method Not Allowed", "method not allowed")
                         .header("Allow", "GET"),

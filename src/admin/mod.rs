@@ -155,12 +155,12 @@ pub fn unlock(gw: &Arc<Gateway>, req: &Request<'_>, name: &str) -> Result<Unlock
     tracing::info!(
         target: "audit",
         event = "admin_unlock",
-        user = ?user,
+        user,
         peer = %s.peer,
         endpoint = s.endpoint.name(),
         session = %s.id_string(),
         method,
-        name = ?name,
+        name,
         cleared,
         "account lockout cleared through the Management API"
     );

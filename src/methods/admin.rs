@@ -226,6 +226,10 @@ pub async fn config_reload(ctx: &Ctx<'_>) -> Result<Value, RpcError> {
     .map_err(|_| RpcError::new(Code::Internal))?;
     match reloaded {
         Ok(report) => {
+            // Like SIGHUP: the audit file is reopened (external rotation).
+            if let Err(e) = crate::audit::global().configure(&ctx.gw.snapshot().config.audit) {
+                tracing::error!(error = %e, "[audit] file cannot be opened; audit lines go to the previous file");
+            }
             tracing::info!(target: "audit", event = "reload", outcome = "ok", user, peer = %s.peer, session = %s.id_string(), revoked = report.revoked, "configuration reloaded through the Management API");
             let snap = ctx.gw.snapshot();
             Ok(json!({
