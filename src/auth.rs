@@ -280,10 +280,19 @@ fn audited_name(gw: &Gateway, user: &str) -> String {
     format!("unknown:{}", gw.resume.pseudonym("audit-user", user))
 }
 
-/// A refused attempt: counted, and an audit line.
+/// A refused attempt: counted, and an audit line (a throttled address's
+/// attempts: one line per 10 s with the count of those not written).
 fn audit(gw: &Gateway, at: Attempt, user: &str, how: Option<&str>, outcome: Login, reason: &str) {
     gw.metrics.login(outcome);
+    let quiet = if outcome == Login::Throttled {
+        match gw.lockout.throttled_audit(at.peer.ip(), Instant::now()) {
+            Some(quiet) => (quiet > 0).then_some(quiet),
+            None => return,
+        }
+    } else {
+        None
+    };
     // No name claimed (a token, a certificate): no `user` field.
     let user = (!user.is_empty()).then(|| audited_name(gw, user));
-    tracing::warn!(target: "audit", event = "login", outcome = outcome.name(), user, peer = %at.peer, endpoint = at.endpoint.name(), credential = how, reason, "login refused");
+    tracing::warn!(target: "audit", event = "login", outcome = outcome.name(), user, peer = %at.peer, endpoint = at.endpoint.name(), credential = how, reason, not_audited = quiet, "login refused");
 }

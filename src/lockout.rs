@@ -48,7 +48,16 @@ struct AddressState {
     blocked_until: Option<Instant>,
     /// Password checks from this address in progress (see [`InFlight`]).
     in_flight: u32,
+    /// When a throttled attempt from here was last audited, and how many
+    /// since were not (one line per `THROTTLED_AUDIT_EVERY`, not per try).
+    throttled_audited: Option<Instant>,
+    throttled_quiet: u32,
 }
+
+/// A throttled address gets one audit line this often, with the count of
+/// the attempts in between: each try is counted in the metrics, but one
+/// peer must not be able to write the log as fast as it can send.
+const THROTTLED_AUDIT_EVERY: Duration = Duration::from_secs(10);
 
 /// What a recorded failure changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -293,6 +302,25 @@ impl Lockout {
     }
 
     /// Forgets entries that no longer matter; called now and then.
+    /// A throttled attempt from `ip`: `Some(n)` when it is to be audited,
+    /// with `n` throttled attempts since the last line that were not;
+    /// `None` when this one is only counted.
+    pub fn throttled_audit(&self, ip: IpAddr, now: Instant) -> Option<u32> {
+        let Some(mut a) = self.addresses.get_mut(&source(ip)) else {
+            return Some(0);
+        };
+        match a.throttled_audited {
+            Some(at) if now.duration_since(at) < THROTTLED_AUDIT_EVERY => {
+                a.throttled_quiet = a.throttled_quiet.saturating_add(1);
+                None
+            }
+            _ => {
+                a.throttled_audited = Some(now);
+                Some(std::mem::take(&mut a.throttled_quiet))
+            }
+        }
+    }
+
     pub fn prune(&self, now: Instant, sec: &Security) {
         let window = Duration::from_secs(sec.reject_window_secs);
         self.pairs.retain(|_, a| {
@@ -317,6 +345,8 @@ fn fresh(now: Instant) -> AddressState {
         failures: 0,
         blocked_until: None,
         in_flight: 0,
+        throttled_audited: None,
+        throttled_quiet: 0,
     }
 }
 
@@ -446,6 +476,27 @@ mod tests {
         assert!(l.delay("bob", t + Duration::from_secs(60), &s).is_zero());
         l.failed(Some("bob"), ip("10.0.1.1"), t + Duration::from_secs(60), &s);
         assert!(l.delay("bob", t + Duration::from_secs(60), &s).is_zero());
+    }
+
+    #[test]
+    fn a_throttled_address_is_audited_once_per_ten_seconds_with_the_count() {
+        let l = Lockout::default();
+        let s = sec();
+        let addr = ip("10.0.0.9");
+        let t = Instant::now();
+        for _ in 0..5 {
+            l.failed(None, addr, t, &s);
+        }
+        assert_eq!(l.throttled_audit(addr, t), Some(0));
+        for k in 1..=3 {
+            assert_eq!(l.throttled_audit(addr, t + Duration::from_secs(k)), None);
+        }
+        assert_eq!(
+            l.throttled_audit(addr, t + Duration::from_secs(10)),
+            Some(3)
+        );
+        // An address the tables do not know is always audited.
+        assert_eq!(l.throttled_audit(ip("10.0.0.10"), t), Some(0));
     }
 
     #[test]
