@@ -1,6 +1,6 @@
 //! The listener: accept with back-off, admission by `[limits]`, the TLS
 //! handshake and the HTTP request under one deadline, path routing
-//! (/adjunct, /portal, /healthz, the demo page), authentication on the
+//! (/adjunct, /portal, /healthz, the demo and admin pages), authentication on the
 //! upgrade, then the hand-over to a session. Graceful shutdown stops
 //! accepting, asks every session to close with 1001 and waits for them.
 //!
@@ -276,6 +276,9 @@ impl Conn {
             "/healthz" if head.method == "GET" => return Err(Answer::text(200, "OK", "ok")),
             "/" if head.method == "GET" && snap.config.portal.demo_page => {
                 return Err(crate::portal::demo_page())
+            }
+            "/admin" if head.method == "GET" && snap.config.portal.admin_page => {
+                return Err(crate::portal::admin_page())
             }
             "/healthz" => {
                 return Err(
