@@ -270,17 +270,20 @@ impl Conn {
         client: Option<&ClientIdentity>,
     ) -> Result<(Endpoint, Option<Granted>), Answer> {
         let snap = self.gw.snapshot();
+        let portal = &snap.config.portal;
+        // An embedded page that is off is a path like any unknown one.
+        let page_on = match head.path.as_str() {
+            "/" => portal.demo_page,
+            "/admin" => portal.admin_page,
+            _ => false,
+        };
         let endpoint = match head.path.as_str() {
             "/adjunct" => Endpoint::Adjunct,
             "/portal" => Endpoint::Portal,
             "/healthz" if head.method == "GET" => return Err(Answer::text(200, "OK", "ok")),
-            "/" if head.method == "GET" && snap.config.portal.demo_page => {
-                return Err(crate::portal::demo_page())
-            }
-            "/admin" if head.method == "GET" && snap.config.portal.admin_page => {
-                return Err(crate::portal::admin_page())
-            }
-            "/healthz" => {
+            "/" if head.method == "GET" && page_on => return Err(crate::portal::demo_page()),
+            "/admin" if head.method == "GET" && page_on => return Err(crate::portal::admin_page()),
+            "/healthz" | "/" | "/admin" if head.path == "/healthz" || page_on => {
                 return Err(
                     Answer::text(405, "Method Not Allowed", "method not allowed")
                         .header("Allow", "GET"),

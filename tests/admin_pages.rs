@@ -439,6 +439,11 @@ async fn the_page_is_served_with_its_csp_and_admin_page_false_turns_it_off() {
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     assert!(csp.contains("connect-src 'self'"), "{csp}");
     assert!(text.contains("<title>Administration"), "{text}");
+    let (status, text) = gw
+        .http("POST /admin HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!(status, 405, "{text}");
+    assert!(text.contains("Allow: GET"), "{text}");
     gw.shutdown().await;
 
     let off = TestGateway::start_with("", "[portal]\nadmin_page = false\n").await;
