@@ -186,7 +186,8 @@ async fn server_administrator_manages_everything_and_the_page_acts_on_the_wire()
         ],
         "tamper": {"kind": "delete", "user": "admin", "expect": "the administrator account cannot be deleted"},
         "shots": [
-            shot("overview", 1280), shot("sessions", 1280), shot("users", 1280),
+            shot("overview", 1280), shot("sessions", 1280),
+            {"view": "users", "file": "admin-users.png", "scroll": "article.user[data-user=\"sysadmin\"]"},
             shot("groups", 1280), shot("network", 1280), shot("audit", 1280),
             shot("users", 375), shot("groups", 375),
         ],
@@ -255,7 +256,7 @@ async fn system_administrator_sees_the_administrators_password_out_of_reach() {
             {"kind": "toggle", "user": "admin", "reason": "the administrator account cannot be disabled"},
         ],
         "tamper": {"kind": "password", "user": "admin", "expect": rule},
-        "shots": [{"view": "users", "file": "admin-users-sysadmin.png"}],
+        "shots": [{"view": "users", "file": "admin-users-sysadmin.png", "scroll": "article.user[data-user=\"admin\"]"}],
     });
     run_page(&gw, plan);
     assert_eq!(support.closed().await, Some(1008));
@@ -285,7 +286,9 @@ async fn phone_administrator_manages_cti_users_and_groups_only() {
             {"kind": "password", "user": "portal1", "reason": lacks("account \"portal1\"", "TURN Server Connection")},
             {"kind": "delete", "user": "app1", "reason": lacks("account \"app1\"", "Adjunct Server Connection")},
             {"kind": "group", "user": "cti1", "group": "Application Servers", "reason": "Adjunct Server Connection"},
-            {"kind": "cell", "group": "Portal Users", "right": "TURN Server Connection", "reason": lacks("group \"Portal Users\"", "TURN Server Connection")},
+            // Portal Users is out of reach as a whole, because of TURN Server Connection.
+            {"kind": "cell", "group": "Portal Users", "right": "Voicemail Pro Basic", "reason": lacks("group \"Portal Users\"", "TURN Server Connection")},
+            {"kind": "cell", "group": "Portal Users", "right": "TURN Server Connection", "reason": "you do not hold \"TURN Server Connection\", so you cannot grant or revoke it"},
             {"kind": "cell", "group": "CTI Only", "right": "Management API Read", "reason": "Management API Read"},
             {"kind": "assign", "group": "Application Servers", "reason": "Adjunct Server Connection"},
             {"kind": "grant", "right": "TURN Server Connection", "reason": "you do not hold \"TURN Server Connection\""},

@@ -306,8 +306,21 @@ pub fn preview_group(
         password: false,
         enabled: (None, None),
     };
+    // A group that holds a right the actor lacks is out of reach as a
+    // whole: every cell gets that one reason, not the first missing right of
+    // each cell's own change (the same rule, said once per group).
+    let untouchable = may_manage(actor.rights, group.rights, group.rights)
+        .err()
+        .map(|right| Refusal::Lacks {
+            right,
+            kind: Kind::Group,
+            name: group.name.clone(),
+        });
     let rights = Right::all()
         .filter_map(|right| {
+            if let Some(r) = &untouchable {
+                return Some((right, r.clone()));
+            }
             let after = if group.rights.contains(right) {
                 group.rights.minus(RightSet::of(right))
             } else {

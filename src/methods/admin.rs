@@ -220,7 +220,7 @@ pub fn groups_list(ctx: &Ctx<'_>, snap: &Snapshot) -> Result<Value, RpcError> {
                 None => p
                     .rights
                     .into_iter()
-                    .map(|(r, why)| (r.name().to_owned(), json!(why.to_string())))
+                    .map(|(r, why)| (r.name().to_owned(), json!(cell_reason(r, &g.name, &why))))
                     .collect(),
             };
             if !rights.is_empty() {
@@ -266,6 +266,24 @@ fn gate_refusal(rights: crate::rights::RightSet, method: Method) -> Option<Strin
     }
     let right = crate::catalog::named_right(need).map_or("a right", Right::name);
     Some(format!("{name} needs \"{right}\", which you do not hold"))
+}
+
+/// A matrix cell's reason: granting or revoking a right one lacks is said
+/// the same way in every group, so a page can show it once per right.
+fn cell_reason(right: Right, group: &str, why: &Refusal) -> String {
+    match why {
+        Refusal::Lacks {
+            right: r,
+            kind: Kind::Group,
+            name,
+        } if *r == right && name == group => {
+            format!(
+                "you do not hold \"{}\", so you cannot grant or revoke it",
+                right.name()
+            )
+        }
+        _ => why.to_string(),
+    }
 }
 
 /// The refusal of deleting a group that is still assigned.

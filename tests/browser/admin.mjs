@@ -124,8 +124,10 @@ class Run {
     return r;
   }
 
-  // Every visible control has an accessible name.
+  // Every visible control has an accessible name, and no missing value is shown as "null".
   async labelled(page, where) {
+    const nulls = await page.evaluate(() => /\b(null|undefined)\b/.test(document.querySelector("main").innerText));
+    if (nulls) this.problem(`${where}: the page shows "null" or "undefined"`);
     const bare = await page.evaluate(() => [...document.querySelectorAll("input,select,textarea,button,meter")]
       .filter((e) => e.getClientRects().length > 0)
       .filter((e) => !((e.labels && e.labels.length) || e.getAttribute("aria-label") || e.getAttribute("aria-labelledby") ||
@@ -134,10 +136,12 @@ class Run {
     if (bare.length) this.problem(`${where}: controls without a label: ${bare.join(" | ")}`);
   }
 
-  async shot(page, file, width) {
+  // A screenshot at `width`, scrolled to `scroll` (a selector) if given.
+  async shot(page, file, width, scroll) {
     if (!this.o.shots) return;
     await page.setViewportSize({ width, height: width < 600 ? 1100 : 860 });
     await this.idle(page);
+    if (scroll) await page.evaluate((s) => document.querySelector(s).scrollIntoView({ block: "start" }), scroll);
     await page.screenshot({ path: path.join(this.o.shots, file), fullPage: false });
     await page.setViewportSize({ width: 1280, height: 860 });
   }
@@ -376,7 +380,7 @@ async function roleScenario(run, ctx, plan) {
   for (const f of plan.forbidden || []) await checkForbidden(run, page, f);
   for (const s of plan.shots || []) {
     await run.view(page, s.view);
-    await run.shot(page, s.file, s.width || 1280);
+    await run.shot(page, s.file, s.width || 1280, s.scroll);
   }
   await run.narrow(page, ALL_VIEWS);
   if (plan.tamper) await tamper(run, page, plan.tamper);
