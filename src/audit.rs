@@ -14,13 +14,18 @@
 //! The file is process-wide, like the log: the binary installs [`layer`] and
 //! [`AuditLog::configure`]s [`global`] at start and on every SIGHUP (which
 //! also reopens the file, for external rotation).
+//!
+//! The same layer keeps the newest lines in memory, file or no file, in a
+//! ring bounded by [`RING_LINES`] and [`RING_BYTES`]: what
+//! `admin.audit.recent` answers, as the file has them (secrets redacted).
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tracing::span::{Attributes, Id, Record};
@@ -35,6 +40,10 @@ use crate::jsonlog::{self, SESSION_SPAN};
 pub const TARGET: &str = "audit";
 /// Lines waiting for the writer thread; past it lines are dropped and counted.
 const QUEUE: usize = 4096;
+/// The in-memory ring keeps at most this many lines…
+pub const RING_LINES: usize = 1000;
+/// …and at most this many bytes of them (a line is at most a few KiB).
+pub const RING_BYTES: usize = 1 << 20;
 /// At most one error report per this long.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -52,6 +61,27 @@ pub struct AuditLog {
     dropped: AtomicU64,
     /// Lines lost in all (queue full or write errors), for tests and operators.
     lost: AtomicU64,
+    /// The newest lines, oldest first.
+    ring: parking_lot::Mutex<Ring>,
+}
+
+/// The newest audit lines, bounded by count and by bytes.
+#[derive(Default)]
+struct Ring {
+    lines: VecDeque<Arc<str>>,
+    bytes: usize,
+}
+
+impl Ring {
+    fn push(&mut self, line: Arc<str>) {
+        self.bytes += line.len();
+        self.lines.push_back(line);
+        while self.lines.len() > RING_LINES || (self.bytes > RING_BYTES && self.lines.len() > 1) {
+            if let Some(old) = self.lines.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
 }
 
 /// The process's audit log, written by [`layer`].
@@ -74,7 +104,27 @@ impl AuditLog {
             enabled: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             lost: AtomicU64::new(0),
+            ring: parking_lot::Mutex::default(),
         }
+    }
+
+    /// The newest `n` audit lines (as written, without the newline), newest
+    /// first; at most what the ring holds.
+    pub fn recent(&self, n: usize) -> Vec<Arc<str>> {
+        self.ring
+            .lock()
+            .lines
+            .iter()
+            .rev()
+            .take(n)
+            .cloned()
+            .collect()
+    }
+
+    fn remember(&self, line: &str) {
+        self.ring
+            .lock()
+            .push(Arc::from(line.trim_end_matches('\n')));
     }
 
     /// Opens (or reopens) `[audit] file` for appending, or stops writing when
@@ -337,12 +387,8 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        // No audit file: nothing will read these, so idle sessions do not
-        // pay for them (sessions opened before a file is configured by a
-        // reload log their events without the span's fields).
-        if self.log.enabled.load(Ordering::Acquire) {
-            jsonlog::keep_span_fields(attrs, id, &ctx);
-        }
+        // Kept with or without a file: the ring's lines carry them too.
+        jsonlog::keep_span_fields(attrs, id, &ctx);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
@@ -350,13 +396,13 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        if !self.log.enabled.load(Ordering::Acquire) {
-            return;
-        }
         let fields = jsonlog::event_fields(event, &ctx);
         // No target: every audit line's is `audit`.
         let line = jsonlog::line(event.metadata().level(), None, &fields, jsonlog::time_now());
-        self.log.submit(line);
+        self.log.remember(&line);
+        if self.log.enabled.load(Ordering::Acquire) {
+            self.log.submit(line);
+        }
     }
 }
 
@@ -433,6 +479,45 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn the_ring_keeps_the_newest_lines_redacted_without_a_file_and_stays_bounded() {
+        let log = leaked();
+        with_log(log, || {
+            tracing::info!("not an audit event");
+            for n in 0..(RING_LINES as u32 + 5) {
+                tracing::info!(target: "audit", event = "login", n, password = "hunter2");
+            }
+        });
+        let recent = log.recent(3);
+        let ns: Vec<u64> = recent
+            .iter()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["n"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        let last = RING_LINES as u64 + 4;
+        assert_eq!(ns, [last, last - 1, last - 2], "newest first");
+        assert!(
+            recent[0].contains("\"password\":\"<redacted>\""),
+            "{}",
+            recent[0]
+        );
+        assert!(!recent[0].ends_with('\n'));
+        assert_eq!(log.recent(usize::MAX).len(), RING_LINES);
+        // Bounded by bytes as well: big lines push the old ones out.
+        let pad = "z".repeat(64 * 1024);
+        with_log(log, || {
+            for _ in 0..40 {
+                tracing::info!(target: "audit", event = "login", pad = pad.as_str());
+            }
+        });
+        let kept = log.recent(usize::MAX);
+        assert!(kept.iter().map(|l| l.len()).sum::<usize>() <= RING_BYTES);
+        assert!(kept.len() < 40 && kept.len() >= 10, "{}", kept.len());
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub enum Method {
     AdminGroupsCreate,
     AdminGroupsUpdate,
     AdminGroupsDelete,
+    AdminStatus,
+    AdminAuditRecent,
 }
 
 impl Method {
@@ -113,7 +115,9 @@ impl Method {
             Method::AdminConfigGet
             | Method::AdminConfigReload
             | Method::AdminUsersList
-            | Method::AdminGroupsList => &[],
+            | Method::AdminGroupsList
+            | Method::AdminStatus => &[],
+            Method::AdminAuditRecent => const { &[opt("limit", UInt)] },
             Method::AdminNetworkSet => {
                 const {
                     &[
@@ -351,6 +355,11 @@ const METHODS: &[(&str, Entry<'static>)] = &[
     (
         "admin.groups.delete",
         local(Method::AdminGroupsDelete, SECURITY, Anywhere),
+    ),
+    ("admin.status", local(Method::AdminStatus, READ, Anywhere)),
+    (
+        "admin.audit.recent",
+        local(Method::AdminAuditRecent, SECURITY, Anywhere),
     ),
 ];
 

@@ -195,6 +195,8 @@ impl Default for TurnSection {
 pub struct PortalSection {
     pub allowed_origins: Vec<String>,
     pub demo_page: bool,
+    /// Serve the administrative page at `GET /admin`.
+    pub admin_page: bool,
 }
 
 impl Default for PortalSection {
@@ -202,6 +204,7 @@ impl Default for PortalSection {
         PortalSection {
             allowed_origins: Vec::new(),
             demo_page: true,
+            admin_page: true,
         }
     }
 }

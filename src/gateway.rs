@@ -56,6 +56,8 @@ pub struct Gateway {
     /// Management API writes and reloads by API: one at a time, a few
     /// waiting, the rest refused (-32029) instead of piling up threads.
     pub writes: crate::bounded::Line,
+    /// When this gateway started (`admin.status` uptime).
+    pub started: std::time::Instant,
     config_path: PathBuf,
     reload_lock: parking_lot::Mutex<()>,
 }
@@ -79,6 +81,7 @@ impl Gateway {
             .map_err(anyhow::Error::msg)?;
         let resume = crate::resume::ResumeKey::load_or_create(&config.security.resume_key_file)?;
         Ok(Arc::new(Gateway {
+            started: std::time::Instant::now(),
             config_path: config.path.clone(),
             snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
             hub: Hub::default(),

@@ -19,7 +19,7 @@
 //! ([`config`], swapped whole on reload), the users ([`directory`]), the hub,
 //! the password verifier, the certificate store. [`rights`] is the table of
 //! the sixteen service rights; [`turn`] the coturn-compatible credentials;
-//! [`portal`] the Origin check and demo page;
+//! [`portal`] the Origin check and the embedded pages (demo, admin);
 //! [`starter`] the embedded default configuration.
 //!
 //! The Management API (`admin.*`, handled in [`methods`]) changes the config

@@ -32,6 +32,7 @@ use crate::rpc::Code;
 mod exporter;
 pub mod exposition;
 mod process;
+pub mod window;
 
 pub use exporter::Exporter;
 pub use exposition::Format;
@@ -209,6 +210,8 @@ struct Inner {
     tls_failures: Counter,
     refused: [Counter; Refusal::ALL.len()],
     reloads: [Counter; 2],
+    /// Logins of the last minute, for `admin.status`.
+    recent_logins: window::LastMinute,
 }
 
 impl Default for Metrics {
@@ -361,6 +364,7 @@ impl Metrics {
             tls_failures,
             refused,
             reloads,
+            recent_logins: window::LastMinute::default(),
         }));
         for ns in catalog::builtin_namespaces() {
             metrics.namespace(ns);
@@ -393,6 +397,12 @@ impl Metrics {
 
     pub fn login(&self, outcome: Login) {
         self.0.logins[outcome as usize].inc();
+        self.0.recent_logins.count(outcome == Login::Ok);
+    }
+
+    /// Logins (succeeded, failed: every other outcome) in the last minute.
+    pub fn logins_last_minute(&self) -> (u64, u64) {
+        self.0.recent_logins.totals()
     }
 
     /// One request was answered (`entry` is `None` for an unknown method;

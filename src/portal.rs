@@ -1,6 +1,7 @@
 //! What the /portal endpoint needs beyond a session: the Origin check that
-//! stops cross-site WebSocket hijacking, and the embedded demo page with its
-//! Content-Security-Policy.
+//! stops cross-site WebSocket hijacking, and the embedded pages that use it
+//! (the demo User Portal page at `/`, the administrative page at `/admin`),
+//! each with its Content-Security-Policy.
 //!
 //! Must not authenticate; it only looks at headers and serves a constant.
 
@@ -13,20 +14,25 @@ use crate::http::{Answer, Head};
 
 /// The demo User Portal page, embedded in the binary (no outside assets).
 const DEMO_PAGE: &str = include_str!("../assets/portal.html");
+/// The administrative page (docs/ADMIN.md), embedded the same way.
+const ADMIN_PAGE: &str = include_str!("../assets/admin.html");
 
-/// The page's one inline `<script>` and one `<style>` are allowed by their
+static DEMO_CSP: LazyLock<String> = LazyLock::new(|| csp(DEMO_PAGE));
+static ADMIN_CSP: LazyLock<String> = LazyLock::new(|| csp(ADMIN_PAGE));
+
+/// A page's one inline `<script>` and one `<style>` are allowed by their
 /// SHA-256 (CSP hash sources), never by 'unsafe-inline', so an injected
 /// script or style attribute would not run. Computed from the embedded page,
 /// so an edit to the page cannot leave the header stale. `img-src data:` is
 /// for the empty `data:` favicon, which keeps the browser from asking for
 /// /favicon.ico.
-static CSP: LazyLock<String> = LazyLock::new(|| {
+fn csp(page: &str) -> String {
     format!(
         "default-src 'none'; script-src {}; style-src {}; img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        inline_hash(DEMO_PAGE, "script"),
-        inline_hash(DEMO_PAGE, "style")
+        inline_hash(page, "script"),
+        inline_hash(page, "style")
     )
-});
+}
 
 /// `'sha256-…'` of the text of the first `<tag>` element, or `'none'`.
 fn inline_hash(page: &str, tag: &str) -> String {
@@ -64,14 +70,22 @@ pub fn origin_allowed(allowed: &[String], same_origin: bool, head: &Head) -> boo
     own || allowed.iter().any(|o| o == origin)
 }
 
-pub fn demo_page() -> Answer {
+fn page(text: &'static str, csp: &str) -> Answer {
     Answer {
         status: 200,
         reason: "OK",
-        headers: vec![("Content-Security-Policy", CSP.clone())],
+        headers: vec![("Content-Security-Policy", csp.to_owned())],
         content_type: "text/html; charset=utf-8",
-        body: DEMO_PAGE.as_bytes().to_vec(),
+        body: text.as_bytes().to_vec(),
     }
+}
+
+pub fn demo_page() -> Answer {
+    page(DEMO_PAGE, &DEMO_CSP)
+}
+
+pub fn admin_page() -> Answer {
+    page(ADMIN_PAGE, &ADMIN_CSP)
 }
 
 #[cfg(test)]
@@ -89,14 +103,17 @@ mod tests {
 
     #[test]
     fn the_csp_allows_exactly_the_pages_inline_script_and_style_by_hash() {
-        assert_eq!(DEMO_PAGE.matches("<script").count(), 1);
-        assert_eq!(DEMO_PAGE.matches("<style").count(), 1);
-        assert!(
-            !DEMO_PAGE.contains(" style="),
-            "style attributes need 'unsafe-inline'"
-        );
-        assert!(!CSP.contains("unsafe-inline"), "{}", *CSP);
-        assert_eq!(CSP.matches("'sha256-").count(), 2, "{}", *CSP);
+        for (page, csp) in [(DEMO_PAGE, &*DEMO_CSP), (ADMIN_PAGE, &*ADMIN_CSP)] {
+            assert_eq!(page.matches("<script").count(), 1);
+            assert_eq!(page.matches("<style").count(), 1);
+            assert!(
+                !page.contains(" style="),
+                "style attributes need 'unsafe-inline'"
+            );
+            assert!(!csp.contains("unsafe-inline"), "{csp}");
+            assert_eq!(csp.matches("'sha256-").count(), 2, "{csp}");
+        }
+        assert_ne!(*DEMO_CSP, *ADMIN_CSP);
         assert_eq!(inline_hash("<p>", "script"), "'none'");
         // The hash of "alert(1)" as CSP computes it.
         assert_eq!(
@@ -110,6 +127,7 @@ mod tests {
         let p = PortalSection {
             allowed_origins: vec!["https://portal.example.com".into()],
             demo_page: true,
+            admin_page: true,
         };
         let allowed = |h: &Head| origin_allowed(&p.allowed_origins, true, h);
         assert!(allowed(&head(None, "gw:8443")));

@@ -99,6 +99,17 @@ impl Router {
         v
     }
 
+    /// How many providers serve each namespace, by name.
+    pub fn providers_by_namespace(&self) -> Vec<(String, usize)> {
+        let map = self.providers.read();
+        let mut v: Vec<(String, usize)> = map
+            .iter()
+            .map(|(ns, list)| (ns.to_string(), list.len()))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Sends a caller's request to one provider. Errors: no provider (-32004),
     /// too many pending (-32006).
     pub fn route(&self, caller: &Arc<SessionHandle>, r: Routed<'_>) -> Result<(), RpcError> {

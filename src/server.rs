@@ -1,6 +1,6 @@
 //! The listener: accept with back-off, admission by `[limits]`, the TLS
 //! handshake and the HTTP request under one deadline, path routing
-//! (/adjunct, /portal, /healthz, the demo page), authentication on the
+//! (/adjunct, /portal, /healthz, the demo and admin pages), authentication on the
 //! upgrade, then the hand-over to a session. Graceful shutdown stops
 //! accepting, asks every session to close with 1001 and waits for them.
 //!
@@ -286,16 +286,21 @@ impl Conn {
             ));
         }
         let snap = self.gw.snapshot();
+        let portal = &snap.config.portal;
+        // An embedded page that is off is a path like any unknown one.
+        let page_on = match head.path.as_str() {
+            "/" => portal.demo_page,
+            "/admin" => portal.admin_page,
+            _ => false,
+        };
         let endpoint = match head.path.as_str() {
             "/adjunct" => Endpoint::Adjunct,
             "/portal" => Endpoint::Portal,
             "/healthz" if head.method == "GET" => return Err(Answer::text(200, "OK", "ok")),
-            "/" if head.method == "GET" && snap.config.portal.demo_page => {
-                return Err(crate::portal::demo_page())
-            }
-            // The demo page exists: another method is not allowed on it
-            // (RFC 9110), rather than not found.
-            "/healthz" | "/" if head.path == "/healthz" || snap.config.portal.demo_page => {
+            "/" if head.method == "GET" && page_on => return Err(crate::portal::demo_page()),
+            "/admin" if head.method == "GET" && page_on => return Err(crate::portal::admin_page()),
+            // A page that exists: another method is not allowed on it (RFC 9110).
+            "/healthz" | "/" | "/admin" if head.path == "/healthz" || page_on => {
                 return Err(
                     Answer::text(405, "Method Not Allowed", "method not allowed")
                         .header("Allow", "GET"),

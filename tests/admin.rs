@@ -142,6 +142,8 @@ fn methods() -> Vec<(&'static str, &'static str, Value)> {
             sec,
             json!({"revision": OLD, "name": "CTI Only"}),
         ),
+        ("admin.status", read, json!(null)),
+        ("admin.audit.recent", sec, json!({"limit": 1})),
     ]
 }
 

@@ -956,7 +956,7 @@ fn kind(method: &str, param: &str) -> Kind {
             Kind::Str
         }
         (_, "endpoint" | "reason") => Kind::OptStr,
-        (_, "ttl") => Kind::OptUint,
+        (_, "ttl" | "limit") => Kind::OptUint,
         (_, "enabled") => Kind::OptBool,
         (_, "namespaces" | "topics" | "rights" | "groups") => Kind::StrList,
         (_, "stun_urls" | "turn_urls") => Kind::OptStrList,

@@ -224,6 +224,163 @@ pub fn may_unlock(
     check(actor, administrator, &[as_password_change])
 }
 
+/// What the administrative page shows before anything is tried: the refusal
+/// [`check`] would give each change the page offers on one account, built as
+/// the same [`Change`]s that change would make. The server still judges
+/// the real change; this only lets the page disable a control with its reason.
+#[derive(Debug, Default)]
+pub struct AccountPreview {
+    pub delete: Option<Refusal>,
+    /// Enabling it if disabled, disabling it if enabled.
+    pub enabled: Option<Refusal>,
+    pub password: Option<Refusal>,
+    /// Per rights group: adding it to, or taking it from, the account.
+    pub groups: Vec<(String, Refusal)>,
+}
+
+/// The same for one rights group.
+#[derive(Debug, Default)]
+pub struct GroupPreview {
+    pub delete: Option<Refusal>,
+    /// Giving the group to an account that holds nothing yet (a new one).
+    pub assign: Option<Refusal>,
+    /// Per right: granting it in the group, or revoking it.
+    pub rights: Vec<(Right, Refusal)>,
+}
+
+/// The rights `user` would hold with `groups`, with group `swap` (if any)
+/// granting other rights.
+fn rights_with(
+    config: &Config,
+    user: &crate::config::User,
+    groups: &[String],
+    swap: Option<(&str, RightSet)>,
+) -> RightSet {
+    if config.is_administrator(&user.name) {
+        return RightSet::ALL;
+    }
+    groups
+        .iter()
+        .filter_map(|g| match swap {
+            Some((name, rights)) if name == g => Some(rights),
+            _ => config.group(g).map(|g| g.rights),
+        })
+        .fold(RightSet::EMPTY, RightSet::union)
+}
+
+/// Judges `user`'s possible changes for `actor` (see [`AccountPreview`]).
+pub fn preview_account(
+    actor: Actor<'_>,
+    config: &Config,
+    user: &crate::config::User,
+) -> AccountPreview {
+    let admin = config.security.administrator.as_str();
+    let held = config.rights_of(user);
+    let change = |after: Option<RightSet>, enabled: Option<bool>, password: bool| Change {
+        kind: Kind::Account,
+        name: user.name.clone(),
+        before: Some(held),
+        after,
+        password,
+        enabled: (Some(user.enabled), enabled),
+    };
+    let judge = |c: Change| check(actor, admin, &[c]).err();
+    let groups = config
+        .groups
+        .iter()
+        .filter_map(|g| {
+            let mut groups = user.groups.clone();
+            match groups.iter().position(|n| *n == g.name) {
+                Some(at) => {
+                    groups.remove(at);
+                }
+                None => groups.push(g.name.clone()),
+            }
+            let after = rights_with(config, user, &groups, None);
+            judge(change(Some(after), Some(user.enabled), false)).map(|r| (g.name.clone(), r))
+        })
+        .collect();
+    AccountPreview {
+        delete: judge(change(None, None, false)),
+        enabled: judge(change(Some(held), Some(!user.enabled), false)),
+        password: judge(change(Some(held), Some(user.enabled), true)),
+        groups,
+    }
+}
+
+/// Judges `group`'s possible changes for `actor` (see [`GroupPreview`]). A
+/// right toggled in a group changes every member account whose rights it
+/// changes, and each of those is judged too, as [`diff`] would list them.
+pub fn preview_group(
+    actor: Actor<'_>,
+    config: &Config,
+    group: &crate::config::Group,
+) -> GroupPreview {
+    let admin = config.security.administrator.as_str();
+    let group_change = |after: Option<RightSet>| Change {
+        kind: Kind::Group,
+        name: group.name.clone(),
+        before: Some(group.rights),
+        after,
+        password: false,
+        enabled: (None, None),
+    };
+    // A group that holds a right the actor lacks is out of reach as a
+    // whole: every cell gets that one reason, not the first missing right of
+    // each cell's own change (the same rule, said once per group).
+    let untouchable = may_manage(actor.rights, group.rights, group.rights)
+        .err()
+        .map(|right| Refusal::Lacks {
+            right,
+            kind: Kind::Group,
+            name: group.name.clone(),
+        });
+    let rights = Right::all()
+        .filter_map(|right| {
+            if let Some(r) = &untouchable {
+                return Some((right, r.clone()));
+            }
+            let after = if group.rights.contains(right) {
+                group.rights.minus(RightSet::of(right))
+            } else {
+                group.rights.with(right)
+            };
+            let mut changes = vec![group_change(Some(after))];
+            for u in config
+                .users
+                .iter()
+                .filter(|u| u.groups.contains(&group.name))
+            {
+                let before = config.rights_of(u);
+                let now = rights_with(config, u, &u.groups, Some((&group.name, after)));
+                if now != before {
+                    changes.push(Change {
+                        kind: Kind::Account,
+                        name: u.name.clone(),
+                        before: Some(before),
+                        after: Some(now),
+                        password: false,
+                        enabled: (Some(u.enabled), Some(u.enabled)),
+                    });
+                }
+            }
+            check(actor, admin, &changes).err().map(|r| (right, r))
+        })
+        .collect();
+    let assign = may_manage(actor.rights, RightSet::EMPTY, group.rights)
+        .err()
+        .map(|right| Refusal::Lacks {
+            right,
+            kind: Kind::Group,
+            name: group.name.clone(),
+        });
+    GroupPreview {
+        delete: check(actor, admin, &[group_change(None)]).err(),
+        assign,
+        rights,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,6 +547,74 @@ mod tests {
             Err(Refusal::Lacks { .. })
         ));
         assert_eq!(check(sys, "admin", &diff(&old, &regrouped)), Ok(()));
+    }
+
+    #[test]
+    fn previews_give_the_refusal_the_change_itself_would_get() {
+        let old = config(
+            &(user("admin", HASH, "", true) + &user("b", HASH, "\"CTI\"", true)),
+            "",
+        );
+        let sys = Actor {
+            name: "sysadmin",
+            rights: RightSet::ALL,
+        };
+        let admin = &old.users[0];
+        let p = preview_account(sys, &old, admin);
+        assert_eq!(
+            p.password,
+            Some(Refusal::Administrator(AdminRule::OwnPasswordOnly))
+        );
+        assert_eq!(
+            p.delete,
+            Some(Refusal::Administrator(AdminRule::NotDeleted))
+        );
+        assert_eq!(
+            p.enabled,
+            Some(Refusal::Administrator(AdminRule::NotDisabled))
+        );
+        assert!(p.groups.is_empty(), "{:?}", p.groups);
+        let me = Actor {
+            name: "admin",
+            rights: RightSet::ALL,
+        };
+        assert_eq!(preview_account(me, &old, admin).password, None);
+
+        // A phone administrator: "b" (CTI) is in reach, except putting it in
+        // "Apps", which grants Adjunct Server Connection.
+        let pa = actor(phone_admin());
+        let b = preview_account(pa, &old, &old.users[1]);
+        assert_eq!((b.delete, b.enabled, b.password), (None, None, None));
+        let groups: Vec<&str> = b.groups.iter().map(|(g, _)| g.as_str()).collect();
+        assert_eq!(groups, ["Apps"]);
+        // In "CTI" it may grant and revoke only what it holds itself; "Apps"
+        // grants ASC, so every cell there is out of reach.
+        let cti = preview_group(pa, &old, old.group("CTI").unwrap());
+        let fixed: Vec<Right> = cti.rights.iter().map(|(r, _)| *r).collect();
+        assert_eq!(
+            fixed,
+            Right::all()
+                .filter(|r| !phone_admin().contains(*r))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!((cti.delete, cti.assign), (None, None));
+        let apps = preview_group(pa, &old, old.group("Apps").unwrap());
+        assert_eq!(apps.rights.len(), 16);
+        assert!(apps.assign.is_some() && apps.delete.is_some());
+        // Each preview agrees with check() on the real diff: taking CTI away
+        // from "CTI" is allowed, and so is the config change doing it.
+        let new = Config::parse(
+            Path::new("/x/gateway.toml"),
+            &old.source.text().replacen(
+                "name = \"CTI\"\nrights = [\"one-X CTI API\"]",
+                "name = \"CTI\"\nrights = []",
+                1,
+            ),
+        )
+        .unwrap();
+        assert_eq!(diff(&old, &new).len(), 2);
+        assert_eq!(check(pa, "admin", &diff(&old, &new)), Ok(()));
+        assert!(!fixed.contains(&Right::OneXCtiApi));
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub fn sessions_list(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcErro
                 .is_none_or(|u| s.user().is_some_and(|n| **n == *u))
     });
     sessions.sort_by_key(|s| (s.connected_at, s.id));
+    let actor = ctx.session.rights().unwrap_or_default();
+    let may_close = gate_refusal(actor, Method::AdminSessionsClose);
     let list: Vec<Value> = sessions
         .iter()
         .map(|s| {
@@ -65,14 +67,31 @@ pub fn sessions_list(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcErro
                 .connected_at
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            json!({
+            let held = s.rights().unwrap_or_default();
+            let close = may_close.clone().or_else(|| {
+                delegation::may_manage(actor, held, held)
+                    .err()
+                    .map(|right| {
+                        Refusal::Lacks {
+                            right,
+                            kind: Kind::Session,
+                            name: s.id_string(),
+                        }
+                        .to_string()
+                    })
+            });
+            let mut v = json!({
                 "sessionId": s.id_string(),
                 "user": s.user().map(|u| &**u),
                 "endpoint": s.endpoint.name(),
                 "peer": s.peer.to_string(),
                 "connectedAt": connected_at,
-                "rights": s.rights().unwrap_or_default().names(),
-            })
+                "rights": held.names(),
+            });
+            if let Some(close) = close {
+                v["refused"] = json!({ "close": close });
+            }
+            v
         })
         .collect();
     Ok(json!({ "sessions": list }))
@@ -118,8 +137,9 @@ fn redact(v: &mut Value) {
     }
 }
 
-pub fn users_list(snap: &Snapshot) -> Result<Value, RpcError> {
+pub fn users_list(ctx: &Ctx<'_>, snap: &Snapshot) -> Result<Value, RpcError> {
     let c = &snap.config;
+    let actor = actor(ctx);
     let users: Vec<Value> = c
         .users
         .iter()
@@ -134,14 +154,52 @@ pub fn users_list(snap: &Snapshot) -> Result<Value, RpcError> {
             if let Some(cert) = &u.client_cert {
                 v["clientCert"] = json!(cert);
             }
+            let p = delegation::preview_account(actor, c, u);
+            let mut refused = serde_json::Map::new();
+            let gated = [
+                ("delete", Method::AdminUsersDelete, p.delete),
+                ("enabled", Method::AdminUsersUpdate, p.enabled),
+                ("password", Method::AdminUsersSetPassword, p.password),
+            ];
+            for (key, method, refusal) in gated {
+                if let Some(why) =
+                    gate_refusal(actor.rights, method).or(refusal.map(|r| r.to_string()))
+                {
+                    refused.insert(key.into(), json!(why));
+                }
+            }
+            let groups: serde_json::Map<String, Value> =
+                match gate_refusal(actor.rights, Method::AdminUsersUpdate) {
+                    Some(why) => c
+                        .groups
+                        .iter()
+                        .map(|g| (g.name.clone(), json!(why)))
+                        .collect(),
+                    None => p
+                        .groups
+                        .into_iter()
+                        .map(|(g, r)| (g, json!(r.to_string())))
+                        .collect(),
+                };
+            if !groups.is_empty() {
+                refused.insert("groups".into(), Value::Object(groups));
+            }
+            if !refused.is_empty() {
+                v["refused"] = Value::Object(refused);
+            }
             v
         })
         .collect();
-    Ok(json!({ "revision": c.source.revision(), "users": users }))
+    Ok(json!({
+        "revision": c.source.revision(),
+        "passwordComplexity": complexity_name(c.security.password_complexity),
+        "users": users,
+    }))
 }
 
-pub fn groups_list(snap: &Snapshot) -> Result<Value, RpcError> {
+pub fn groups_list(ctx: &Ctx<'_>, snap: &Snapshot) -> Result<Value, RpcError> {
     let c = &snap.config;
+    let actor = actor(ctx);
     let groups: Vec<Value> = c
         .groups
         .iter()
@@ -152,10 +210,172 @@ pub fn groups_list(snap: &Snapshot) -> Result<Value, RpcError> {
                 .filter(|u| u.groups.contains(&g.name))
                 .map(|u| u.name.as_str())
                 .collect();
-            json!({ "name": g.name, "rights": g.rights.names(), "members": members })
+            let p = delegation::preview_group(actor, c, g);
+            let mut refused = serde_json::Map::new();
+            let update = gate_refusal(actor.rights, Method::AdminGroupsUpdate);
+            let rights: serde_json::Map<String, Value> = match update {
+                Some(why) => Right::all()
+                    .map(|r| (r.name().to_owned(), json!(why)))
+                    .collect(),
+                None => p
+                    .rights
+                    .into_iter()
+                    .map(|(r, why)| (r.name().to_owned(), json!(cell_reason(r, &g.name, &why))))
+                    .collect(),
+            };
+            if !rights.is_empty() {
+                refused.insert("rights".into(), Value::Object(rights));
+            }
+            let delete = gate_refusal(actor.rights, Method::AdminGroupsDelete).or_else(|| {
+                if members.is_empty() {
+                    p.delete.map(|r| r.to_string())
+                } else {
+                    Some(in_use(&g.name, &members))
+                }
+            });
+            let assign = gate_refusal(actor.rights, Method::AdminUsersUpdate)
+                .or(p.assign.map(|r| r.to_string()));
+            for (key, why) in [("delete", delete), ("assign", assign)] {
+                if let Some(why) = why {
+                    refused.insert(key.into(), json!(why));
+                }
+            }
+            let mut v = json!({ "name": g.name, "rights": g.rights.names(), "members": members });
+            if !refused.is_empty() {
+                v["refused"] = Value::Object(refused);
+            }
+            v
         })
         .collect();
     Ok(json!({ "revision": c.source.revision(), "groups": groups }))
+}
+
+/// The session as the delegation rules see it.
+fn actor<'a>(ctx: &'a Ctx<'_>) -> delegation::Actor<'a> {
+    delegation::Actor {
+        name: ctx.session.user().map_or("", |u| &**u),
+        rights: ctx.session.rights().unwrap_or_default(),
+    }
+}
+
+/// Why the gate would refuse `method` to `rights`, in words (`None`: it would not).
+fn gate_refusal(rights: crate::rights::RightSet, method: Method) -> Option<String> {
+    let (name, need) = crate::catalog::method_entry(method);
+    if crate::catalog::satisfies(rights, need) {
+        return None;
+    }
+    let right = crate::catalog::named_right(need).map_or("a right", Right::name);
+    Some(format!("{name} needs \"{right}\", which you do not hold"))
+}
+
+/// A matrix cell's reason: granting or revoking a right one lacks is said
+/// the same way in every group, so a page can show it once per right.
+fn cell_reason(right: Right, group: &str, why: &Refusal) -> String {
+    match why {
+        Refusal::Lacks {
+            right: r,
+            kind: Kind::Group,
+            name,
+        } if *r == right && name == group => {
+            format!(
+                "you do not hold \"{}\", so you cannot grant or revoke it",
+                right.name()
+            )
+        }
+        _ => why.to_string(),
+    }
+}
+
+/// The refusal of deleting a group that is still assigned.
+fn in_use(group: &str, members: &[&str]) -> String {
+    format!(
+        "rights group {group:?} is still assigned to {}; take it from them first",
+        members.join(", ")
+    )
+}
+
+fn complexity_name(c: crate::directory::Complexity) -> &'static str {
+    match c {
+        crate::directory::Complexity::Low => "low",
+        crate::directory::Complexity::Medium => "medium",
+        crate::directory::Complexity::High => "high",
+    }
+}
+
+/// `admin.status`: what the Overview shows, from the live hub, router,
+/// metrics and snapshot.
+pub fn status(ctx: &Ctx<'_>, snap: &Snapshot) -> Result<Value, RpcError> {
+    let gw = ctx.gw;
+    let mut sessions = serde_json::Map::new();
+    for e in [Endpoint::Adjunct, Endpoint::Portal] {
+        sessions.insert(e.name().into(), json!(0));
+    }
+    for s in gw.hub.list() {
+        if let Some(n) = sessions.get_mut(s.endpoint.name()) {
+            *n = json!(n.as_u64().unwrap_or(0) + 1);
+        }
+    }
+    let providers: serde_json::Map<String, Value> = gw
+        .router
+        .providers_by_namespace()
+        .into_iter()
+        .map(|(ns, n)| (ns, json!(n)))
+        .collect();
+    let (succeeded, failed) = gw.metrics.logins_last_minute();
+    Ok(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "node": node_name(),
+        "uptimeSecs": gw.started.elapsed().as_secs(),
+        "sessions": sessions,
+        "providers": providers,
+        "logins": {
+            "succeeded": succeeded,
+            "failed": failed,
+            "windowSecs": crate::metrics::window::SECS,
+        },
+        "revision": snap.config.source.revision(),
+    }))
+}
+
+/// This host's name, read once (Linux; elsewhere `$HOSTNAME`, else "localhost").
+fn node_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned())
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuditParams {
+    limit: Option<u64>,
+}
+
+/// Lines answered when `limit` is left out.
+const AUDIT_DEFAULT: u64 = 100;
+
+/// `admin.audit.recent`: the newest audit lines from the in-memory ring,
+/// newest first, each the JSON object the audit file has.
+pub fn audit_recent(params: Params<'_>) -> Result<Value, RpcError> {
+    let p: AuditParams = params.decode()?;
+    let max = crate::audit::RING_LINES as u64;
+    let limit = p.limit.unwrap_or(AUDIT_DEFAULT);
+    if limit == 0 || limit > max {
+        return Err(RpcError::invalid_params(format!(
+            "params.limit must be 1 to {max} (or be left out: {AUDIT_DEFAULT})"
+        )));
+    }
+    let lines: Vec<Value> = crate::audit::global()
+        .recent(limit as usize)
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    Ok(json!({ "lines": lines, "capacity": max }))
 }
 
 // --------------------------------------------------------- session control
@@ -636,11 +856,7 @@ pub async fn groups_delete(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, R
                 .map(|u| u.name.as_str())
                 .collect();
             if !members.is_empty() {
-                return Err(format!(
-                    "rights group {:?} is still assigned to {}; take it from them first",
-                    p.name,
-                    members.join(", ")
-                ));
+                return Err(in_use(&p.name, &members));
             }
             edit::remove(doc, Section::Groups, &p.name)
         },

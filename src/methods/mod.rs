@@ -62,16 +62,18 @@ pub async fn call(
         Method::AdminConfigGet => admin::config_get(snap).into(),
         Method::AdminConfigReload => admin::config_reload(ctx).await.into(),
         Method::AdminNetworkSet => admin::network_set(ctx, params).await.into(),
-        Method::AdminUsersList => admin::users_list(snap).into(),
+        Method::AdminUsersList => admin::users_list(ctx, snap).into(),
         Method::AdminUsersCreate => admin::users_create(ctx, snap, params).await.into(),
         Method::AdminUsersUpdate => admin::users_update(ctx, params).await.into(),
         Method::AdminUsersDelete => admin::users_delete(ctx, params).await.into(),
         Method::AdminUsersSetPassword => admin::users_set_password(ctx, snap, params).await.into(),
         Method::AdminUsersUnlock => admin::users_unlock(ctx, snap, params).await.into(),
-        Method::AdminGroupsList => admin::groups_list(snap).into(),
+        Method::AdminGroupsList => admin::groups_list(ctx, snap).into(),
         Method::AdminGroupsCreate => admin::groups_create(ctx, params).await.into(),
         Method::AdminGroupsUpdate => admin::groups_update(ctx, params).await.into(),
         Method::AdminGroupsDelete => admin::groups_delete(ctx, params).await.into(),
+        Method::AdminStatus => admin::status(ctx, snap).into(),
+        Method::AdminAuditRecent => admin::audit_recent(params).into(),
     }
 }
 
@@ -131,12 +133,14 @@ fn decoder_accepts(method: Method, params: Params<'_>) -> bool {
         }
         Method::AdminUsersSetPassword => ok::<admin::SetPassword>(params),
         Method::AdminGroupsCreate | Method::AdminGroupsUpdate => ok::<admin::GroupParams>(params),
+        Method::AdminAuditRecent => ok::<admin::AuditParams>(params),
         Method::SessionToken
         | Method::SessionInfo
         | Method::SessionPing
         | Method::AdminConfigGet
         | Method::AdminConfigReload
         | Method::AdminUsersList
-        | Method::AdminGroupsList => true,
+        | Method::AdminGroupsList
+        | Method::AdminStatus => true,
     }
 }

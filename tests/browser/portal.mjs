@@ -15,47 +15,18 @@
 //
 // Prints one JSON line on stdout. Exit codes: 0 pass, 1 fail, 2 usage/environment error.
 // Environment: CHROMIUM_PATH (default /usr/bin/chromium), PORTAL_SCREENSHOT=FILE (optional PNG).
-// Setup: (cd tests/browser && npm ci)
+// Setup: (cd tests/browser && npm ci). Chromium is launched by ./chromium.mjs.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import http from "node:http";
+import { CSP_PROBE, EnvError, launch, loadPlaywright } from "./chromium.mjs";
 
 const USAGE = "usage: node tests/browser/portal.mjs --url https://127.0.0.1:PORT/ " +
   "(--user U --password P [--expect-relay | --expect-turn-unreachable HOST:PORT] [--cti | --expect-cti-off]" +
   " | --bad-origin-check) [--timeout SECONDS]";
 // The page's promise: a TURN server that does not answer is reported within this time.
 const TURN_VERDICT_MS = 2000;
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-
-// Chromium honours only the LAST --disable-features switch, and ours comes after Playwright's
-// own, so this list repeats Playwright 1.65's defaults and adds ours.
-const DISABLED_FEATURES = [
-  // playwright-core 1.65.1 defaults
-  "AvoidUnnecessaryBeforeUnloadCheckSync", "DestroyProfileOnBrowserClose", "HttpsUpgrades",
-  "HttpsFirstBalancedModeAutoEnable", "LensOverlay", "MediaRouter", "PaintHolding",
-  "ThirdPartyStoragePartitioning", "AvoidCorsURLLoaderRestartOnRedirect", "OptimizationHints",
-  "NetworkTimeServiceQuerying", "AimEnabled", "PreconnectToSearch",
-  // WebRTC: report real host IPs instead of random *.local names. mDNS obfuscation would send
-  // multicast on the LAN, and with only a loopback interface it stalls gathering until timeout.
-  "WebRtcHideLocalIpsWithMdns",
-  // the login form would otherwise make Chromium query content-autofill.googleapis.com
-  "AutofillServerCommunication",
-];
-
-// Everything stays on this machine: no background services, no DNS (see hostResolverRules),
-// and WebRTC may use the loopback interface (TURN server on 127.0.0.1).
-const CHROMIUM_ARGS = [
-  "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  "--ignore-certificate-errors",
-  // lets WebRTC enumerate the loopback interface; required when lo is the only interface
-  "--allow-loopback-in-peer-connection",
-  `--disable-features=${DISABLED_FEATURES.join(",")}`,
-];
-
-class EnvError extends Error {}
-
 function die(code, msg) {
   process.stderr.write(`portal.mjs: ${msg}\n`);
   process.exit(code);
@@ -90,49 +61,6 @@ function parseArgs(argv) {
   if (o.cti && o.ctiOff) die(2, "--cti and --expect-cti-off exclude each other");
   return o;
 }
-
-async function loadPlaywright() {
-  try {
-    return await import("playwright-core");
-  } catch (e) {
-    die(2, `playwright-core is not installed (run: cd ${path.dirname(new URL(import.meta.url).pathname)} && npm ci): ${e.message}`);
-  }
-}
-
-// No DNS lookups by Chromium (they would leave the machine); the rule also matches IP literals,
-// so the gateway host and the loopback names are exempted.
-function hostResolverRules(host) {
-  const keep = new Set(["localhost", "127.0.0.1", "[::1]", host]);
-  return `--host-resolver-rules=MAP * ~NOTFOUND${[...keep].map((h) => `, EXCLUDE ${h}`).join("")}`;
-}
-
-async function launch(chromium, userDataDir, host) {
-  try {
-    fs.accessSync(CHROMIUM, fs.constants.X_OK);
-  } catch {
-    throw new EnvError(`Chromium not found at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)`);
-  }
-  try {
-    return await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [...CHROMIUM_ARGS, hostResolverRules(host)],
-      ignoreHTTPSErrors: true,
-      timeout: 30000,
-    });
-  } catch (e) {
-    throw new EnvError(`cannot launch Chromium at ${CHROMIUM}: ${e.message.split("\n")[0]}`);
-  }
-}
-
-// Records CSP violations as the page sees them (console errors report them too; this names the
-// directive). Init scripts run through DevTools, outside the page's CSP.
-const CSP_PROBE = () => {
-  window.__cspViolations = [];
-  document.addEventListener("securitypolicyviolation", (e) => {
-    window.__cspViolations.push(`${e.violatedDirective} blocked ${e.blockedURI || "inline"}`);
-  });
-};
 
 const pageState = () => ({
   state: document.body.dataset.state || "",
@@ -298,7 +226,7 @@ async function badOriginCheck(ctx, o) {
 
 async function main() {
   const o = parseArgs(process.argv.slice(2));
-  const { chromium } = await loadPlaywright();
+  const { chromium } = await loadPlaywright("portal.mjs");
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "portal-chromium-"));
   let ctx;
   let code = 1;

@@ -17,13 +17,18 @@ pub fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
-/// Runs `node tests/browser/portal.mjs ARGS`; returns (passed, stdout+stderr).
+/// Runs `node tests/browser/portal.mjs ARGS`; see [`run_browser_script`].
+pub fn run_portal_script(args: &[&str]) -> (bool, String) {
+    run_browser_script("portal.mjs", args)
+}
+
+/// Runs `node tests/browser/SCRIPT ARGS`; returns (passed, stdout+stderr).
 /// Exit status 2 (usage or environment) fails the test at once. Node,
 /// Chromium and playwright-core are checked when the test binary loads
 /// (tests/common/prereq.rs).
-pub fn run_portal_script(args: &[&str]) -> (bool, String) {
+pub fn run_browser_script(script: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new("node")
-        .arg(browser_dir().join("portal.mjs"))
+        .arg(browser_dir().join(script))
         .args(args)
         .output()
         .unwrap();
