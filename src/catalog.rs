@@ -5,6 +5,8 @@
 //! Must not know about sockets, sessions or handlers' internals: the gate sees
 //! a catalog entry, the caller's `RightSet` (none before login) and the endpoint.
 
+pub mod doc;
+
 use std::fmt;
 
 use crate::rights::{Right, RightSet};
@@ -385,7 +387,7 @@ pub fn local_entries() -> impl Iterator<Item = (&'static str, Entry<'static>)> {
 /// the system's table is ambiguous, the choice made and why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rule {
-    /// `ns` (every method of the namespace no more specific rule covers),
+    /// `ns.*` (every method of the namespace no more specific rule covers),
     /// `ns.prefix.*` (every method below the prefix) or an exact method.
     pub pattern: &'static str,
     pub any_of: RightSet,
@@ -440,9 +442,9 @@ use Right::{
 /// `<ns>.backup.*` backs up and restores; the rest is per application.
 /// Reading is opened by every right that updates the same thing.
 pub const RULES: &[Rule] = &[
-    rule("cti", &[Right::OneXCtiApi], "one-X CTI commands and call events", ""),
+    rule("cti.*", &[Right::OneXCtiApi], "one-X CTI commands and call events", ""),
     // Voicemail Pro
-    rule("voicemail", &[VS, VA], "any other voicemail operation", UNNAMED),
+    rule("voicemail.*", &[VS, VA], "any other voicemail operation", UNNAMED),
     rule(
         "voicemail.config.get",
         &[VB, VS, VA],
@@ -477,7 +479,7 @@ pub const RULES: &[Rule] = &[
         "Upgrade goes with backup and restore, as in the table.",
     ),
     // one-X Portal
-    rule("onex-portal", &[OXA], "any other one-X Portal operation", UNNAMED),
+    rule("onex-portal.*", &[OXA], "any other one-X Portal operation", UNNAMED),
     rule(
         "onex-portal.config.get",
         &[OXA],
@@ -503,7 +505,7 @@ pub const RULES: &[Rule] = &[
         "Not Administrator: the table says so.",
     ),
     // Web Control
-    rule("webcontrol", &[WCA], "any other Web Control operation", UNNAMED),
+    rule("webcontrol.*", &[WCA], "any other Web Control operation", UNNAMED),
     rule(
         "webcontrol.config.get",
         &[WCA],
@@ -524,7 +526,7 @@ pub const RULES: &[Rule] = &[
          For the gateway itself the same right opens admin.users.* and admin.groups.*.",
     ),
     // WebRTC Gateway
-    rule("webrtc", &[WRA], "any other WebRTC Gateway operation", UNNAMED),
+    rule("webrtc.*", &[WRA], "any other WebRTC Gateway operation", UNNAMED),
     rule(
         "webrtc.config.get",
         &[WRA],
@@ -539,7 +541,7 @@ pub const RULES: &[Rule] = &[
     ),
     // Media Manager
     rule(
-        "mediamanager",
+        "mediamanager.*",
         &[MMA],
         "any other Media Manager operation, its other settings included",
         "\"Configuration and settings\" are one area, config; any other settings \
@@ -572,7 +574,7 @@ pub const RULES: &[Rule] = &[
     ),
     // Contact reporter
     rule(
-        "reporter",
+        "reporter.*",
         &[RA],
         "any other contact reporter operation",
         "The table gives only configuration access, so every reporter operation counts \
@@ -596,8 +598,8 @@ pub const RULES: &[Rule] = &[
 pub fn builtin_namespaces() -> impl Iterator<Item = &'static str> {
     RULES
         .iter()
-        .filter(|r| !r.pattern.contains('.'))
-        .map(|r| r.pattern)
+        .filter_map(|r| r.pattern.strip_suffix(".*"))
+        .filter(|ns| !ns.contains('.'))
 }
 
 /// Namespaces of the gateway's own methods: never routed, never added by config.
@@ -683,8 +685,8 @@ impl Pattern {
 impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Pattern::Below(p) if p.contains('.') => write!(f, "{p}.*"),
-            Pattern::Below(p) | Pattern::Exact(p) => f.write_str(p),
+            Pattern::Below(p) => write!(f, "{p}.*"),
+            Pattern::Exact(m) => f.write_str(m),
         }
     }
 }

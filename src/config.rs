@@ -1145,7 +1145,7 @@ mod tests {
         for (key, pattern, want) in [
             ("method", "voicemail.config.set", "built-in operation voicemail.config.set reachable by no right"),
             ("method", "voicemail.backup.*", "built-in operation voicemail.backup.* reachable by no right"),
-            ("method", "cti.make_call", "built-in operation cti reachable by no right"),
+            ("method", "cti.make_call", "built-in operation cti.* reachable by no right"),
             ("method", "crm.x", "any_of is empty"),
             ("method", "admin.config.get", "reserved"),
             ("method", "voicemail.*.get", "is not a method pattern"),
@@ -1160,6 +1160,6 @@ mod tests {
             base()
         );
         let err = parse(&twice).unwrap_err().to_string();
-        assert!(err.contains("cti is already defined"), "{err}");
+        assert!(err.contains("cti.* is already defined"), "{err}");
     }
 }
