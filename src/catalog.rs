@@ -428,11 +428,10 @@ const UNNAMED: &str = "An operation the grammar does not name counts as a config
     a [[catalog]] rule can open it differently.";
 
 use Right::{
-    MediaManagerAdministrator as MMA, MediaManagerStandard as MMS,
-    OneXPortalAdministrator as OXA, OneXPortalSuperUser as OXS, ReporterAdministrator as RA,
-    VoicemailProAdministrator as VA, VoicemailProBasic as VB, VoicemailProStandard as VS,
-    WebControlAdministrator as WCA, WebControlSecurity as WCS,
-    WebRtcGatewayAdministrator as WRA,
+    MediaManagerAdministrator as MMA, MediaManagerStandard as MMS, OneXPortalAdministrator as OXA,
+    OneXPortalSuperUser as OXS, ReporterAdministrator as RA, VoicemailProAdministrator as VA,
+    VoicemailProBasic as VB, VoicemailProStandard as VS, WebControlAdministrator as WCA,
+    WebControlSecurity as WCS, WebRtcGatewayAdministrator as WRA,
 };
 
 /// The applications behind the gateway and their operations: the one table
@@ -442,9 +441,19 @@ use Right::{
 /// `<ns>.backup.*` backs up and restores; the rest is per application.
 /// Reading is opened by every right that updates the same thing.
 pub const RULES: &[Rule] = &[
-    rule("cti.*", &[Right::OneXCtiApi], "one-X CTI commands and call events", ""),
+    rule(
+        "cti.*",
+        &[Right::OneXCtiApi],
+        "one-X CTI commands and call events",
+        "",
+    ),
     // Voicemail Pro
-    rule("voicemail.*", &[VS, VA], "any other voicemail operation", UNNAMED),
+    rule(
+        "voicemail.*",
+        &[VS, VA],
+        "any other voicemail operation",
+        UNNAMED,
+    ),
     rule(
         "voicemail.config.get",
         &[VB, VS, VA],
@@ -479,7 +488,12 @@ pub const RULES: &[Rule] = &[
         "Upgrade goes with backup and restore, as in the table.",
     ),
     // one-X Portal
-    rule("onex-portal.*", &[OXA], "any other one-X Portal operation", UNNAMED),
+    rule(
+        "onex-portal.*",
+        &[OXA],
+        "any other one-X Portal operation",
+        UNNAMED,
+    ),
     rule(
         "onex-portal.config.get",
         &[OXA],
@@ -505,7 +519,12 @@ pub const RULES: &[Rule] = &[
         "Not Administrator: the table says so.",
     ),
     // Web Control
-    rule("webcontrol.*", &[WCA], "any other Web Control operation", UNNAMED),
+    rule(
+        "webcontrol.*",
+        &[WCA],
+        "any other Web Control operation",
+        UNNAMED,
+    ),
     rule(
         "webcontrol.config.get",
         &[WCA],
@@ -526,7 +545,12 @@ pub const RULES: &[Rule] = &[
          For the gateway itself the same right opens admin.users.* and admin.groups.*.",
     ),
     // WebRTC Gateway
-    rule("webrtc.*", &[WRA], "any other WebRTC Gateway operation", UNNAMED),
+    rule(
+        "webrtc.*",
+        &[WRA],
+        "any other WebRTC Gateway operation",
+        UNNAMED,
+    ),
     rule(
         "webrtc.config.get",
         &[WRA],
@@ -800,37 +824,36 @@ impl Catalog {
     /// `a.b.get`. A pattern needs a right that reads some topic below it
     /// (each event is checked again on delivery). `None`: no rule covers it.
     pub fn topic_need(&self, topic: &str) -> Option<Need> {
-        let set = match topic.strip_suffix(".*") {
-            None => {
-                let subject = topic.rsplit_once('.').map_or(topic, |(s, _)| s);
-                self.rule_for(&format!("{subject}.get"))?.any_of
-            }
-            Some(prefix) => {
-                // Topics right below `prefix`, topics deeper down that no rule
-                // under it covers, and the rules under it.
-                let near = [format!("{prefix}.get"), format!("{prefix}.*.get")];
-                let mut covered = false;
-                let mut set = RightSet::EMPTY;
-                for rule in near
-                    .iter()
-                    .filter_map(|m| self.rule_for(m))
-                    .chain(self.rules.iter().filter(|r| {
-                        r.pattern.is_below(prefix)
-                            && match &r.pattern {
-                                Pattern::Exact(m) => m.ends_with(".get"),
-                                Pattern::Below(_) => true,
-                            }
-                    }))
-                {
-                    covered = true;
-                    set = set.union(rule.any_of);
+        let set =
+            match topic.strip_suffix(".*") {
+                None => {
+                    let subject = topic.rsplit_once('.').map_or(topic, |(s, _)| s);
+                    self.rule_for(&format!("{subject}.get"))?.any_of
                 }
-                if !covered {
-                    return None;
+                Some(prefix) => {
+                    // Topics right below `prefix`, topics deeper down that no rule
+                    // under it covers, and the rules under it.
+                    let near = [format!("{prefix}.get"), format!("{prefix}.*.get")];
+                    let mut covered = false;
+                    let mut set = RightSet::EMPTY;
+                    for rule in near.iter().filter_map(|m| self.rule_for(m)).chain(
+                        self.rules.iter().filter(|r| {
+                            r.pattern.is_below(prefix)
+                                && match &r.pattern {
+                                    Pattern::Exact(m) => m.ends_with(".get"),
+                                    Pattern::Below(_) => true,
+                                }
+                        }),
+                    ) {
+                        covered = true;
+                        set = set.union(rule.any_of);
+                    }
+                    if !covered {
+                        return None;
+                    }
+                    set
                 }
-                set
-            }
-        };
+            };
         Some(need_of(set))
     }
 
@@ -973,15 +996,28 @@ mod tests {
         use Right::*;
         assert_eq!(
             need("voicemail.config.get"),
-            Some(Need::AnyOf(set(&[VoicemailProBasic, VoicemailProStandard, VoicemailProAdministrator])))
+            Some(Need::AnyOf(set(&[
+                VoicemailProBasic,
+                VoicemailProStandard,
+                VoicemailProAdministrator
+            ])))
         );
         assert_eq!(
             need("voicemail.config.set"),
-            Some(Need::AnyOf(set(&[VoicemailProStandard, VoicemailProAdministrator])))
+            Some(Need::AnyOf(set(&[
+                VoicemailProStandard,
+                VoicemailProAdministrator
+            ])))
         );
         // Not named by the grammar: the namespace rule.
-        assert_eq!(need("voicemail.config.delete"), need("voicemail.config.set"));
-        assert_eq!(need("voicemail.security.get"), Some(Need::Right(VoicemailProAdministrator)));
+        assert_eq!(
+            need("voicemail.config.delete"),
+            need("voicemail.config.set")
+        );
+        assert_eq!(
+            need("voicemail.security.get"),
+            Some(Need::Right(VoicemailProAdministrator))
+        );
         assert_eq!(
             need("mediamanager.archive.2024.list"),
             Some(Need::Right(MediaManagerAdministrator))
@@ -996,8 +1032,16 @@ mod tests {
             RightSet::of(VoicemailProAdministrator),
         )]);
         let need = |m: &str| c.lookup(m).map(|e| e.need);
-        assert_eq!(need("voicemail.config.other"), Some(Need::Right(VoicemailProAdministrator)));
-        assert_eq!(need("voicemail.config.get"), Catalog::default().lookup("voicemail.config.get").map(|e| e.need));
+        assert_eq!(
+            need("voicemail.config.other"),
+            Some(Need::Right(VoicemailProAdministrator))
+        );
+        assert_eq!(
+            need("voicemail.config.get"),
+            Catalog::default()
+                .lookup("voicemail.config.get")
+                .map(|e| e.need)
+        );
     }
 
     #[test]
@@ -1005,7 +1049,9 @@ mod tests {
         assert_eq!(Pattern::parse("cti.*"), Pattern::parse("cti"));
         assert_eq!(Pattern::parse("a.b.*").unwrap().to_string(), "a.b.*");
         assert_eq!(Pattern::parse("a.b").unwrap(), Pattern::Exact("a.b".into()));
-        for bad in ["", "*", "a.*.b", "a..b", "a.", ".a", "a b", "events.x", "admin"] {
+        for bad in [
+            "", "*", "a.*.b", "a..b", "a.", ".a", "a b", "events.x", "admin",
+        ] {
             assert!(Pattern::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -1015,18 +1061,36 @@ mod tests {
         let c = Catalog::default();
         use Right::*;
         let reads = |t: &str| match c.topic_need(t) {
-            Some(need) => Right::all().filter(|r| satisfies(RightSet::of(*r), need)).collect(),
+            Some(need) => Right::all()
+                .filter(|r| satisfies(RightSet::of(*r), need))
+                .collect(),
             None => RightSet::EMPTY,
         };
-        let vb_vs_va = set(&[VoicemailProBasic, VoicemailProStandard, VoicemailProAdministrator]);
+        let vb_vs_va = set(&[
+            VoicemailProBasic,
+            VoicemailProStandard,
+            VoicemailProAdministrator,
+        ]);
         assert_eq!(reads("voicemail.config.changed"), vb_vs_va);
-        assert_eq!(reads("voicemail.security.changed"), RightSet::of(VoicemailProAdministrator));
-        assert_eq!(reads("voicemail.backup.done"), set(&[VoicemailProBasic, VoicemailProStandard]));
+        assert_eq!(
+            reads("voicemail.security.changed"),
+            RightSet::of(VoicemailProAdministrator)
+        );
+        assert_eq!(
+            reads("voicemail.backup.done"),
+            set(&[VoicemailProBasic, VoicemailProStandard])
+        );
         assert_eq!(reads("voicemail.*"), vb_vs_va);
-        assert_eq!(reads("voicemail.security.*"), RightSet::of(VoicemailProAdministrator));
+        assert_eq!(
+            reads("voicemail.security.*"),
+            RightSet::of(VoicemailProAdministrator)
+        );
         assert_eq!(reads("cti.call.201"), RightSet::of(OneXCtiApi));
         assert_eq!(reads("cti.*"), RightSet::of(OneXCtiApi));
-        assert_eq!(reads("mediamanager.recordings.new"), set(&[MediaManagerStandard, MediaManagerAdministrator]));
+        assert_eq!(
+            reads("mediamanager.recordings.new"),
+            set(&[MediaManagerStandard, MediaManagerAdministrator])
+        );
         assert_eq!(reads("nope.x"), RightSet::EMPTY);
     }
 
@@ -1036,14 +1100,25 @@ mod tests {
         use Right::*;
         assert_eq!(
             c.provider_need("onex-portal"),
-            Some(Need::AnyOf(set(&[OneXPortalAdministrator, OneXPortalSuperUser])))
+            Some(Need::AnyOf(set(&[
+                OneXPortalAdministrator,
+                OneXPortalSuperUser
+            ])))
         );
         assert_eq!(c.provider_need("cti"), Some(Need::Right(OneXCtiApi)));
         assert_eq!(c.provider_need("admin"), None);
         let names: Vec<_> = builtin_namespaces().collect();
         assert_eq!(
             names,
-            ["cti", "voicemail", "onex-portal", "webcontrol", "webrtc", "mediamanager", "reporter"]
+            [
+                "cti",
+                "voicemail",
+                "onex-portal",
+                "webcontrol",
+                "webrtc",
+                "mediamanager",
+                "reporter"
+            ]
         );
     }
 
@@ -1099,8 +1174,14 @@ mod tests {
         for (method, need) in [
             ("admin.sessions.list", read),
             ("admin.config.get", read),
-            ("admin.config.reload", Need::Right(Right::ManagementApiWrite)),
-            ("admin.users.set_password", Need::Right(Right::WebControlSecurity)),
+            (
+                "admin.config.reload",
+                Need::Right(Right::ManagementApiWrite),
+            ),
+            (
+                "admin.users.set_password",
+                Need::Right(Right::WebControlSecurity),
+            ),
         ] {
             let e = c.lookup(method).unwrap();
             assert_eq!(e.need, need, "{method}");

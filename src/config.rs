@@ -608,8 +608,8 @@ impl Validator<'_> {
                     ))
                 }
             };
-            let pattern =
-                Pattern::parse(text.get_ref()).map_err(|e| self.at(text, format!("catalog: {e}")))?;
+            let pattern = Pattern::parse(text.get_ref())
+                .map_err(|e| self.at(text, format!("catalog: {e}")))?;
             if !seen.insert(pattern.clone()) {
                 return Err(self.at(
                     text,
@@ -1130,22 +1130,45 @@ mod tests {
     fn catalog_entries_override_and_add_rules_but_never_close_one() {
         use crate::catalog::Need;
         let entry = |key: &str, pattern: &str, any_of: &str| {
-            format!("{}\n[[catalog]]\n{key} = \"{pattern}\"\nany_of = [{any_of}]\n", base())
+            format!(
+                "{}\n[[catalog]]\n{key} = \"{pattern}\"\nany_of = [{any_of}]\n",
+                base()
+            )
         };
         // Tighten a built-in rule, add a namespace, add a rule below a built-in one.
-        let c = parse(&entry("method", "voicemail.config.get", "\"Voicemail Pro Administrator\"")).unwrap();
+        let c = parse(&entry(
+            "method",
+            "voicemail.config.get",
+            "\"Voicemail Pro Administrator\"",
+        ))
+        .unwrap();
         let get = c.catalog.lookup("voicemail.config.get").unwrap();
         assert_eq!(get.need, Need::Right(Right::VoicemailProAdministrator));
         let c = parse(&entry("namespace", "crm", "\"one-X CTI API\"")).unwrap();
-        assert_eq!(c.catalog.provider_need("crm"), Some(Need::Right(Right::OneXCtiApi)));
+        assert_eq!(
+            c.catalog.provider_need("crm"),
+            Some(Need::Right(Right::OneXCtiApi))
+        );
         let c = parse(&entry("method", "cti.admin.*", "\"Web Control Security\"")).unwrap();
         let e = c.catalog.lookup("cti.admin.reset").unwrap();
         assert_eq!(e.need, Need::Right(Right::WebControlSecurity));
 
         for (key, pattern, want) in [
-            ("method", "voicemail.config.set", "built-in operation voicemail.config.set reachable by no right"),
-            ("method", "voicemail.backup.*", "built-in operation voicemail.backup.* reachable by no right"),
-            ("method", "cti.make_call", "built-in operation cti.* reachable by no right"),
+            (
+                "method",
+                "voicemail.config.set",
+                "built-in operation voicemail.config.set reachable by no right",
+            ),
+            (
+                "method",
+                "voicemail.backup.*",
+                "built-in operation voicemail.backup.* reachable by no right",
+            ),
+            (
+                "method",
+                "cti.make_call",
+                "built-in operation cti.* reachable by no right",
+            ),
             ("method", "crm.x", "any_of is empty"),
             ("method", "admin.config.get", "reserved"),
             ("method", "voicemail.*.get", "is not a method pattern"),

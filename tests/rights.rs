@@ -8,6 +8,8 @@
 //! refuses a rule that leaves a built-in operation reachable by no right.
 
 mod common;
+#[path = "browser/support.rs"]
+mod support;
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -45,7 +47,11 @@ const OPERATIONS: &[(&str, &str, &[&str])] = &[
     // (rule, probe method, rights)
     ("cti.*", "cti.make_call", &[CTI]),
     ("voicemail.*", "voicemail.mailbox.purge", &[VS, VA]),
-    ("voicemail.config.get", "voicemail.config.get", &[VB, VS, VA]),
+    (
+        "voicemail.config.get",
+        "voicemail.config.get",
+        &[VB, VS, VA],
+    ),
     ("voicemail.config.set", "voicemail.config.set", &[VS, VA]),
     ("voicemail.security.*", "voicemail.security.get", &[VA]),
     ("voicemail.security.*", "voicemail.security.set", &[VA]),
@@ -67,10 +73,22 @@ const OPERATIONS: &[(&str, &str, &[&str])] = &[
     ("webrtc.config.get", "webrtc.config.get", &[WRA]),
     ("webrtc.config.set", "webrtc.config.set", &[WRA]),
     ("mediamanager.*", "mediamanager.settings.set", &[MMA]),
-    ("mediamanager.config.get", "mediamanager.config.get", &[MMS, MMA]),
+    (
+        "mediamanager.config.get",
+        "mediamanager.config.get",
+        &[MMS, MMA],
+    ),
     ("mediamanager.config.set", "mediamanager.config.set", &[MMA]),
-    ("mediamanager.recordings.*", "mediamanager.recordings.list", &[MMS, MMA]),
-    ("mediamanager.archive.*", "mediamanager.archive.list", &[MMA]),
+    (
+        "mediamanager.recordings.*",
+        "mediamanager.recordings.list",
+        &[MMS, MMA],
+    ),
+    (
+        "mediamanager.archive.*",
+        "mediamanager.archive.list",
+        &[MMA],
+    ),
     ("reporter.*", "reporter.reports.run", &[RA]),
     ("reporter.config.get", "reporter.config.get", &[RA]),
     ("reporter.config.set", "reporter.config.set", &[RA]),
@@ -81,7 +99,11 @@ const OPERATIONS: &[(&str, &str, &[&str])] = &[
 fn local_operations() -> Vec<(&'static str, Value, &'static [&'static str])> {
     vec![
         ("turn.credentials", json!({}), &[TURN]),
-        ("admin.sessions.list", json!({"user": "nobody"}), &[MAR, MAW]),
+        (
+            "admin.sessions.list",
+            json!({"user": "nobody"}),
+            &[MAR, MAW],
+        ),
         ("admin.config.get", json!(null), &[MAR, MAW]),
         ("admin.users.list", json!(null), &[WCS]),
         ("admin.groups.list", json!(null), &[WCS]),
@@ -140,7 +162,10 @@ fn directory() -> String {
             groups.join(", ")
         );
     }
-    let every: Vec<String> = ALL.iter().map(|g| format!("\"{}\"", group_name(g))).collect();
+    let every: Vec<String> = ALL
+        .iter()
+        .map(|g| format!("\"{}\"", group_name(g)))
+        .collect();
     s += &format!(
         "\n[[service_user]]\nname = \"prov\"\npassword = \"{hash}\"\ngroups = [{}]\n",
         every.join(", ")
@@ -202,8 +227,14 @@ fn judge(who: &str, method: &str, answer: &Value, holds: &[&str], opens: &[&str]
             "{who} must reach {method}: {answer}"
         );
     } else {
-        assert_eq!(code(answer), -32003, "{who} must be refused {method}: {answer}");
-        let named = answer["error"]["data"]["right"].as_str().unwrap_or_default();
+        assert_eq!(
+            code(answer),
+            -32003,
+            "{who} must be refused {method}: {answer}"
+        );
+        let named = answer["error"]["data"]["right"]
+            .as_str()
+            .unwrap_or_default();
         assert!(
             opens.contains(&named),
             "{who} {method}: names {named:?}, not one of {opens:?}"
@@ -347,7 +378,10 @@ async fn a_provider_must_hold_a_right_that_opens_some_operation_of_each_namespac
     // gate still judges each caller by the operation's own rule.
     let mut vm = gw.login("/adjunct", "vmserver", PW).await;
     let (c, e) = vm
-        .err("adjunct.register", json!({"namespaces": ["voicemail", "cti"]}))
+        .err(
+            "adjunct.register",
+            json!({"namespaces": ["voicemail", "cti"]}),
+        )
         .await;
     assert_eq!((c, e["data"]["right"].as_str()), (-32003, Some(CTI)));
     vm.ok("adjunct.register", json!({"namespaces": ["voicemail"]}))
@@ -382,7 +416,11 @@ fn docs_rights_md_is_the_catalog_commands_output() {
         assert!(file.contains(&format!("\n## {right}\n")), "{right}");
     }
     for rule in RULES {
-        assert!(file.contains(&format!("| `{}` |", rule.pattern)), "{}", rule.pattern);
+        assert!(
+            file.contains(&format!("| `{}` |", rule.pattern)),
+            "{}",
+            rule.pattern
+        );
     }
 }
 
@@ -403,7 +441,11 @@ fn the_catalog_json_lists_for_each_right_what_it_opens() {
         .collect();
     assert_eq!(
         methods,
-        ["voicemail.config.get", "voicemail.backup.*", "voicemail.upgrade.*"]
+        [
+            "voicemail.config.get",
+            "voicemail.backup.*",
+            "voicemail.upgrade.*"
+        ]
     );
     assert_eq!(basic["operations"][0]["routedTo"], "voicemail");
     assert_eq!(basic["serves"], json!(["voicemail"]));
@@ -451,4 +493,93 @@ fn configured_rules_show_in_the_catalog_and_check_config_refuses_a_closed_operat
             && err.contains("built-in operation voicemail.backup.* reachable by no right"),
         "{err}"
     );
+}
+
+/// examples/voicemail_provider.rs as a real process, and `call` as each of
+/// Basic, Standard and Administrator: the README's walk-through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_voicemail_example_shows_basic_standard_and_administrator_apart() {
+    let hash = cheap_hash(PW);
+    let mut extra = format!(
+        "[[rights_group]]\nname = \"VM Server\"\nrights = [\"{ASC}\", \"{VB}\"]\n\n[[service_user]]\nname = \"vmserver\"\npassword = \"{hash}\"\ngroups = [\"VM Server\"]\n"
+    );
+    for (user, right) in [("vm-basic", VB), ("vm-standard", VS), ("vm-admin", VA)] {
+        extra += &format!(
+            "\n[[rights_group]]\nname = \"{right}\"\nrights = [\"{right}\"]\n\n[[service_user]]\nname = \"{user}\"\npassword = \"{hash}\"\ngroups = [\"{right}\"]\n"
+        );
+    }
+    let gw = TestGateway::start_with("", &extra).await;
+    let port = gw.addr.port();
+    let ca = gw.dir.path().join("ca.pem");
+    let example = support::example_provider_binary().with_file_name("voicemail_provider");
+    let mut child = tokio::process::Command::new(&example)
+        .args([
+            "--url",
+            &format!("wss://localhost:{port}/adjunct"),
+            "--user",
+            "vmserver",
+            "--ca",
+        ])
+        .arg(&ca)
+        .env("ADJUNCT_GATEWAY_PASSWORD", PW)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("registered for voicemail.*") {
+        line.clear();
+        let read = tokio::time::timeout(
+            WAIT,
+            tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line),
+        );
+        assert!(read.await.unwrap().unwrap() > 0, "the example ended");
+    }
+
+    let call = |user: &'static str, method: &'static str, params: &'static str| {
+        let url = format!("wss://localhost:{port}/portal");
+        let ca = ca.clone();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_adjunct-gateway"))
+                .args(["call", "--url", &url, "--user", user, "--ca"])
+                .arg(&ca)
+                .args([method, params])
+                .env("ADJUNCT_GATEWAY_PASSWORD", PW)
+                .output()
+                .await
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            (out.status.success(), err)
+        }
+    };
+    let set = r#"{"settings": {"greeting": "holiday"}}"#;
+    // (user, method, params, allowed)
+    let walk = [
+        ("vm-basic", "voicemail.config.get", "{}", true),
+        ("vm-basic", "voicemail.config.set", set, false),
+        ("vm-basic", "voicemail.backup.create", "{}", true),
+        ("vm-basic", "voicemail.security.get", "{}", false),
+        ("vm-standard", "voicemail.config.set", set, true),
+        ("vm-standard", "voicemail.backup.create", "{}", true),
+        ("vm-standard", "voicemail.security.get", "{}", false),
+        ("vm-admin", "voicemail.config.set", set, true),
+        (
+            "vm-admin",
+            "voicemail.security.set",
+            r#"{"settings": {"pin_min_length": 6}}"#,
+            true,
+        ),
+        ("vm-admin", "voicemail.backup.create", "{}", false),
+    ];
+    for (user, method, params, allowed) in walk {
+        let (ok, err) = call(user, method, params).await;
+        assert_eq!(ok, allowed, "{user} {method}: {err}");
+        if !allowed {
+            assert!(err.contains("error -32003"), "{user} {method}: {err}");
+        }
+    }
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    gw.shutdown().await;
 }

@@ -6,9 +6,7 @@ use std::fmt::Write;
 
 use serde_json::{json, Value};
 
-use super::{
-    local_entries, Catalog, CatalogRule, Need, Pattern, Reach, RULES,
-};
+use super::{local_entries, Catalog, CatalogRule, Need, Pattern, Reach, RULES};
 use crate::rights::{Right, RightSet};
 
 /// One operation a right opens.
@@ -50,7 +48,8 @@ fn in_table_order(catalog: &Catalog) -> Vec<&CatalogRule> {
 }
 
 fn opens(rule: &CatalogRule) -> &'static str {
-    rule.builtin.map_or("added by the configuration", |b| b.opens)
+    rule.builtin
+        .map_or("added by the configuration", |b| b.opens)
 }
 
 /// Does holding `right` alone meet `need`?
@@ -109,7 +108,10 @@ fn served_by(catalog: &Catalog, right: Right) -> Vec<String> {
         if namespaces.iter().any(|n| n == ns) {
             continue;
         }
-        if catalog.provider_need(ns).is_some_and(|need| met_by(right, need)) {
+        if catalog
+            .provider_need(ns)
+            .is_some_and(|need| met_by(right, need))
+        {
             namespaces.push(ns.to_owned());
         }
     }
