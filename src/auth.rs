@@ -16,6 +16,7 @@ use crate::catalog::Endpoint;
 use crate::directory::{Account, LoginFailure};
 use crate::gateway::Gateway;
 use crate::hub::SessionHandle;
+use crate::lockout::Throttle;
 use crate::metrics::Login;
 use crate::rights::{Right, RightSet};
 use crate::tls::ClientIdentity;
@@ -61,6 +62,10 @@ pub enum Refused {
     Failed,
     /// The source address failed too often; it is refused for a while.
     Throttled,
+    /// The source address already has `[security] max_verifying_per_ip`
+    /// password checks in progress (or its failure budget is spoken for by
+    /// them); retry shortly.
+    InProgress,
     /// The verification queue is full (a login storm); retry shortly.
     Busy,
     /// Authenticated, but /adjunct needs Adjunct Server Connection.
@@ -78,34 +83,48 @@ pub async fn authenticate(
     let snap = gw.snapshot_owned();
     let sec = &snap.config.security;
     let how = Some(cred.kind());
+    let ip = at.peer.ip();
     let is_certificate = matches!(cred, Credential::Certificate(_));
     let claimed: &str = match &cred {
         Credential::Password { user, .. } => user,
         _ => "",
     };
-    if gw.lockout.is_blocked(at.peer.ip(), Instant::now()) {
+    // A certificate cannot be guessed: nothing that stops guessing refuses it.
+    if !is_certificate && gw.lockout.is_blocked(ip, Instant::now()) {
         audit(gw, at, claimed, how, Login::Throttled, "address throttled");
         return Err(Refused::Throttled);
     }
     let checked: Result<&Account, (Option<Arc<str>>, &'static str)> = match &cred {
         Credential::Password { user, password } => {
+            let throttled = |reason: &str, refused: Refused| {
+                audit(gw, at, user, how, Login::Throttled, reason);
+                refused
+            };
+            // Held until the check is decided: counts against the address's
+            // budget and its share of the verifier.
+            let _in_flight = match gw.lockout.begin(ip, Instant::now(), sec) {
+                Ok(guard) => guard,
+                Err(Throttle::Blocked) => {
+                    return Err(throttled("address throttled", Refused::Throttled))
+                }
+                Err(Throttle::Busy) => {
+                    return Err(throttled(
+                        "too many logins in progress from this address",
+                        Refused::InProgress,
+                    ))
+                }
+            };
+            let delay = gw.lockout.delay(user, Instant::now(), sec);
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             match gw.verifier.login(&snap.directory, user, password).await {
                 Ok(name) => snap.directory.get(&name).ok_or((None, "unknown user")),
                 Err(LoginFailure::Busy) => {
-                    audit(
-                        gw,
-                        at,
-                        user,
-                        how,
-                        Login::Throttled,
-                        "verification queue full",
-                    );
-                    return Err(Refused::Busy);
+                    return Err(throttled("verification queue full", Refused::Busy))
                 }
-                Err(f @ LoginFailure::WrongPassword) => {
-                    Err((snap.directory.get(user).map(|a| a.name.clone()), f.reason()))
-                }
-                Err(f) => Err((None, f.reason())),
+                // Every typed name is counted, known or not (see `lockout`).
+                Err(f) => Err((Some(Arc::from(*user)), f.reason())),
             }
         }
         Credential::Token(token) => {
@@ -126,10 +145,11 @@ pub async fn authenticate(
         },
     };
     // A locked account fails whatever was presented, and that counts as a
-    // failure like any other: a right guess must not look different. A
-    // certificate is a credential of its own and is not locked out.
+    // failure like any other: a right guess must not look different. The
+    // lock is per (account, source address). A certificate is a credential
+    // of its own and is not locked out.
     let checked = match checked {
-        Ok(a) if !is_certificate && gw.lockout.is_locked(&a.name, Instant::now()) => {
+        Ok(a) if !is_certificate && gw.lockout.is_locked(&a.name, ip, Instant::now()) => {
             Err((Some(a.name.clone()), "account locked"))
         }
         other => other,
@@ -143,17 +163,17 @@ pub async fn authenticate(
         }
         Err((account, reason)) => {
             let now = Instant::now();
-            let locked = account
-                .as_ref()
-                .is_some_and(|a| gw.lockout.is_locked(a, now));
-            let tripped = gw.lockout.failed(account.as_ref(), at.peer.ip(), now, sec);
+            let account = account.as_deref();
+            // Known or not alike, so the count tells no account apart.
+            let locked = account.is_some_and(|a| gw.lockout.is_locked(a, ip, now));
+            let tripped = gw.lockout.failed(account, ip, now, sec);
             if locked {
                 audit(gw, at, claimed, how, Login::Locked, "account locked");
             } else {
                 audit(gw, at, claimed, how, Login::Failed, reason);
             }
             if tripped.account_locked {
-                tracing::warn!(target: "audit", event = "lockout", user = shown(claimed), peer = %at.peer, lockout_secs = sec.lockout_secs, "account locked after repeated failures");
+                tracing::warn!(target: "audit", event = "lockout", user = audited_name(gw, account.unwrap_or_default()), peer = %at.peer, lockout_secs = sec.lockout_secs, "account locked for this address after repeated failures");
             }
             if tripped.address_blocked {
                 tracing::warn!(target: "audit", event = "address_blocked", peer = %at.peer, block_secs = sec.ip_block_secs, "source address throttled after repeated failures");
@@ -191,7 +211,7 @@ pub async fn authenticate(
     }
     if matches!(cred, Credential::Password { .. }) {
         // Only the password resets its own failure count.
-        gw.lockout.succeeded(&name);
+        gw.lockout.succeeded(&name, ip);
     }
     gw.metrics.login(Login::Ok);
     tracing::info!(target: "audit", event = "login", outcome = "ok", user = &*name, peer = %at.peer, endpoint = at.endpoint.name(), credential = how, "login succeeded");
@@ -249,19 +269,21 @@ pub fn resume_token(gw: &Gateway, session: &SessionHandle) -> Option<(String, u6
     Some((gw.resume.issue(account, expires), expires))
 }
 
-/// A claimed user name as logs show it: at most 64 characters (both log
-/// formats escape it, so it cannot inject a line).
-fn shown(user: &str) -> &str {
-    match user.char_indices().nth(64) {
-        Some((end, _)) => user.get(..end).unwrap_or(user),
-        None => user,
+/// A user name as the audit trail shows it: a known account as it is; any
+/// other text as `unknown:` and a keyed pseudonym (people type passwords
+/// into the name field), stable so repeated attempts correlate. Both log
+/// formats escape it, so it cannot inject a line.
+fn audited_name(gw: &Gateway, user: &str) -> String {
+    if user.is_empty() || gw.snapshot().directory.get(user).is_some() {
+        return user.to_owned();
     }
+    format!("unknown:{}", gw.resume.pseudonym("audit-user", user))
 }
 
 /// A refused attempt: counted, and an audit line.
 fn audit(gw: &Gateway, at: Attempt, user: &str, how: Option<&str>, outcome: Login, reason: &str) {
     gw.metrics.login(outcome);
     // No name claimed (a token, a certificate): no `user` field.
-    let user = (!user.is_empty()).then(|| shown(user));
+    let user = (!user.is_empty()).then(|| audited_name(gw, user));
     tracing::warn!(target: "audit", event = "login", outcome = outcome.name(), user, peer = %at.peer, endpoint = at.endpoint.name(), credential = how, reason, "login refused");
 }

@@ -72,6 +72,7 @@ pub enum Method {
     AdminUsersUpdate,
     AdminUsersDelete,
     AdminUsersSetPassword,
+    AdminUsersUnlock,
     AdminGroupsList,
     AdminGroupsCreate,
     AdminGroupsUpdate,
@@ -147,7 +148,7 @@ impl Method {
                     ]
                 }
             }
-            Method::AdminUsersDelete | Method::AdminGroupsDelete => {
+            Method::AdminUsersDelete | Method::AdminUsersUnlock | Method::AdminGroupsDelete => {
                 const { &[req("revision", Str), req("name", Str)] }
             }
             Method::AdminUsersSetPassword => {
@@ -339,6 +340,10 @@ const METHODS: &[(&str, Entry<'static>)] = &[
     (
         "admin.users.set_password",
         local(Method::AdminUsersSetPassword, SECURITY, Anywhere),
+    ),
+    (
+        "admin.users.unlock",
+        local(Method::AdminUsersUnlock, SECURITY, Anywhere),
     ),
     (
         "admin.groups.list",
@@ -1180,6 +1185,10 @@ mod tests {
             ),
             (
                 "admin.users.set_password",
+                Need::Right(Right::WebControlSecurity),
+            ),
+            (
+                "admin.users.unlock",
                 Need::Right(Right::WebControlSecurity),
             ),
         ] {

@@ -52,6 +52,8 @@ struct FileConfig {
     #[serde(default)]
     portal: PortalSection,
     #[serde(default)]
+    adjunct: AdjunctSection,
+    #[serde(default)]
     catalog: Vec<CatalogSection>,
     #[serde(default)]
     routing: RoutingSection,
@@ -204,6 +206,15 @@ impl Default for PortalSection {
     }
 }
 
+/// `[adjunct]`: what the /adjunct endpoint accepts beyond credentials.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdjunctSection {
+    /// Browser origins allowed to open /adjunct; a request without `Origin`
+    /// (an application server) is always allowed, any other is refused.
+    pub allowed_origins: Vec<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CatalogSection {
@@ -238,6 +249,11 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Connections not yet authenticated (includes TLS and upgrade in progress).
     pub max_unauthenticated: usize,
+    /// Connections not yet authenticated from one source (an IPv6 /64 is one).
+    pub max_unauthenticated_per_ip: usize,
+    /// A connection whose first byte (the TLS ClientHello) has not arrived
+    /// this long after accept is dropped.
+    pub first_byte_timeout_secs: u64,
     /// Deadline for the TLS handshake plus the HTTP upgrade request.
     pub handshake_timeout_secs: u64,
     /// Largest HTTP request head accepted (431 above).
@@ -278,6 +294,8 @@ impl Default for Limits {
             max_connections: 100_000,
             max_connections_per_ip: 50_000,
             max_unauthenticated: 10_000,
+            max_unauthenticated_per_ip: 64,
+            first_byte_timeout_secs: 3,
             handshake_timeout_secs: 10,
             max_header_bytes: 16 * 1024,
             max_batch: 32,
@@ -300,15 +318,23 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Security {
-    /// Failed logins for one account inside `reject_window_secs` that lock it.
+    /// Failed logins for one account from one source address inside
+    /// `reject_window_secs` that lock the account for that address.
     pub reject_limit: u32,
     pub reject_window_secs: u64,
-    /// How long a locked account stays locked.
+    /// How long a locked (account, address) pair stays locked.
     pub lockout_secs: u64,
+    /// Failed logins for one account from all addresses after which each
+    /// further password attempt on it waits before it is checked.
+    pub account_delay_after: u32,
+    /// The longest such wait (it doubles from 250 ms); 0: no waits.
+    pub account_delay_max_ms: u64,
     /// Failed logins from one address in a minute before its upgrades get 429.
     pub ip_reject_limit: u32,
     /// How long such an address keeps getting 429.
     pub ip_block_secs: u64,
+    /// Password checks one source address may have in progress at once.
+    pub max_verifying_per_ip: u32,
     /// Lifetime of a resume token.
     pub resume_token_secs: u64,
     /// The resume-token signing key (created 0600 on first start).
@@ -325,8 +351,11 @@ impl Default for Security {
             reject_limit: 5,
             reject_window_secs: 600,
             lockout_secs: 600,
+            account_delay_after: 10,
+            account_delay_max_ms: 5000,
             ip_reject_limit: 20,
             ip_block_secs: 300,
+            max_verifying_per_ip: 4,
             resume_token_secs: 86400,
             resume_key_file: PathBuf::from("resume.key"),
             administrator: "admin".into(),
@@ -449,6 +478,7 @@ pub struct Config {
     pub topology: TopologySection,
     pub turn: TurnConfig,
     pub portal: PortalSection,
+    pub adjunct: AdjunctSection,
     pub catalog: Catalog,
     pub routing: RoutingSection,
     pub limits: Limits,
@@ -760,13 +790,30 @@ impl Validator<'_> {
                 "[limits]: requests_per_sec >= 1, request_burst >= 1, max_json_depth >= 2",
             ));
         }
+        if l.max_unauthenticated_per_ip == 0
+            || l.first_byte_timeout_secs == 0
+            || l.first_byte_timeout_secs > l.handshake_timeout_secs
+        {
+            return Err(self.err(
+                None,
+                "[limits]: max_unauthenticated_per_ip >= 1, first_byte_timeout_secs between 1 and handshake_timeout_secs",
+            ));
+        }
         let sec = &raw.security;
         if sec.reject_limit == 0
             || sec.reject_window_secs == 0
             || sec.ip_reject_limit == 0
             || sec.resume_token_secs == 0
+            || sec.account_delay_after == 0
+            || sec.max_verifying_per_ip == 0
         {
-            return Err(self.err(None, "[security]: reject_limit, reject_window_secs, ip_reject_limit and resume_token_secs must be at least 1"));
+            return Err(self.err(None, "[security]: reject_limit, reject_window_secs, ip_reject_limit, resume_token_secs, account_delay_after and max_verifying_per_ip must be at least 1"));
+        }
+        if sec.account_delay_max_ms > 60_000 {
+            return Err(self.err(
+                None,
+                "[security]: account_delay_max_ms must be at most 60000",
+            ));
         }
         const TEN_YEARS: u64 = 10 * 365 * 86400;
         if [
@@ -831,6 +878,7 @@ impl Validator<'_> {
             topology: raw.network_topology,
             turn,
             portal: raw.portal,
+            adjunct: raw.adjunct,
             catalog,
             routing: raw.routing,
             limits: raw.limits,

@@ -190,6 +190,8 @@ pub struct Admission {
     total: AtomicUsize,
     unauthenticated: AtomicUsize,
     per_ip: DashMap<IpAddr, usize>,
+    /// Not yet authenticated, per source (`lockout::source`: an IPv6 /64 is one).
+    unauthenticated_per_source: DashMap<IpAddr, usize>,
 }
 
 /// Why a new connection is refused.
@@ -197,6 +199,27 @@ pub struct Admission {
 pub enum Refusal {
     AtCapacity,
     TooManyFromAddress,
+    /// `[limits] max_unauthenticated_per_ip`: the source already holds its
+    /// share of the connections that have not authenticated.
+    TooManyUnauthenticatedFromAddress,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 3] = [
+        Refusal::AtCapacity,
+        Refusal::TooManyFromAddress,
+        Refusal::TooManyUnauthenticatedFromAddress,
+    ];
+}
+
+/// Takes one from a per-address count, forgetting the address at zero.
+fn count_out(map: &DashMap<IpAddr, usize>, ip: IpAddr) {
+    if let dashmap::Entry::Occupied(mut e) = map.entry(ip) {
+        *e.get_mut() = e.get().saturating_sub(1);
+        if *e.get() == 0 {
+            e.remove();
+        }
+    }
 }
 
 impl Admission {
@@ -220,9 +243,21 @@ impl Admission {
             return Err(Refusal::TooManyFromAddress);
         }
         *n += 1;
+        drop(n);
+        let source = crate::lockout::source(ip);
+        let mut u = a.unauthenticated_per_source.entry(source).or_insert(0);
+        if *u >= limits.max_unauthenticated_per_ip {
+            drop(u);
+            count_out(&a.per_ip, ip);
+            a.unauthenticated.fetch_sub(1, Ordering::AcqRel);
+            a.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::TooManyUnauthenticatedFromAddress);
+        }
+        *u += 1;
         Ok(Ticket {
             gw: gw.clone(),
             ip,
+            source,
             authenticated: false,
         })
     }
@@ -232,6 +267,7 @@ impl Admission {
 pub struct Ticket {
     gw: Arc<Gateway>,
     ip: IpAddr,
+    source: IpAddr,
     authenticated: bool,
 }
 
@@ -240,10 +276,9 @@ impl Ticket {
     pub fn authenticated(&mut self) {
         if !self.authenticated {
             self.authenticated = true;
-            self.gw
-                .admission
-                .unauthenticated
-                .fetch_sub(1, Ordering::AcqRel);
+            let a = &self.gw.admission;
+            a.unauthenticated.fetch_sub(1, Ordering::AcqRel);
+            count_out(&a.unauthenticated_per_source, self.source);
         }
     }
 }
@@ -254,12 +289,8 @@ impl Drop for Ticket {
         a.total.fetch_sub(1, Ordering::AcqRel);
         if !self.authenticated {
             a.unauthenticated.fetch_sub(1, Ordering::AcqRel);
+            count_out(&a.unauthenticated_per_source, self.source);
         }
-        if let dashmap::Entry::Occupied(mut e) = a.per_ip.entry(self.ip) {
-            *e.get_mut() -= 1;
-            if *e.get() == 0 {
-                e.remove();
-            }
-        }
+        count_out(&a.per_ip, self.ip);
     }
 }

@@ -24,6 +24,9 @@ pub struct Head {
     pub authorization: Option<String>,
     pub origin: Option<String>,
     pub host: Option<String>,
+    /// A header that must appear at most once appeared again (its name):
+    /// `Authorization`, `Origin` or `Host` (answered 400).
+    pub duplicate: Option<&'static str>,
 }
 
 #[derive(Debug)]
@@ -100,14 +103,34 @@ fn to_head(req: &httparse::Request<'_, '_>) -> Head {
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             head.ws_version = Some(value);
         } else if name.eq_ignore_ascii_case("authorization") {
-            head.authorization = Some(value);
+            once(
+                &mut head.authorization,
+                value,
+                "Authorization",
+                &mut head.duplicate,
+            );
         } else if name.eq_ignore_ascii_case("origin") {
-            head.origin = Some(value);
+            once(&mut head.origin, value, "Origin", &mut head.duplicate);
         } else if name.eq_ignore_ascii_case("host") {
-            head.host = Some(value);
+            once(&mut head.host, value, "Host", &mut head.duplicate);
         }
     }
     head
+}
+
+/// Sets a header that may appear once; a second one is recorded in
+/// `duplicate` (the first duplicate found) instead of replacing the first.
+fn once(
+    slot: &mut Option<String>,
+    value: String,
+    name: &'static str,
+    duplicate: &mut Option<&'static str>,
+) {
+    if slot.is_some() {
+        duplicate.get_or_insert(name);
+    } else {
+        *slot = Some(value);
+    }
 }
 
 /// A plain answer that ends the connection.
@@ -247,6 +270,24 @@ mod tests {
         assert_eq!(head.ws_version.as_deref(), Some("13"));
         assert_eq!(head.origin.as_deref(), Some("https://x"));
         assert_eq!(rest, b"XYZ");
+    }
+
+    #[tokio::test]
+    async fn a_second_authorization_origin_or_host_is_recorded_not_taken() {
+        let raw = b"GET /adjunct HTTP/1.1\r\nHost: a\r\nauthorization: Basic eDp5\r\nAuthorization: Basic YTpi\r\n\r\n";
+        let (head, _) = read_head(&mut &raw[..], 16384).await.unwrap();
+        assert_eq!(head.duplicate, Some("Authorization"));
+        assert_eq!(head.authorization.as_deref(), Some("Basic eDp5"));
+        let raw =
+            b"GET /portal HTTP/1.1\r\nOrigin: https://a\r\nHost: a\r\nORIGIN: https://b\r\n\r\n";
+        let (head, _) = read_head(&mut &raw[..], 16384).await.unwrap();
+        assert_eq!(head.duplicate, Some("Origin"));
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n";
+        let (head, _) = read_head(&mut &raw[..], 16384).await.unwrap();
+        assert_eq!(head.duplicate, Some("Host"));
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nOrigin: https://a\r\n\r\n";
+        let (head, _) = read_head(&mut &raw[..], 16384).await.unwrap();
+        assert_eq!(head.duplicate, None);
     }
 
     #[tokio::test]

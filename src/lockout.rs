@@ -1,16 +1,19 @@
-//! Brute-force protection: failed logins per account (the system's
-//! "Password Reject Limit", leading to "Locked – Password Error") and per
-//! source address (HTTP 429 for a while).
+//! Brute-force protection: failed logins per (account, source address) (the
+//! system's "Password Reject Limit", leading to "Locked – Password Error"
+//! for that address only), a progressive delay per account across all
+//! addresses, and per source address (HTTP 429 for a while, and a cap on
+//! password checks in progress at once).
 //!
 //! Owns counters and clocks only. Must not verify passwords, log, or choose
 //! what the wire says: `auth` does that, and a locked account answers exactly
-//! like a wrong password. Only known accounts get an entry, so the account
-//! map is bounded by the directory; the address map is bounded by pruning and
-//! a hard cap.
+//! like a wrong password. Every name a peer types is counted, known or not,
+//! so neither a lock nor a delay tells an existing account from an unknown
+//! one; names are kept as keyed 64-bit digests, never as the text typed.
+//! Every map is bounded by pruning and a hard cap.
 
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -19,43 +22,73 @@ use crate::config::Security;
 
 /// The per-address failure window ("failures a minute").
 const ADDRESS_WINDOW: Duration = Duration::from_secs(60);
-/// Addresses tracked at most; past it new addresses are not tracked until a
-/// prune frees room (the per-account lockout still applies to them).
-const MAX_ADDRESSES: usize = 100_000;
+/// Entries each map holds at most; past it new keys are not tracked until a
+/// prune frees room (the other tables still apply to them).
+const MAX_ENTRIES: usize = 100_000;
+/// The first progressive delay; each further failure doubles it.
+const DELAY_BASE: Duration = Duration::from_millis(250);
 
+/// One account from one source address.
 #[derive(Default)]
-struct AccountState {
+struct PairState {
     /// Times of the most recent failures, at most `reject_limit` of them.
     failures: VecDeque<Instant>,
     locked_until: Option<Instant>,
+}
+
+/// One account from everywhere.
+struct NameState {
+    failures: u32,
+    last: Instant,
 }
 
 struct AddressState {
     window_start: Instant,
     failures: u32,
     blocked_until: Option<Instant>,
+    /// Password checks from this address in progress (see [`InFlight`]).
+    in_flight: u32,
 }
 
 /// What a recorded failure changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Tripped {
-    /// This failure locked the account.
+    /// This failure locked the account for this address.
     pub account_locked: bool,
     /// This failure blocked the source address.
     pub address_blocked: bool,
 }
 
+/// Why a password check may not start now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttle {
+    /// The address failed too often and is blocked for `ip_block_secs`.
+    Blocked,
+    /// The address already has `max_verifying_per_ip` checks in progress,
+    /// or its failure budget is spoken for by checks in progress.
+    Busy,
+}
+
+/// A name as the tables key it: a keyed digest (random per process).
+type Name = u64;
+
 #[derive(Default)]
 pub struct Lockout {
-    accounts: DashMap<Arc<str>, AccountState>,
+    pairs: DashMap<(Name, IpAddr), PairState>,
+    names: DashMap<Name, NameState>,
     addresses: DashMap<IpAddr, AddressState>,
+    keys: std::collections::hash_map::RandomState,
 }
 
 impl Lockout {
-    /// Is `user` locked at `now`?
-    pub fn is_locked(&self, user: &str, now: Instant) -> bool {
-        self.accounts
-            .get(user)
+    fn name(&self, user: &str) -> Name {
+        self.keys.hash_one(user)
+    }
+
+    /// Is `user` locked for logins from `ip` at `now`?
+    pub fn is_locked(&self, user: &str, ip: IpAddr, now: Instant) -> bool {
+        self.pairs
+            .get(&(self.name(user), source(ip)))
             .and_then(|a| a.locked_until)
             .is_some_and(|until| now < until)
     }
@@ -68,23 +101,108 @@ impl Lockout {
             .is_some_and(|until| now < until)
     }
 
-    /// Records a failed login from `ip`, against `account` when it names a
-    /// known user.
-    pub fn failed(
+    /// Starts a password check from `ip`: it counts against the address's
+    /// failure budget and its concurrency cap until the guard drops, so
+    /// checks started in parallel cannot overrun either.
+    pub fn begin(
         &self,
-        account: Option<&Arc<str>>,
         ip: IpAddr,
         now: Instant,
         sec: &Security,
-    ) -> Tripped {
+    ) -> Result<InFlight<'_>, Throttle> {
+        let ip = source(ip);
+        self.make_room_for_address(ip, now, sec);
+        let mut state = self.addresses.entry(ip).or_insert_with(|| fresh(now));
+        if state.blocked_until.is_some_and(|until| now < until) {
+            return Err(Throttle::Blocked);
+        }
+        if now.duration_since(state.window_start) >= ADDRESS_WINDOW {
+            state.window_start = now;
+            state.failures = 0;
+            state.blocked_until = None;
+        }
+        // One more failure than the limit is what blocks; in-flight checks
+        // may all fail, so they may not add up past that.
+        if state.in_flight >= sec.max_verifying_per_ip
+            || state.failures.saturating_add(state.in_flight) > sec.ip_reject_limit
+        {
+            return Err(Throttle::Busy);
+        }
+        state.in_flight += 1;
+        Ok(InFlight { lockout: self, ip })
+    }
+
+    /// How long a password attempt on `user` waits before it is checked:
+    /// nothing up to `account_delay_after` recent failures of the account
+    /// (from any address), then 250 ms doubling per failure, capped at
+    /// `account_delay_max_ms`.
+    pub fn delay(&self, user: &str, now: Instant, sec: &Security) -> Duration {
+        let window = Duration::from_secs(sec.reject_window_secs);
+        let failures = self
+            .names
+            .get(&self.name(user))
+            .filter(|n| now.duration_since(n.last) < window)
+            .map_or(0, |n| n.failures);
+        let excess = failures.saturating_sub(sec.account_delay_after);
+        if excess == 0 {
+            return Duration::ZERO;
+        }
+        let doubled = DELAY_BASE.saturating_mul(1 << (excess - 1).min(16));
+        doubled.min(Duration::from_millis(sec.account_delay_max_ms))
+    }
+
+    /// Records a failed login from `ip`, against `user` when the attempt
+    /// named one (a password login, known or not; a token of a locked user).
+    pub fn failed(&self, user: Option<&str>, ip: IpAddr, now: Instant, sec: &Security) -> Tripped {
+        let account_locked = user.is_some_and(|u| {
+            let name = self.name(u);
+            self.name_failed(name, now, sec);
+            self.pair_failed(name, source(ip), now, sec)
+        });
         Tripped {
-            account_locked: account.is_some_and(|a| self.account_failed(a, now, sec)),
+            account_locked,
             address_blocked: self.address_failed(ip, now, sec),
         }
     }
 
-    fn account_failed(&self, user: &Arc<str>, now: Instant, sec: &Security) -> bool {
-        let mut state = self.accounts.entry(user.clone()).or_default();
+    fn name_failed(&self, name: Name, now: Instant, sec: &Security) {
+        if !self.names.contains_key(&name) && self.names.len() >= MAX_ENTRIES {
+            self.prune(now, sec);
+            if self.names.len() >= MAX_ENTRIES {
+                // Keep the names being delayed; forget the rest.
+                self.names
+                    .retain(|_, n| n.failures > sec.account_delay_after);
+                if self.names.len() >= MAX_ENTRIES {
+                    return;
+                }
+            }
+        }
+        let window = Duration::from_secs(sec.reject_window_secs);
+        let mut state = self.names.entry(name).or_insert(NameState {
+            failures: 0,
+            last: now,
+        });
+        if now.duration_since(state.last) >= window {
+            // Quiet for a whole window: the delay starts over.
+            state.failures = 0;
+        }
+        state.failures = state.failures.saturating_add(1);
+        state.last = now;
+    }
+
+    fn pair_failed(&self, name: Name, ip: IpAddr, now: Instant, sec: &Security) -> bool {
+        let key = (name, ip);
+        if !self.pairs.contains_key(&key) && self.pairs.len() >= MAX_ENTRIES {
+            self.prune(now, sec);
+            if self.pairs.len() >= MAX_ENTRIES {
+                self.pairs
+                    .retain(|_, p| p.locked_until.is_some_and(|u| now < u));
+                if self.pairs.len() >= MAX_ENTRIES {
+                    return false;
+                }
+            }
+        }
+        let mut state = self.pairs.entry(key).or_default();
         if state.locked_until.is_some_and(|until| now < until) {
             // Already locked: the lock runs from when it was set.
             return false;
@@ -109,22 +227,24 @@ impl Lockout {
         false
     }
 
-    fn address_failed(&self, ip: IpAddr, now: Instant, sec: &Security) -> bool {
-        let ip = source(ip);
-        if self.addresses.len() >= MAX_ADDRESSES && !self.addresses.contains_key(&ip) {
+    /// Frees room in the address map before `ip` is added to a full one.
+    fn make_room_for_address(&self, ip: IpAddr, now: Instant, sec: &Security) {
+        if self.addresses.len() >= MAX_ENTRIES && !self.addresses.contains_key(&ip) {
             // Full (a spread-out attack): forget what expired, then every
-            // address not blocked right now, rather than stop counting.
+            // address not blocked and not checking right now, rather than
+            // stop counting.
             self.prune(now, sec);
-            if self.addresses.len() >= MAX_ADDRESSES {
+            if self.addresses.len() >= MAX_ENTRIES {
                 self.addresses
-                    .retain(|_, a| a.blocked_until.is_some_and(|u| now < u));
+                    .retain(|_, a| a.in_flight > 0 || a.blocked_until.is_some_and(|u| now < u));
             }
         }
-        let mut state = self.addresses.entry(ip).or_insert(AddressState {
-            window_start: now,
-            failures: 0,
-            blocked_until: None,
-        });
+    }
+
+    fn address_failed(&self, ip: IpAddr, now: Instant, sec: &Security) -> bool {
+        let ip = source(ip);
+        self.make_room_for_address(ip, now, sec);
+        let mut state = self.addresses.entry(ip).or_insert_with(|| fresh(now));
         if state.blocked_until.is_some_and(|until| now < until) {
             return false;
         }
@@ -142,33 +262,83 @@ impl Lockout {
         false
     }
 
-    /// A successful login resets the account's count (not a running lock:
-    /// `auth` refuses locked accounts before it gets here).
-    pub fn succeeded(&self, user: &str) {
+    /// A successful login of `user` from `ip` resets that pair's count and
+    /// the account's delay (not a running lock: `auth` refuses locked pairs
+    /// before it gets here).
+    pub fn succeeded(&self, user: &str, ip: IpAddr) {
         let now = Instant::now();
-        self.accounts
-            .remove_if(user, |_, a| a.locked_until.is_none_or(|u| now >= u));
+        let name = self.name(user);
+        self.pairs.remove_if(&(name, source(ip)), |_, a| {
+            a.locked_until.is_none_or(|u| now >= u)
+        });
+        self.names.remove(&name);
+    }
+
+    /// Forgets every lock and failure of `user`, from every address
+    /// (`admin.users.unlock`). True if the account was locked anywhere at
+    /// `now` or its attempts were being delayed.
+    pub fn unlock(&self, user: &str, now: Instant, sec: &Security) -> bool {
+        let name = self.name(user);
+        let delayed = !self.delay(user, now, sec).is_zero();
+        let mut locked = false;
+        self.pairs.retain(|(n, _), p| {
+            if *n != name {
+                return true;
+            }
+            locked |= p.locked_until.is_some_and(|u| now < u);
+            false
+        });
+        self.names.remove(&name);
+        locked || delayed
     }
 
     /// Forgets entries that no longer matter; called now and then.
     pub fn prune(&self, now: Instant, sec: &Security) {
         let window = Duration::from_secs(sec.reject_window_secs);
-        self.accounts.retain(|_, a| {
+        self.pairs.retain(|_, a| {
             a.locked_until.is_some_and(|u| now < u)
                 || a.failures
                     .back()
                     .is_some_and(|t| now.duration_since(*t) < window)
         });
+        self.names
+            .retain(|_, n| now.duration_since(n.last) < window);
         self.addresses.retain(|_, a| {
-            a.blocked_until.is_some_and(|u| now < u)
+            a.in_flight > 0
+                || a.blocked_until.is_some_and(|u| now < u)
                 || now.duration_since(a.window_start) < ADDRESS_WINDOW
         });
     }
 }
 
+fn fresh(now: Instant) -> AddressState {
+    AddressState {
+        window_start: now,
+        failures: 0,
+        blocked_until: None,
+        in_flight: 0,
+    }
+}
+
+/// A password check in progress from one address; counted out on drop
+/// (also when the session goes away mid-check).
+pub struct InFlight<'a> {
+    lockout: &'a Lockout,
+    ip: IpAddr,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        // Entries with checks in flight are never pruned, so this finds it.
+        if let Some(mut a) = self.lockout.addresses.get_mut(&self.ip) {
+            a.in_flight = a.in_flight.saturating_sub(1);
+        }
+    }
+}
+
 /// The unit one source is counted as: an IPv4 address, or an IPv6 /64 (a
 /// single host usually holds a whole /64).
-fn source(ip: IpAddr) -> IpAddr {
+pub fn source(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -190,8 +360,11 @@ mod tests {
             reject_limit: 3,
             reject_window_secs: 60,
             lockout_secs: 100,
+            account_delay_after: 4,
+            account_delay_max_ms: 1000,
             ip_reject_limit: 4,
             ip_block_secs: 30,
+            max_verifying_per_ip: 2,
             resume_token_secs: 60,
             resume_key_file: "k".into(),
             administrator: "admin".into(),
@@ -199,53 +372,133 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_limit_th_failure_in_the_window_locks_for_lockout_secs() {
-        let l = Lockout::default();
-        let s = sec();
-        let u: Arc<str> = "bob".into();
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let t0 = Instant::now();
-        assert!(!l.failed(Some(&u), ip, t0, &s).account_locked);
-        // The first failure falls out of the window: still two in it.
-        let t1 = t0 + Duration::from_secs(61);
-        assert!(!l.failed(Some(&u), ip, t1, &s).account_locked);
-        assert!(!l.failed(Some(&u), ip, t1, &s).account_locked);
-        assert!(l.failed(Some(&u), ip, t1, &s).account_locked);
-        assert!(l.is_locked("bob", t1 + Duration::from_secs(99)));
-        assert!(!l.is_locked("bob", t1 + Duration::from_secs(100)));
-        assert!(!l.is_locked("alice", t1));
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
     }
 
     #[test]
-    fn success_resets_the_count() {
+    fn the_limit_th_failure_in_the_window_locks_the_pair_for_lockout_secs() {
         let l = Lockout::default();
-        let s = sec();
-        let u: Arc<str> = "bob".into();
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let s = Security {
+            ip_reject_limit: 100,
+            ..sec()
+        };
+        let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
+        let t0 = Instant::now();
+        assert!(!l.failed(Some("bob"), a, t0, &s).account_locked);
+        // The first failure falls out of the window: still two in it.
+        let t1 = t0 + Duration::from_secs(61);
+        assert!(!l.failed(Some("bob"), a, t1, &s).account_locked);
+        assert!(!l.failed(Some("bob"), a, t1, &s).account_locked);
+        assert!(l.failed(Some("bob"), a, t1, &s).account_locked);
+        assert!(l.is_locked("bob", a, t1 + Duration::from_secs(99)));
+        assert!(!l.is_locked("bob", a, t1 + Duration::from_secs(100)));
+        // Only from that address, and only that account.
+        assert!(!l.is_locked("bob", b, t1));
+        assert!(!l.is_locked("alice", a, t1));
+        // Unknown names lock the same way (nothing tells them apart).
+        for _ in 0..3 {
+            l.failed(Some("no such user"), b, t1, &s);
+        }
+        assert!(l.is_locked("no such user", b, t1));
+    }
+
+    #[test]
+    fn success_resets_the_count_and_unlock_clears_every_address() {
+        let l = Lockout::default();
+        let s = Security {
+            ip_reject_limit: 100,
+            ..sec()
+        };
+        let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
         let t = Instant::now();
-        l.failed(Some(&u), ip, t, &s);
-        l.failed(Some(&u), ip, t, &s);
-        l.succeeded("bob");
-        assert!(!l.failed(Some(&u), ip, t, &s).account_locked);
-        assert!(!l.is_locked("bob", t));
+        l.failed(Some("bob"), a, t, &s);
+        l.failed(Some("bob"), a, t, &s);
+        l.succeeded("bob", a);
+        assert!(!l.failed(Some("bob"), a, t, &s).account_locked);
+        assert!(!l.is_locked("bob", a, t));
+        for addr in [a, b] {
+            for _ in 0..3 {
+                l.failed(Some("bob"), addr, t, &s);
+            }
+        }
+        assert!(l.is_locked("bob", a, t) && l.is_locked("bob", b, t));
+        assert!(l.unlock("bob", t, &s));
+        assert!(!l.is_locked("bob", a, t) && !l.is_locked("bob", b, t));
+        assert!(!l.unlock("bob", t, &s));
+    }
+
+    #[test]
+    fn the_account_delay_grows_across_addresses_and_is_capped() {
+        let l = Lockout::default();
+        let s = Security {
+            ip_reject_limit: 100,
+            ..sec()
+        };
+        let t = Instant::now();
+        let mut delays = Vec::new();
+        for i in 0..9 {
+            delays.push(l.delay("bob", t, &s).as_millis());
+            l.failed(Some("bob"), ip(&format!("10.0.1.{i}")), t, &s);
+        }
+        assert_eq!(delays, [0, 0, 0, 0, 0, 250, 500, 1000, 1000]);
+        // A quiet window later it starts over.
+        assert!(l.delay("bob", t + Duration::from_secs(60), &s).is_zero());
+        l.failed(Some("bob"), ip("10.0.1.1"), t + Duration::from_secs(60), &s);
+        assert!(l.delay("bob", t + Duration::from_secs(60), &s).is_zero());
     }
 
     #[test]
     fn more_than_ip_reject_limit_a_minute_blocks_the_address() {
         let l = Lockout::default();
         let s = sec();
-        let ip: IpAddr = "10.0.0.2".parse().unwrap();
-        let other: IpAddr = "10.0.0.3".parse().unwrap();
+        let addr = ip("10.0.0.2");
+        let other = ip("10.0.0.3");
         let t = Instant::now();
         for _ in 0..4 {
-            assert!(!l.failed(None, ip, t, &s).address_blocked);
+            assert!(!l.failed(None, addr, t, &s).address_blocked);
         }
-        assert!(l.failed(None, ip, t, &s).address_blocked);
-        assert!(l.is_blocked(ip, t + Duration::from_secs(29)));
-        assert!(!l.is_blocked(ip, t + Duration::from_secs(30)));
+        assert!(l.failed(None, addr, t, &s).address_blocked);
+        assert!(l.is_blocked(addr, t + Duration::from_secs(29)));
+        assert!(!l.is_blocked(addr, t + Duration::from_secs(30)));
         assert!(!l.is_blocked(other, t));
+        assert_eq!(l.begin(addr, t, &s).err(), Some(Throttle::Blocked));
         l.prune(t + Duration::from_secs(120), &s);
         assert!(l.addresses.is_empty());
+    }
+
+    #[test]
+    fn checks_in_flight_count_against_the_cap_and_the_budget() {
+        let l = Lockout::default();
+        let s = sec();
+        let addr = ip("10.0.0.4");
+        let t = Instant::now();
+        let first = l.begin(addr, t, &s).unwrap();
+        let second = l.begin(addr, t, &s).unwrap();
+        // max_verifying_per_ip = 2.
+        assert_eq!(l.begin(addr, t, &s).err(), Some(Throttle::Busy));
+        drop(first);
+        let third = l.begin(addr, t, &s).unwrap();
+        drop((second, third));
+        // The budget: three failures, and two checks in flight that may both
+        // fail make five, one more than ip_reject_limit = 4, which blocks;
+        // a third check would overrun it.
+        let wide = Security {
+            max_verifying_per_ip: 10,
+            ..sec()
+        };
+        for _ in 0..3 {
+            l.failed(None, addr, t, &wide);
+        }
+        let one = l.begin(addr, t, &wide).unwrap();
+        let two = l.begin(addr, t, &wide).unwrap();
+        assert_eq!(l.begin(addr, t, &wide).err(), Some(Throttle::Busy));
+        drop((one, two));
+        // An IPv6 /64 is one source.
+        let v6a: IpAddr = "2001:db8::1".parse().unwrap();
+        let v6b: IpAddr = "2001:db8::2".parse().unwrap();
+        let _x = l.begin(v6a, t, &s).unwrap();
+        let _y = l.begin(v6b, t, &s).unwrap();
+        assert_eq!(l.begin(v6a, t, &s).err(), Some(Throttle::Busy));
     }
 }

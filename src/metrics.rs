@@ -207,7 +207,7 @@ struct Inner {
     events_dropped: Counter,
     outbound_drain: Histogram,
     tls_failures: Counter,
-    refused: [Counter; 2],
+    refused: [Counter; Refusal::ALL.len()],
     reloads: [Counter; 2],
 }
 
@@ -328,10 +328,11 @@ impl Metrics {
             "Connections refused by [limits] admission, by reason",
             refused.clone(),
         );
-        let refused = [Refusal::AtCapacity, Refusal::TooManyFromAddress].map(|r| {
+        let refused = Refusal::ALL.map(|r| {
             let reason = match r {
                 Refusal::AtCapacity => "at_capacity",
                 Refusal::TooManyFromAddress => "per_address",
+                Refusal::TooManyUnauthenticatedFromAddress => "unauthenticated_per_address",
             };
             series(&refused, [label("reason", reason)])
         });

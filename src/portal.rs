@@ -9,7 +9,6 @@ use std::sync::LazyLock;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use crate::config::PortalSection;
 use crate::http::{Answer, Head};
 
 /// The demo User Portal page, embedded in the binary (no outside assets).
@@ -49,18 +48,20 @@ fn inline_hash(page: &str, tag: &str) -> String {
     }
 }
 
-/// A browser's upgrade is allowed from a listed origin or from this
-/// gateway's own origin (the demo page); a client without Origin is not a
-/// browser and is allowed.
-pub fn origin_allowed(portal: &PortalSection, head: &Head) -> bool {
+/// A browser's upgrade is allowed from a listed origin or, with
+/// `same_origin`, from this gateway's own origin (the demo page); a client
+/// without Origin is not a browser and is allowed. /portal and /adjunct
+/// both ask here, each with its own list.
+pub fn origin_allowed(allowed: &[String], same_origin: bool, head: &Head) -> bool {
     let Some(origin) = head.origin.as_deref() else {
         return true;
     };
-    let same_origin = head
-        .host
-        .as_deref()
-        .is_some_and(|host| origin.strip_prefix("https://") == Some(host));
-    same_origin || portal.allowed_origins.iter().any(|o| o == origin)
+    let own = same_origin
+        && head
+            .host
+            .as_deref()
+            .is_some_and(|host| origin.strip_prefix("https://") == Some(host));
+    own || allowed.iter().any(|o| o == origin)
 }
 
 pub fn demo_page() -> Answer {
@@ -76,6 +77,7 @@ pub fn demo_page() -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PortalSection;
 
     fn head(origin: Option<&str>, host: &str) -> Head {
         Head {
@@ -109,22 +111,21 @@ mod tests {
             allowed_origins: vec!["https://portal.example.com".into()],
             demo_page: true,
         };
-        assert!(origin_allowed(&p, &head(None, "gw:8443")));
-        assert!(origin_allowed(
-            &p,
-            &head(Some("https://portal.example.com"), "gw:8443")
-        ));
-        assert!(origin_allowed(
-            &p,
+        let allowed = |h: &Head| origin_allowed(&p.allowed_origins, true, h);
+        assert!(allowed(&head(None, "gw:8443")));
+        assert!(allowed(&head(
+            Some("https://portal.example.com"),
+            "gw:8443"
+        )));
+        assert!(allowed(&head(Some("https://gw:8443"), "gw:8443")));
+        assert!(!allowed(&head(Some("https://evil.example"), "gw:8443")));
+        assert!(!allowed(&head(Some("http://gw:8443"), "gw:8443")));
+        // Without same_origin (/adjunct) only listed origins pass.
+        assert!(!origin_allowed(
+            &[],
+            false,
             &head(Some("https://gw:8443"), "gw:8443")
         ));
-        assert!(!origin_allowed(
-            &p,
-            &head(Some("https://evil.example"), "gw:8443")
-        ));
-        assert!(!origin_allowed(
-            &p,
-            &head(Some("http://gw:8443"), "gw:8443")
-        ));
+        assert!(origin_allowed(&[], false, &head(None, "gw:8443")));
     }
 }

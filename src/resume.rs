@@ -116,6 +116,19 @@ impl ResumeKey {
         Some(account)
     }
 
+    /// A stable pseudonym of `text` for `purpose`: 16 hex digits of an HMAC
+    /// under this key (domain-separated from tokens, whose MACs start with
+    /// the version prefix). The same text gives the same pseudonym until the
+    /// key file is replaced; without the key it cannot be reversed.
+    pub fn pseudonym(&self, purpose: &str, text: &str) -> String {
+        let mut mac = self.keyed.clone();
+        mac.update(purpose.as_bytes());
+        mac.update(b"\n");
+        mac.update(text.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        crate::util::hex(digest.get(..8).unwrap_or_default())
+    }
+
     /// Over the user, the expiry, the password and the token generation: a
     /// token dies with any of them. Generation 0 adds nothing, so tokens
     /// issued before generations existed stay valid until disabled once.

@@ -209,6 +209,14 @@ impl Conn {
         limits: &crate::config::Limits,
         ws_config: WebSocketConfig,
     ) -> Option<Upgraded> {
+        // A connection that says nothing holds a pre-authentication slot
+        // for the first-byte deadline only, not the whole handshake's.
+        let first_byte = Duration::from_secs(limits.first_byte_timeout_secs);
+        if !first_byte_within(&tcp, first_byte).await {
+            self.gw.metrics.tls_handshake_failed();
+            tracing::debug!(peer = %self.peer, "no first byte in time; dropped");
+            return None;
+        }
         let mut tls = match self.acceptor.accept(tcp).await {
             Ok(tls) => tls,
             Err(e) => {
@@ -269,6 +277,14 @@ impl Conn {
         head: &Head,
         client: Option<&ClientIdentity>,
     ) -> Result<(Endpoint, Option<Granted>), Answer> {
+        if let Some(name) = head.duplicate {
+            // Two credentials or two origins: which one counts is ambiguous.
+            return Err(Answer::text(
+                400,
+                "Bad Request",
+                &format!("duplicate {name} header"),
+            ));
+        }
         let snap = self.gw.snapshot();
         let endpoint = match head.path.as_str() {
             "/adjunct" => Endpoint::Adjunct,
@@ -310,9 +326,19 @@ impl Conn {
                 "missing Connection: Upgrade or Sec-WebSocket-Key",
             ));
         }
-        if endpoint == Endpoint::Portal && !crate::portal::origin_allowed(&snap.config.portal, head)
-        {
-            tracing::warn!(target: "audit", event = "origin_refused", peer = %self.peer, origin = head.origin.as_deref(), "portal upgrade from a foreign origin refused");
+        // /portal also accepts its own origin (the demo page); /adjunct only
+        // listed ones: a browser holding a client certificate must not be
+        // driven there cross-site.
+        let origin_ok = match endpoint {
+            Endpoint::Portal => {
+                crate::portal::origin_allowed(&snap.config.portal.allowed_origins, true, head)
+            }
+            Endpoint::Adjunct => {
+                crate::portal::origin_allowed(&snap.config.adjunct.allowed_origins, false, head)
+            }
+        };
+        if !origin_ok {
+            tracing::warn!(target: "audit", event = "origin_refused", peer = %self.peer, endpoint = endpoint.name(), origin = head.origin.as_deref(), "upgrade from a foreign origin refused");
             return Err(Answer::text(403, "Forbidden", "origin not allowed"));
         }
         let block_secs = snap.config.security.ip_block_secs;
@@ -321,7 +347,11 @@ impl Conn {
             peer: self.peer,
             endpoint,
         };
-        if self.gw.lockout.is_blocked(self.peer.ip(), Instant::now()) {
+        // A certificate alone is not a guess: the address block does not
+        // refuse it (auth does not either).
+        let certificate_only =
+            head.authorization.is_none() && endpoint == Endpoint::Adjunct && client.is_some();
+        if !certificate_only && self.gw.lockout.is_blocked(self.peer.ip(), Instant::now()) {
             self.gw.metrics.login(crate::metrics::Login::Throttled);
             return Err(refusal(Refused::Throttled, block_secs));
         }
@@ -357,6 +387,16 @@ impl Conn {
     }
 }
 
+/// Waits for the peer's first byte (without consuming it) for at most
+/// `within`; false when it closed or stayed silent.
+async fn first_byte_within(tcp: &TcpStream, within: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(within, tcp.peek(&mut byte)).await,
+        Ok(Ok(n)) if n > 0
+    )
+}
+
 /// The HTTP answer to a refused authentication on the upgrade.
 fn refusal(refused: Refused, block_secs: u64) -> Answer {
     match refused {
@@ -368,6 +408,12 @@ fn refusal(refused: Refused, block_secs: u64) -> Answer {
             "too many failed logins from this address",
         )
         .header("Retry-After", block_secs.to_string()),
+        Refused::InProgress => Answer::text(
+            429,
+            "Too Many Requests",
+            "too many logins in progress from this address",
+        )
+        .header("Retry-After", "1"),
         Refused::Busy => {
             Answer::text(503, "Service Unavailable", "login queue full").header("Retry-After", "1")
         }

@@ -514,3 +514,377 @@ async fn row_a_silent_peer_is_dropped_after_two_heartbeats() {
         .contains("peer silent for two heartbeats"));
     t.check(128).await;
 }
+
+// ------------------------------------------- admission and credential rows
+
+/// The metrics listener of a [`Target`] and its scrape.
+impl Target {
+    fn metrics_addr(&self) -> SocketAddr {
+        let log = self.log.lock().unwrap();
+        let addr = log
+            .lines()
+            .find(|l| l.contains("serving GET /metrics"))
+            .and_then(|l| l.split("addr=").nth(1))
+            .and_then(|a| a.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no metrics listener logged:\n{log}"));
+        addr.parse().unwrap()
+    }
+
+    /// One series' value now (0 when not exposed yet).
+    async fn metric(&self, series: &str) -> f64 {
+        let (status, text) = raw_http(
+            self.metrics_addr(),
+            "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status, 200, "{text}");
+        sample(&text, series).unwrap_or(0.0)
+    }
+
+    /// A WebSocket on `path` from another loopback address.
+    async fn ws_from(&self, local: &str, path: &str, headers: &[(&str, &str)]) -> Client {
+        let tls = tls_connect_from(self.addr, local.parse().unwrap(), &connector(&self.ca_pem))
+            .await
+            .unwrap();
+        ws_over(tls, self.addr, path, headers).await.unwrap()
+    }
+}
+
+const ATTACKER: &str = "127.0.0.2";
+const ADMIN_PW: &str = "admin-Pass-0x";
+const REFUSED_UNAUTH: &str =
+    "adjunct_gateway_connections_refused_total{reason=\"unauthenticated_per_address\"}";
+
+fn admin_user() -> String {
+    format!(
+        "[[service_user]]\nname = \"admin\"\npassword = \"{}\"\ngroups = []\n",
+        cheap_hash(ADMIN_PW)
+    )
+}
+
+/// 1,000 plain TCP connects that never say a word, from one address: it gets
+/// `[limits] max_unauthenticated_per_ip` (64) of the pre-authentication
+/// slots, the rest are refused (503 path, counted by reason), the ones it got
+/// are dropped after `first_byte_timeout_secs` (3), and a client from
+/// another address connects and logs in all along.
+#[tokio::test]
+async fn row_idle_connects_from_one_address_leave_room_for_everyone_else() {
+    const IDLE: usize = 1000;
+    let t = Target::start("", "").await;
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::new(ATTACKER.parse().unwrap(), 0))
+            .unwrap();
+        idle.push(socket.connect(t.addr).await.unwrap());
+    }
+    // Another address is served while the attacker holds its share.
+    let mut other = t.login("/portal", "turn1", TURN_PW).await;
+    other.ok("session.ping", json!(null)).await;
+    let refused = t.metric(REFUSED_UNAUTH).await;
+    assert!(
+        refused >= (IDLE - 64 - 36) as f64,
+        "only {refused} of {IDLE} idle connects refused"
+    );
+    // Every idle connection is closed by the gateway: the admitted ones at
+    // the first-byte deadline, the refused ones when their 503 gave up.
+    for mut conn in idle {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 64];
+        let end = tokio::time::timeout(WAIT, conn.read(&mut buf)).await;
+        assert!(
+            matches!(end, Ok(Ok(0) | Err(_))),
+            "an idle connection was kept: {end:?}"
+        );
+    }
+    let admitted = IDLE as f64 - t.metric(REFUSED_UNAUTH).await;
+    let dropped = t
+        .metric("adjunct_gateway_tls_handshake_failures_total")
+        .await;
+    assert!(
+        dropped >= admitted,
+        "{admitted} admitted but {dropped} dropped at the first-byte deadline"
+    );
+    // The slots are free again for that address too.
+    let mut back = t.ws_from(ATTACKER, "/portal", &[]).await;
+    back.ok(
+        "session.login",
+        json!({"user": "portal1", "password": PORTAL_PW}),
+    )
+    .await;
+    t.check(128).await;
+}
+
+/// 200 wrong logins at once from one address, each checked for about a
+/// second: all are answered, at most `[security] max_verifying_per_ip` (4)
+/// are checked at a time and the rest get -32029 unchecked, and a login
+/// from another address goes through meanwhile.
+#[tokio::test]
+async fn row_parallel_wrong_logins_from_one_address_hold_only_their_share() {
+    const PARALLEL: usize = 200;
+    let victim = format!(
+        "[[service_user]]\nname = \"victim\"\npassword = \"{}\"\ngroups = [\"Portal Users\"]\n\n[limits]\nmax_unauthenticated_per_ip = 1000\n",
+        slow_hash("victim-Right-1x")
+    );
+    let t = Target::start("", &victim).await;
+    let mut storm = Vec::with_capacity(PARALLEL);
+    for _ in 0..PARALLEL {
+        storm.push(t.ws_from(ATTACKER, "/portal", &[]).await);
+    }
+    for c in &mut storm {
+        c.send_text(
+            json!({"jsonrpc":"2.0","id":1,"method":"session.login",
+                   "params":{"user":"victim","password":"wrong-Guess-1"}})
+            .to_string(),
+        )
+        .await;
+    }
+    // Another address logs in while the storm is being checked.
+    let mut other = t.login("/portal", "turn1", TURN_PW).await;
+    other.ok("session.ping", json!(null)).await;
+    let (mut checked, mut throttled) = (0, 0);
+    for c in &mut storm {
+        let answer = c.recv().await;
+        match code(&answer) {
+            LOGIN_FAILED => checked += 1,
+            -32029 => {
+                assert_eq!(
+                    answer["error"]["message"],
+                    "too many logins in progress from this address; retry shortly"
+                );
+                throttled += 1;
+            }
+            _ => panic!("unexpected answer {answer}"),
+        }
+    }
+    assert_eq!(checked + throttled, PARALLEL);
+    assert!(
+        (1..=8).contains(&checked),
+        "{checked} of {PARALLEL} parallel logins were checked"
+    );
+    let counted_throttled = t
+        .metric("adjunct_gateway_logins_total{outcome=\"throttled\"}")
+        .await;
+    assert_eq!(counted_throttled, throttled as f64);
+    t.check(160).await;
+}
+
+/// Five wrong guesses for the administrator from one address lock it for
+/// that address only: from another it logs in, and `admin.users.unlock`
+/// clears the lock (without changing the revision).
+#[tokio::test]
+async fn row_guesses_from_one_address_do_not_lock_the_administrator_out() {
+    let t = Target::start("", &admin_user()).await;
+    let mut attacker = t.ws_from(ATTACKER, "/portal", &[]).await;
+    for _ in 0..5 {
+        let (code, _) = attacker
+            .err(
+                "session.login",
+                json!({"user": "admin", "password": "guess-Pass-9"}),
+            )
+            .await;
+        assert_eq!(code, LOGIN_FAILED);
+    }
+    // Locked for the attacker's address: the right password fails there.
+    let (code, _) = attacker
+        .err(
+            "session.login",
+            json!({"user": "admin", "password": ADMIN_PW}),
+        )
+        .await;
+    assert_eq!(code, LOGIN_FAILED);
+    // Not from the administrator's own address.
+    let mut op = t.login("/portal", "admin", ADMIN_PW).await;
+    let revision = op.ok("admin.users.list", json!(null)).await["revision"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let unlock = |rev: &str| json!({"revision": rev, "name": "admin"});
+    let (stale, _) = op
+        .err("admin.users.unlock", unlock("0000000000000000"))
+        .await;
+    assert_eq!(stale, -32040);
+    // Locked before, then not any more: the second unlock finds nothing.
+    for was_locked in [true, false] {
+        let r = op.ok("admin.users.unlock", unlock(&revision)).await;
+        assert_eq!(r["unlocked"], was_locked, "{r}");
+        assert_eq!(r["revision"], revision.as_str(), "an unlock writes nothing");
+    }
+    // Unlocked: the attacker's address may log in again (with the password).
+    let mut again = t.ws_from(ATTACKER, "/portal", &[]).await;
+    again
+        .ok(
+            "session.login",
+            json!({"user": "admin", "password": ADMIN_PW}),
+        )
+        .await;
+    assert!(t.log.lock().unwrap().contains("admin_unlock"));
+    t.check(128).await;
+}
+
+/// A second `Authorization`, `Origin` or `Host` header: 400, whichever one
+/// the gateway would have taken.
+#[tokio::test]
+async fn row_duplicate_credential_or_origin_headers_get_400() {
+    let t = Target::start("", "").await;
+    const UPGRADE: &str = "GET /adjunct HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+    let good = basic("app1", APP_PW);
+    let bad = basic("app1", "wrong");
+    for (extra, name) in [
+        (
+            format!("Authorization: {bad}\r\nAuthorization: {good}\r\n"),
+            "Authorization",
+        ),
+        (
+            format!("Authorization: {good}\r\nauthorization: {bad}\r\n"),
+            "Authorization",
+        ),
+        (
+            "Origin: https://a.example\r\nOrigin: https://b.example\r\n".to_owned(),
+            "Origin",
+        ),
+        ("Host: other\r\n".to_owned(), "Host"),
+    ] {
+        let request = format!("{UPGRADE}{extra}\r\n");
+        let (status, text) = raw_https(t.addr, &t.ca_pem, request.as_bytes()).await;
+        assert_eq!(status, 400, "{extra}: {text}");
+        assert!(
+            text.ends_with(&format!("duplicate {name} header\n")),
+            "{text}"
+        );
+    }
+    // One of each is an ordinary upgrade.
+    let once = format!("{UPGRADE}Authorization: {good}\r\n\r\n");
+    let (status, text) = raw_https(t.addr, &t.ca_pem, once.as_bytes()).await;
+    assert_eq!(status, 101, "{text}");
+    t.check(128).await;
+}
+
+/// `Origin` on /adjunct: refused (403) unless listed in `[adjunct]
+/// allowed_origins`; the gateway's own origin is not enough there, and an
+/// application server (no `Origin`) is unaffected.
+#[tokio::test]
+async fn row_a_browser_origin_on_adjunct_needs_to_be_listed() {
+    let t = Target::start(
+        "",
+        "[adjunct]\nallowed_origins = [\"https://ops.example\"]\n",
+    )
+    .await;
+    let auth = basic("app1", APP_PW);
+    let own = format!("https://localhost:{}", t.addr.port());
+    for origin in ["https://evil.example", own.as_str(), "https://ops.example/"] {
+        let r = ws_connect(
+            t.addr,
+            &t.ca_pem,
+            "/adjunct",
+            &[("Authorization", &auth), ("Origin", origin)],
+        )
+        .await;
+        match r {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status().as_u16(), 403, "{origin}")
+            }
+            other => panic!("{origin}: expected 403, got {:?}", other.map(|_| "101")),
+        }
+    }
+    let mut listed = ws_connect(
+        t.addr,
+        &t.ca_pem,
+        "/adjunct",
+        &[("Authorization", &auth), ("Origin", "https://ops.example")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(listed.ok("session.info", json!(null)).await["user"], "app1");
+    let mut server = ws_connect(t.addr, &t.ca_pem, "/adjunct", &[("Authorization", &auth)])
+        .await
+        .unwrap();
+    server.ok("session.ping", json!(null)).await;
+    assert!(t.log.lock().unwrap().contains("origin_refused"));
+    t.check(128).await;
+}
+
+/// A name that is not an account is audited as a keyed pseudonym (people
+/// type passwords there), the same one each time; and it is locked and
+/// counted `locked` exactly like a real account, so /metrics tells none
+/// apart.
+#[tokio::test]
+async fn row_unknown_names_are_pseudonymous_and_lock_like_real_ones() {
+    const TYPED: &str = "Typed-Password-In-Name-Field-7";
+    let t = Target::start("", "").await;
+    let mut c = t.ws_from(ATTACKER, "/portal", &[]).await;
+    // Six tries each: the sixth finds the pair locked (reject_limit = 5).
+    for user in [TYPED, "cti1"] {
+        for _ in 0..6 {
+            let (code, _) = c
+                .err(
+                    "session.login",
+                    json!({"user": user, "password": "x-Wrong-1"}),
+                )
+                .await;
+            assert_eq!(code, LOGIN_FAILED);
+        }
+    }
+    let locked = t
+        .metric("adjunct_gateway_logins_total{outcome=\"locked\"}")
+        .await;
+    assert_eq!(
+        locked, 2.0,
+        "an unknown name and a real one must count alike"
+    );
+    let log = t.log.lock().unwrap().clone();
+    assert!(!log.contains(TYPED), "the typed name reached the log");
+    let pseudonyms: std::collections::HashSet<&str> = log
+        .match_indices("unknown:")
+        .filter_map(|(i, _)| log.get(i + 8..i + 24))
+        .collect();
+    assert_eq!(pseudonyms.len(), 1, "{pseudonyms:?}");
+    assert!(pseudonyms
+        .iter()
+        .all(|p| p.len() == 16 && p.chars().all(|ch| ch.is_ascii_hexdigit())));
+    assert!(log.contains("\"cti1\""), "a known name is logged as it is");
+    // Unknown names are checked against a default-cost dummy hash (19 MiB
+    // per check), unlike the cheap test hashes of the other rows.
+    t.check(192).await;
+}
+
+/// A session may hold at most `max_subscriptions` topic patterns.
+#[tokio::test]
+async fn row_subscriptions_past_the_bound_are_refused() {
+    let t = Target::start("", "[limits]\nmax_subscriptions = 4\n").await;
+    let mut s = t.login("/portal", "cti1", CTI_PW).await;
+    let four: Vec<String> = (0..4).map(|n| format!("cti.call.{n}")).collect();
+    s.ok("events.subscribe", json!({ "topics": four })).await;
+    let (code, e) = s
+        .err("events.subscribe", json!({"topics": ["cti.call.9"]}))
+        .await;
+    assert_eq!(code, -32602);
+    assert_eq!(e["message"], "at most 4 subscriptions per session");
+    t.check(128).await;
+}
+
+/// A request head that never ends is cut off at `handshake_timeout_secs`,
+/// without an answer.
+#[tokio::test]
+async fn row_a_request_head_that_never_ends_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = Target::start(
+        "",
+        "[limits]\nhandshake_timeout_secs = 1\nfirst_byte_timeout_secs = 1\n",
+    )
+    .await;
+    let mut tls = tls_connect(t.addr, &t.ca_pem).await.unwrap();
+    tls.write_all(b"GET /portal HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "still open after 5 s");
+    assert!(
+        buf.is_empty(),
+        "answered: {}",
+        String::from_utf8_lossy(&buf)
+    );
+    t.check(128).await;
+}

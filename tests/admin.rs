@@ -25,10 +25,11 @@ const BAD_PARAMS: i64 = -32602;
 const OLD: &str = "not-a-revision";
 
 /// The starter's five roles, one account per role, and the administrator
-/// (in no group at all: it holds every right by name).
+/// (in no group at all: it holds every right by name). Its operators log in
+/// from one address eight at a time: `max_verifying_per_ip` makes room.
 fn fixture() -> String {
     format!(
-        "{roles}\n# operator note: keep this comment\n[[service_user]]\nname = \"admin\"\npassword = \"{}\"\ngroups = []\n\n[[service_user]]\nname = \"sysadmin\"\npassword = \"{}\"\ngroups = [\"System Administrator\"]\n\n[[service_user]]\nname = \"phoneadmin\"\npassword = \"{}\"\ngroups = [\"Phone Administrator\"]\n\n[[service_user]]\nname = \"netadmin\"\npassword = \"{}\"\ngroups = [\"Network Administrator\"]\n\n[[service_user]]\nname = \"support\"\npassword = \"{}\"\ngroups = [\"Support Technician\"]\n\n[turn]\nsecrets = [\"{TURN_SECRET}\"]\n",
+        "{roles}\n# operator note: keep this comment\n[security]\nmax_verifying_per_ip = 16\n\n[[service_user]]\nname = \"admin\"\npassword = \"{}\"\ngroups = []\n\n[[service_user]]\nname = \"sysadmin\"\npassword = \"{}\"\ngroups = [\"System Administrator\"]\n\n[[service_user]]\nname = \"phoneadmin\"\npassword = \"{}\"\ngroups = [\"Phone Administrator\"]\n\n[[service_user]]\nname = \"netadmin\"\npassword = \"{}\"\ngroups = [\"Network Administrator\"]\n\n[[service_user]]\nname = \"support\"\npassword = \"{}\"\ngroups = [\"Support Technician\"]\n\n[turn]\nsecrets = [\"{TURN_SECRET}\"]\n",
         cheap_hash(ADMIN_PW),
         cheap_hash(SYS_PW),
         cheap_hash(PHONE_PW),

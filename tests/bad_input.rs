@@ -1360,9 +1360,10 @@ fn assert_no_log_injection(log: &str) {
 
 /// The table logs in with wrong passwords on purpose, many times, from one
 /// address: account lockout and the per-address block (`[security]`) must
-/// not turn its later rows into 429s or refused logins. They have their own
-/// tests; here every other limit stays at its default.
-const NO_LOCKOUT: &str = "[security]\nreject_limit = 1000000\nip_reject_limit = 1000000\n";
+/// not turn its later rows into 429s, refused or delayed logins. They have
+/// their own tests; here every other limit stays at its default.
+const NO_LOCKOUT: &str =
+    "[security]\nreject_limit = 1000000\nip_reject_limit = 1000000\naccount_delay_max_ms = 0\n";
 
 const ADMIN_PW: &str = "admin-Pass-0x";
 

@@ -1,4 +1,5 @@
-//! Hardening through the real server: lockout, per-address throttling,
+//! Hardening through the real server: lockout per (account, address), the
+//! progressive account delay, per-address throttling,
 //! resume tokens, client certificates, rate and connection limits, JSON
 //! depth and a login storm. Real TLS, real WebSockets, no mocks.
 
@@ -15,6 +16,15 @@ use serde_json::json;
 use tokio_rustls::TlsConnector;
 
 const LOCAL2: &str = "127.0.0.2";
+
+/// A WebSocket on `path` from another loopback address (`127.0.0.N`).
+async fn ws_from(gw: &TestGateway, local: &str, path: &str, headers: &[(&str, &str)]) -> Client {
+    let local: IpAddr = local.parse().unwrap();
+    let tls = tls_connect_from(gw.addr, local, &gw.connector())
+        .await
+        .unwrap();
+    ws_over(tls, gw.addr, path, headers).await.unwrap()
+}
 
 #[tokio::test]
 async fn a_locked_account_answers_exactly_like_a_wrong_password() {
@@ -43,8 +53,12 @@ async fn a_locked_account_answers_exactly_like_a_wrong_password() {
         .ws("/portal", &[("Authorization", &basic("cti1", CTI_PW))])
         .await;
     assert_eq!(upgrade_status(refused), 401);
-    // Other accounts are untouched.
+    // Other accounts are untouched, and so is this one from another address.
     gw.login("/portal", "portal1", PORTAL_PW).await;
+    let mut elsewhere = ws_from(&gw, LOCAL2, "/portal", &[]).await;
+    elsewhere
+        .ok("session.login", json!({"user": "cti1", "password": CTI_PW}))
+        .await;
     // The lock runs out after lockout_secs.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let r = c
@@ -137,18 +151,8 @@ async fn an_address_that_keeps_failing_gets_429_and_others_carry_on() {
         .await;
     assert_eq!(code, -32029, "{e}");
     // Another source address is served as usual.
-    let local: IpAddr = LOCAL2.parse().unwrap();
-    let tls = tls_connect_from(gw.addr, local, &gw.connector())
-        .await
-        .unwrap();
-    let mut other = ws_over(
-        tls,
-        gw.addr,
-        "/adjunct",
-        &[("Authorization", &basic("app1", APP_PW))],
-    )
-    .await
-    .unwrap();
+    let auth = basic("app1", APP_PW);
+    let mut other = ws_from(&gw, LOCAL2, "/adjunct", &[("Authorization", &auth)]).await;
     other.ok("session.ping", json!(null)).await;
     gw.shutdown().await;
 }
@@ -446,6 +450,83 @@ async fn a_client_certificate_authenticates_an_adjunct_server() {
 }
 
 #[tokio::test]
+async fn a_client_certificate_is_never_refused_by_lockout_or_the_address_block() {
+    let gw = TestGateway::start_with(
+        "",
+        "[security]\nreject_limit = 2\nip_reject_limit = 3\nip_block_secs = 60\n",
+    )
+    .await;
+    let ca = ClientCa::new("adjunct client CA");
+    std::fs::write(gw.dir.path().join("client-ca.pem"), &ca.pem).unwrap();
+    let (cert, key, _) = ca.client("appserver-7");
+    gw.edit_and_reload(|t| {
+        t.replace(
+            "key = \"server.key\"\n",
+            "key = \"server.key\"\nclient_ca = \"client-ca.pem\"\n",
+        )
+        .replace(
+            "name = \"app1\"\n",
+            "name = \"app1\"\nclient_cert = \"appserver-7\"\n",
+        )
+    })
+    .unwrap();
+    // Lock app1 for this address, then block the address itself.
+    let mut c = gw.ws("/portal", &[]).await.unwrap();
+    let mut failures = 0;
+    loop {
+        let (code, _) = c
+            .err("session.login", json!({"user": "app1", "password": "no"}))
+            .await;
+        if code == -32029 {
+            break;
+        }
+        assert_eq!(code, -32002);
+        failures += 1;
+        assert!(failures < 10, "never throttled");
+    }
+    let basic = gw
+        .ws("/adjunct", &[("Authorization", &basic("app1", APP_PW))])
+        .await;
+    assert_eq!(upgrade_status(basic), 429);
+    // The certificate alone still authenticates, from the same address.
+    let mut s = ws_with(&gw, &connector_with_cert(&gw.ca_pem, cert, key), "/adjunct")
+        .await
+        .unwrap();
+    assert_eq!(s.ok("session.info", json!(null)).await["user"], "app1");
+    gw.shutdown().await;
+}
+
+/// Failures of one account spread over many addresses lock it nowhere
+/// (each address stays under `reject_limit`), but slow every further
+/// attempt on it: the right password still gets in, after the delay.
+#[tokio::test]
+async fn an_account_failing_from_many_addresses_is_slowed_not_locked() {
+    let gw = TestGateway::start_with(
+        "",
+        "[security]\nreject_limit = 3\naccount_delay_after = 2\naccount_delay_max_ms = 400\n",
+    )
+    .await;
+    for i in 2..6 {
+        let mut c = ws_from(&gw, &format!("127.0.0.{i}"), "/portal", &[]).await;
+        let (code, _) = c
+            .err("session.login", json!({"user": "cti1", "password": "no"}))
+            .await;
+        assert_eq!(code, -32002);
+    }
+    // Four failures, two past account_delay_after: 500 ms, capped at 400.
+    let mut c = gw.ws("/portal", &[]).await.unwrap();
+    let started = Instant::now();
+    c.ok("session.login", json!({"user": "cti1", "password": CTI_PW}))
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "no delay before the check: {:?}",
+        started.elapsed()
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_session_over_its_request_rate_gets_32029_then_1008() {
     let gw = TestGateway::start_with(
         "",
@@ -593,7 +674,13 @@ async fn json_nested_deeper_than_the_bound_is_refused() {
 #[tokio::test]
 async fn a_login_storm_does_not_stall_established_sessions() {
     const STORM: usize = 200;
-    let gw = TestGateway::start_with("", "[security]\nip_reject_limit = 1000000\n").await;
+    // The per-address bounds opened up: this drives the verifier pool itself
+    // (the abuse table drives those bounds).
+    let gw = TestGateway::start_with(
+        "",
+        "[limits]\nmax_unauthenticated_per_ip = 1000\n[security]\nip_reject_limit = 1000000\nmax_verifying_per_ip = 1000\n",
+    )
+    .await;
     let mut pinger = gw.login("/portal", "portal1", PORTAL_PW).await;
     let mut storm = Vec::new();
     for _ in 0..STORM {

@@ -2,7 +2,7 @@
 //! fetched from a running gateway over wss allocate a relay on a real coturn
 //! (`turnserver` + `turnutils_uclient`, Debian package coturn), and the demo
 //! page in a real headless Chromium gathers a `relay` candidate with them.
-//! .ci/run installs coturn, chromium, node and playwright-core.
+//! scripts/test installs coturn, chromium, node and playwright-core.
 
 mod common;
 #[path = "browser/support.rs"]

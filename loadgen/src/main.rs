@@ -15,6 +15,7 @@ mod drive;
 mod net;
 mod scenarios;
 mod servers;
+mod soak;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -41,6 +42,9 @@ struct Cli {
 enum Cmd {
     /// Runs the scenarios against the gateway and the baseline.
     Run(RunArgs),
+    /// Normal load and every known attacker at once on the default limits,
+    /// sampled each second (RSS, bystander p99, refusals); see BENCHMARKS.md.
+    Soak(SoakArgs),
     /// The baseline echo server (started by `run`).
     BaselineServer {
         #[arg(long)]
@@ -105,6 +109,24 @@ struct RunArgs {
     no_probe: bool,
 }
 
+#[derive(clap::Args, Clone)]
+struct SoakArgs {
+    /// The gateway binary (build it with `cargo build --release`).
+    #[arg(long, default_value = "target/release/adjunct-gateway")]
+    gateway_bin: PathBuf,
+    /// How long the soak runs, in seconds.
+    #[arg(long, default_value_t = 600)]
+    secs: u64,
+    /// Seconds at the start left out of the summary (RSS grows to its
+    /// working size first).
+    #[arg(long, default_value_t = 60)]
+    warmup: u64,
+    /// Also write the samples and the summary as JSON here (for
+    /// scripts/plot_soak.py).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
 #[derive(Serialize, Default)]
 struct Report {
     machine: String,
@@ -163,6 +185,7 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(baseline::serve(listen, &cert, &key))
         }
         Cmd::Run(args) => rt.block_on(run(args)),
+        Cmd::Soak(args) => rt.block_on(soak(args)),
     }
 }
 
@@ -187,7 +210,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         )
     })?;
     let dir = std::env::temp_dir().join(format!("adjunct-loadgen-{}", std::process::id()));
-    let work = Workdir::create(&dir)?;
+    let work = Workdir::create(&dir, servers::Profile::Bench)?;
     let mut gateway = work.start_gateway(&gateway_bin).await?;
     let users = work.users(&gateway.target()?).await?;
     let gw_auth = Auth::gateway(&users);
@@ -315,6 +338,47 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
 
     print_table(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+async fn soak(args: SoakArgs) -> anyhow::Result<()> {
+    net::raise_fd_limit();
+    let gateway_bin = args.gateway_bin.canonicalize().map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e} (cargo build --release first)",
+            args.gateway_bin.display()
+        )
+    })?;
+    let dir = std::env::temp_dir().join(format!("adjunct-loadgen-soak-{}", std::process::id()));
+    let work = Workdir::create(&dir, servers::Profile::Soak)?;
+    let gateway = work.start_gateway(&gateway_bin).await?;
+    let users = work.users(&gateway.target()?).await?;
+    eprintln!(
+        "soak: {} s (summary after {} s of warm-up): normal load and every attacker at once",
+        args.secs, args.warmup
+    );
+    let report = soak::run(
+        &gateway,
+        &work,
+        &Auth::gateway(&users),
+        args.secs,
+        args.warmup,
+    )
+    .await?;
+    gateway.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "RSS after warm-up: {:.1}..{:.1} MiB, slope {:+.1} KiB/min; bystander p99 median {:.2} ms; pings unanswered within 1 s: {}",
+        report.rss_after_warmup_min_kib as f64 / 1024.0,
+        report.rss_after_warmup_max_kib as f64 / 1024.0,
+        report.rss_slope_kib_per_min,
+        report.bystander_p99_median_ms,
+        report.bystander_missed_total
+    );
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         eprintln!("wrote {}", path.display());

@@ -59,8 +59,19 @@ impl Target {
 
     /// TCP + TLS + upgrade to `path`, with an `Authorization` header if given.
     pub async fn connect(&self, path: &str, authorization: Option<&str>) -> anyhow::Result<Ws> {
+        self.connect_from(self.next_source(), path, authorization)
+            .await
+    }
+
+    /// Like `connect`, from the loopback address `source`.
+    pub async fn connect_from(
+        &self,
+        source: IpAddr,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> anyhow::Result<Ws> {
         let socket = tokio::net::TcpSocket::new_v4()?;
-        socket.bind(SocketAddr::new(self.next_source(), 0))?;
+        socket.bind(SocketAddr::new(source, 0))?;
         let tcp = socket.connect(self.addr).await?;
         tcp.set_nodelay(true)?;
         let tls = self

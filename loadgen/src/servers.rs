@@ -73,16 +73,52 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Certificates, the gateway config and the bench users' passwords.
+/// Which configuration a work directory gets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Limits opened up so the load generator measures throughput.
+    Bench,
+    /// The gateway's own default limits and lockout, an administrator and
+    /// the metrics listener: what a deployment faces (the soak).
+    Soak,
+}
+
+/// Limits opened up for load, not for production.
+const BENCH_LIMITS: &str = "[limits]
+max_connections = 1000000
+max_connections_per_ip = 1000000
+max_unauthenticated = 100000
+max_unauthenticated_per_ip = 100000
+max_connections_per_user = 1000000
+requests_per_sec = 4000000000
+request_burst = 4000000000
+max_pending_per_session = 100000
+outbound_queue = 1024
+
+[security]
+ip_reject_limit = 1000000
+reject_limit = 1000000
+max_verifying_per_ip = 1000000
+account_delay_max_ms = 0
+
+[admin]
+listen = \"\"
+";
+
 pub struct Workdir {
     pub dir: PathBuf,
     pub port: u16,
+    /// `[admin] listen` (Soak only).
+    pub admin_port: Option<u16>,
+    /// The built-in administrator's password (Soak only).
+    pub admin_password: String,
     pub ca_pem: String,
     pub app_password: String,
     pub portal_password: String,
 }
 
 impl Workdir {
-    pub fn create(dir: &Path) -> anyhow::Result<Workdir> {
+    pub fn create(dir: &Path, profile: Profile) -> anyhow::Result<Workdir> {
         std::fs::create_dir_all(dir)?;
         let certs = adjunct_gateway::tls::generate_dev_certs(&["localhost".into()])?;
         std::fs::write(dir.join("server.pem"), &certs.server_pem)?;
@@ -97,8 +133,21 @@ impl Workdir {
                 .map_err(|e| anyhow::anyhow!("hashing: {e}"))
         };
         let port = free_port()?;
+        let admin_password = adjunct_gateway::directory::random_secret(20);
+        let (limits, admin_port) = match profile {
+            Profile::Bench => (BENCH_LIMITS.to_owned(), None),
+            Profile::Soak => {
+                let admin_port = free_port()?;
+                let soak = format!(
+                    "# The gateway's own defaults, and lockout.\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n[[service_user]]\nname = \"admin\"\npassword = \"{}\"\ngroups = []\n\n[[service_user]]\nname = \"soak-victim\"\npassword = \"{}\"\ngroups = []\n",
+                    hash(&admin_password)?,
+                    hash(&adjunct_gateway::directory::random_secret(20))?
+                );
+                (soak, Some(admin_port))
+            }
+        };
         let config = format!(
-            r#"# Written by adjunct-loadgen: limits opened up for load, not for production.
+            r#"# Written by adjunct-loadgen.
 [server]
 listen = "127.0.0.1:{port}"
 
@@ -106,23 +155,7 @@ listen = "127.0.0.1:{port}"
 cert = "server.pem"
 key = "server.key"
 
-[limits]
-max_connections = 1000000
-max_connections_per_ip = 1000000
-max_unauthenticated = 100000
-max_connections_per_user = 1000000
-requests_per_sec = 4000000000
-request_burst = 4000000000
-max_pending_per_session = 100000
-outbound_queue = 1024
-
-[security]
-ip_reject_limit = 1000000
-reject_limit = 1000000
-
-[admin]
-listen = ""
-
+{limits}
 [network_topology]
 turn_urls = ["turn:127.0.0.1:3478?transport=udp"]
 
@@ -154,6 +187,8 @@ groups = ["Bench Portal"]
         Ok(Workdir {
             dir: dir.to_path_buf(),
             port,
+            admin_port,
+            admin_password,
             ca_pem: certs.ca_pem,
             app_password,
             portal_password,

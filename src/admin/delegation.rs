@@ -205,6 +205,25 @@ pub fn check(actor: Actor<'_>, administrator: &str, changes: &[Change]) -> Resul
     Ok(())
 }
 
+/// `admin.users.unlock` on account `name` (holding `rights`) needs what
+/// setting its password needs, so it is judged as exactly that change.
+pub fn may_unlock(
+    actor: Actor<'_>,
+    administrator: &str,
+    name: &str,
+    rights: RightSet,
+) -> Result<(), Refusal> {
+    let as_password_change = Change {
+        kind: Kind::Account,
+        name: name.to_owned(),
+        before: Some(rights),
+        after: Some(rights),
+        password: true,
+        enabled: (None, None),
+    };
+    check(actor, administrator, &[as_password_change])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +257,14 @@ mod tests {
         Actor {
             name: "someone",
             rights,
+        }
+    }
+
+    /// `name` holding every right (the administrator, a System Administrator).
+    fn all_rights(name: &'static str) -> Actor<'static> {
+        Actor {
+            name,
+            rights: RightSet::ALL,
         }
     }
 
@@ -323,14 +350,7 @@ mod tests {
             "",
         );
         assert_eq!(old.rights_of(&old.users[0]), RightSet::ALL);
-        let sys = Actor {
-            name: "sysadmin",
-            rights: RightSet::ALL,
-        };
-        let me = Actor {
-            name: "admin",
-            rights: RightSet::ALL,
-        };
+        let (sys, me) = (all_rights("sysadmin"), all_rights("admin"));
         let deleted = config(&user("b", HASH, "\"CTI\"", true), "");
         let disabled = config(
             &(user("admin", HASH, "", false) + &user("b", HASH, "\"CTI\"", true)),
@@ -381,5 +401,24 @@ mod tests {
         };
         assert!(r.to_string().contains("Adjunct Server Connection"));
         assert!(!r.to_string().contains('$'));
+    }
+
+    #[test]
+    fn unlocking_needs_what_setting_the_password_needs() {
+        let cti = RightSet::of(Right::OneXCtiApi);
+        assert_eq!(may_unlock(actor(phone_admin()), "admin", "b", cti), Ok(()));
+        assert!(matches!(
+            may_unlock(actor(phone_admin()), "admin", "app", asc()),
+            Err(Refusal::Lacks {
+                right: Right::AdjunctServerConnection,
+                ..
+            })
+        ));
+        let (sys, me) = (all_rights("sysadmin"), all_rights("admin"));
+        assert_eq!(
+            may_unlock(sys, "admin", "admin", RightSet::ALL),
+            Err(Refusal::Administrator(AdminRule::OwnPasswordOnly))
+        );
+        assert_eq!(may_unlock(me, "admin", "admin", RightSet::ALL), Ok(()));
     }
 }

@@ -110,6 +110,66 @@ pub fn change<T>(
     })
 }
 
+/// What `admin.users.unlock` did.
+#[derive(Debug)]
+pub struct Unlocked {
+    /// The live revision, unchanged: an unlock writes nothing.
+    pub revision: String,
+    /// The account was locked from some address, or its logins delayed.
+    pub cleared: bool,
+}
+
+/// Clears the lockout of account `name` from every address and its
+/// progressive delay. Judged like a password change of that account
+/// (`delegation::may_unlock`), under the config lock and against the
+/// revision the client read, like a change; but nothing is written, so the
+/// revision stays. Audited as `admin_unlock`.
+pub fn unlock(gw: &Arc<Gateway>, req: &Request<'_>, name: &str) -> Result<Unlocked, ChangeError> {
+    let _serial = gw.config_lock();
+    let live = gw.snapshot_owned();
+    let current = live.config.source.revision();
+    if req.revision != current {
+        return Err(ChangeError::Stale {
+            current: current.to_owned(),
+            on_disk: false,
+        });
+    }
+    let (method, need) = catalog::method_entry(req.method);
+    let rights = req.session.rights().unwrap_or_default();
+    if !catalog::satisfies(rights, need) {
+        return Err(ChangeError::Gone);
+    }
+    let Some(account) = live.config.users.iter().find(|u| u.name == name) else {
+        return Err(ChangeError::Invalid("no such service user".into()));
+    };
+    let user = req.session.user().map_or("", |u| &**u);
+    let actor = Actor { name: user, rights };
+    let security = &live.config.security;
+    let held = live.config.rights_of(account);
+    if let Err(refusal) = delegation::may_unlock(actor, &security.administrator, name, held) {
+        audit_refused(req.session, method, &refusal);
+        return Err(ChangeError::Refused(refusal));
+    }
+    let cleared = gw.lockout.unlock(name, std::time::Instant::now(), security);
+    let s = req.session;
+    tracing::info!(
+        target: "audit",
+        event = "admin_unlock",
+        user = ?user,
+        peer = %s.peer,
+        endpoint = s.endpoint.name(),
+        session = %s.id_string(),
+        method,
+        name = ?name,
+        cleared,
+        "account lockout cleared through the Management API"
+    );
+    Ok(Unlocked {
+        revision: current.to_owned(),
+        cleared,
+    })
+}
+
 /// One line for the change, then one per account or group it touched, with
 /// rights before and after. Names and rights only: never a secret.
 fn audit_change(

@@ -517,12 +517,7 @@ pub async fn users_set_password(
     params: Params<'_>,
 ) -> Result<Value, RpcError> {
     let p: SetPassword = params.decode()?;
-    if snap.config.users.iter().all(|u| u.name != p.name) {
-        return Err(RpcError::invalid_params(format!(
-            "no service user named {:?}",
-            truncate(&p.name)
-        )));
-    }
+    existing_user(snap, &p.name)?;
     let hash = new_password(ctx, snap, &p.revision, &p.name, p.password).await?;
     let done = write(
         ctx,
@@ -535,6 +530,45 @@ pub async fn users_set_password(
     )
     .await?;
     Ok(answer(done))
+}
+
+/// `-32602` unless `name` is a service user in `snap`.
+fn existing_user(snap: &Snapshot, name: &str) -> Result<(), RpcError> {
+    if snap.config.users.iter().any(|u| u.name == name) {
+        return Ok(());
+    }
+    Err(RpcError::invalid_params(format!(
+        "no service user named {:?}",
+        truncate(name)
+    )))
+}
+
+/// Clears the lockout of a user (every address) and its login delay. Writes
+/// nothing: the answer carries the unchanged revision.
+pub async fn users_unlock(
+    ctx: &Ctx<'_>,
+    snap: &Snapshot,
+    params: Params<'_>,
+) -> Result<Value, RpcError> {
+    let p: Named = params.decode()?;
+    existing_user(snap, &p.name)?;
+    let gw = ctx.gw.clone();
+    let session = ctx.session.clone();
+    let turn = ctx.gw.writes.enter().await.ok_or_else(writer_busy)?;
+    // Off the async workers: the config lock may be held by a write's fsync.
+    let done = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        let req = admin::Request {
+            session: &session,
+            method: Method::AdminUsersUnlock,
+            revision: &p.revision,
+        };
+        admin::unlock(&gw, &req, &p.name)
+    })
+    .await
+    .map_err(|_| RpcError::new(Code::Internal))?
+    .map_err(|e| change_error(e, Method::AdminUsersUnlock))?;
+    Ok(json!({ "revision": done.revision, "revoked": 0, "unlocked": done.cleared }))
 }
 
 #[derive(Deserialize)]

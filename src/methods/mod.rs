@@ -67,6 +67,7 @@ pub async fn call(
         Method::AdminUsersUpdate => admin::users_update(ctx, params).await.into(),
         Method::AdminUsersDelete => admin::users_delete(ctx, params).await.into(),
         Method::AdminUsersSetPassword => admin::users_set_password(ctx, snap, params).await.into(),
+        Method::AdminUsersUnlock => admin::users_unlock(ctx, snap, params).await.into(),
         Method::AdminGroupsList => admin::groups_list(snap).into(),
         Method::AdminGroupsCreate => admin::groups_create(ctx, params).await.into(),
         Method::AdminGroupsUpdate => admin::groups_update(ctx, params).await.into(),
@@ -130,7 +131,9 @@ fn decoder_accepts(method: Method, params: Params<'_>) -> bool {
         Method::AdminNetworkSet => ok::<admin::NetworkParams>(params),
         Method::AdminUsersCreate => ok::<admin::CreateUser>(params),
         Method::AdminUsersUpdate => ok::<admin::UpdateUser>(params),
-        Method::AdminUsersDelete | Method::AdminGroupsDelete => ok::<admin::Named>(params),
+        Method::AdminUsersDelete | Method::AdminUsersUnlock | Method::AdminGroupsDelete => {
+            ok::<admin::Named>(params)
+        }
         Method::AdminUsersSetPassword => ok::<admin::SetPassword>(params),
         Method::AdminGroupsCreate | Method::AdminGroupsUpdate => ok::<admin::GroupParams>(params),
         Method::SessionToken

@@ -82,6 +82,10 @@ fn refusal(ctx: &mut Ctx<'_>, refused: Refused) -> RpcError {
             Code::RateLimited,
             "too many failed logins from this address; try later",
         ),
+        Refused::InProgress => RpcError::with_message(
+            Code::RateLimited,
+            "too many logins in progress from this address; retry shortly",
+        ),
         Refused::Busy => {
             RpcError::with_message(Code::RateLimited, "login queue full; retry shortly")
         }
