@@ -583,3 +583,78 @@ async fn the_voicemail_example_shows_basic_standard_and_administrator_apart() {
     let _ = child.wait().await;
     gw.shutdown().await;
 }
+
+/// Does a pattern of ADMIN.md's table (`x.*` or an exact method) cover `op`
+/// (a method or a catalog pattern)?
+fn covers(listed: &str, op: &str) -> bool {
+    match listed.strip_suffix(".*") {
+        Some(prefix) => op == listed || op.starts_with(&format!("{prefix}.")),
+        None => op == listed,
+    }
+}
+
+#[test]
+fn admin_md_lists_what_each_starter_role_unlocks_in_the_catalog() {
+    use adjunct_gateway::catalog::{doc, Catalog};
+    #[derive(serde::Deserialize)]
+    struct Roles {
+        rights_group: Vec<Group>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Group {
+        name: String,
+        rights: Vec<String>,
+    }
+    let roles: Roles = toml::from_str(adjunct_gateway::starter::ROLES).unwrap();
+    let catalog = doc::json(&Catalog::default());
+    let admin_md = include_str!("../docs/ADMIN.md");
+    let every: BTreeSet<String> = catalog["rights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["operations"].as_array().unwrap().iter())
+        .map(|o| o["method"].as_str().unwrap().to_owned())
+        .collect();
+    for role in roles.rights_group {
+        let row = admin_md
+            .lines()
+            .find(|l| l.starts_with(&format!("| **{}** |", role.name)))
+            .unwrap_or_else(|| panic!("ADMIN.md has no row for {}", role.name));
+        let unlocks = row.split(" | ").nth(2).unwrap();
+        let opened: BTreeSet<String> = catalog["rights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| role.rights.iter().any(|n| r["right"] == n.as_str()))
+            .flat_map(|r| r["operations"].as_array().unwrap().iter())
+            .map(|o| o["method"].as_str().unwrap().to_owned())
+            .collect();
+        if unlocks == "every method" {
+            assert_eq!(opened, every, "{}", role.name);
+            continue;
+        }
+        let listed: Vec<&str> = unlocks
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .collect();
+        for op in &opened {
+            assert!(
+                listed.iter().any(|l| covers(l, op)),
+                "{}: ADMIN.md does not list {op}",
+                role.name
+            );
+        }
+        for l in &listed {
+            assert!(
+                opened.iter().any(|op| covers(l, op)),
+                "{}: ADMIN.md lists {l}, which its rights do not open",
+                role.name
+            );
+            // A listed prefix must not reach past what the role holds.
+            for op in every.difference(&opened) {
+                assert!(!covers(l, op), "{}: {l} would include {op}", role.name);
+            }
+        }
+    }
+}
