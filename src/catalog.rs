@@ -1187,10 +1187,7 @@ mod tests {
                 "admin.users.set_password",
                 Need::Right(Right::WebControlSecurity),
             ),
-            (
-                "admin.users.unlock",
-                Need::Right(Right::WebControlSecurity),
-            ),
+            ("admin.users.unlock", Need::Right(Right::WebControlSecurity)),
         ] {
             let e = c.lookup(method).unwrap();
             assert_eq!(e.need, need, "{method}");

@@ -633,11 +633,7 @@ fn admin_md_lists_what_each_starter_role_unlocks_in_the_catalog() {
             assert_eq!(opened, every, "{}", role.name);
             continue;
         }
-        let listed: Vec<&str> = unlocks
-            .split('`')
-            .skip(1)
-            .step_by(2)
-            .collect();
+        let listed: Vec<&str> = unlocks.split('`').skip(1).step_by(2).collect();
         for op in &opened {
             assert!(
                 listed.iter().any(|l| covers(l, op)),
