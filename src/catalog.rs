@@ -1,6 +1,10 @@
-//! The catalog: which right each method (or routed namespace) needs, where it
-//! may be called, and what serves it. One data table, plus the namespaces a
-//! config adds with `[[catalog]]`; and `gate`, the one place that says yes or no.
+//! The catalog: which rights open each method, where it may be called, and
+//! what serves it. Two data tables: the gateway's own methods (`METHODS`) and
+//! the operations of each application behind it (`RULES`, method patterns
+//! under one namespace per application, most specific wins), plus the rules
+//! a config adds or replaces with `[[catalog]]`; topics are judged by the
+//! same rules. `gate` is the one place that says yes or no; `doc` renders the
+//! tables for people (docs/RIGHTS.md).
 //!
 //! Must not know about sockets, sessions or handlers' internals: the gate sees
 //! a catalog entry, the caller's `RightSet` (none before login) and the endpoint.
