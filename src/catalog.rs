@@ -1,9 +1,17 @@
-//! The catalog: which right each method (or routed namespace) needs, where it
-//! may be called, and what serves it. One data table, plus the namespaces a
-//! config adds with `[[catalog]]`; and `gate`, the one place that says yes or no.
+//! The catalog: which rights open each method, where it may be called, and
+//! what serves it. Two data tables: the gateway's own methods (`METHODS`) and
+//! the operations of each application behind it (`RULES`, method patterns
+//! under one namespace per application, most specific wins), plus the rules
+//! a config adds or replaces with `[[catalog]]`; topics are judged by the
+//! same rules. `gate` is the one place that says yes or no; `doc` renders the
+//! tables for people (docs/RIGHTS.md).
 //!
 //! Must not know about sockets, sessions or handlers' internals: the gate sees
 //! a catalog entry, the caller's `RightSet` (none before login) and the endpoint.
+
+pub mod doc;
+
+use std::fmt;
 
 use crate::rights::{Right, RightSet};
 use crate::rpc::{Code, RpcError};
@@ -226,7 +234,12 @@ const fn local(method: Method, need: Need, reach: Reach) -> Entry<'static> {
 
 use Need::{Anonymous, Authenticated};
 
-const READ: Need = Need::Right(Right::ManagementApiRead);
+// Reading is opened by the right that changes the same thing: Management
+// API Write reads what it changes (and the revision every write needs).
+const READ: Need = Need::AnyOf(rights(&[
+    Right::ManagementApiRead,
+    Right::ManagementApiWrite,
+]));
 const WRITE: Need = Need::Right(Right::ManagementApiWrite);
 const SECURITY: Need = Need::Right(Right::WebControlSecurity);
 use Reach::{AdjunctOnly, Anywhere};
@@ -382,42 +395,484 @@ pub fn local_methods() -> impl Iterator<Item = (&'static str, Method)> {
         })
 }
 
-/// Namespaces served by providers (and topics of their events).
-const NAMESPACES: &[(&str, Need)] = &[("cti", Need::Right(Right::OneXCtiApi))];
+/// The gateway's own methods with their entries, in table order.
+pub fn local_entries() -> impl Iterator<Item = (&'static str, Entry<'static>)> {
+    METHODS.iter().copied()
+}
 
-/// The routed namespaces every gateway has (config may add more).
+/// One rule of the built-in routed catalog: a method pattern and the rights
+/// that open it, with what it opens in the telephone system's words and, where
+/// the system's table is ambiguous, the choice made and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// `ns.*` (every method of the namespace no more specific rule covers),
+    /// `ns.prefix.*` (every method below the prefix) or an exact method.
+    pub pattern: &'static str,
+    pub any_of: RightSet,
+    /// What it opens.
+    pub opens: &'static str,
+    /// The choice made where the table is ambiguous, and why ("" when none).
+    pub choice: &'static str,
+}
+
+/// A set of rights, at compile time.
+const fn rights(list: &[Right]) -> RightSet {
+    let mut set = RightSet::EMPTY;
+    let mut i = 0;
+    while i < list.len() {
+        set = set.with(list[i]);
+        i += 1;
+    }
+    set
+}
+
+const fn rule(
+    pattern: &'static str,
+    any_of: &[Right],
+    opens: &'static str,
+    choice: &'static str,
+) -> Rule {
+    Rule {
+        pattern,
+        any_of: rights(any_of),
+        opens,
+        choice,
+    }
+}
+
+/// The choice behind every namespace rule of an application.
+const UNNAMED: &str = "An operation the grammar does not name counts as a configuration change, \
+    so the rights that update the configuration open it and nothing wider does by accident; \
+    a [[catalog]] rule can open it differently.";
+
+use Right::{
+    MediaManagerAdministrator as MMA, MediaManagerStandard as MMS, OneXPortalAdministrator as OXA,
+    OneXPortalSuperUser as OXS, ReporterAdministrator as RA, VoicemailProAdministrator as VA,
+    VoicemailProBasic as VB, VoicemailProStandard as VS, WebControlAdministrator as WCA,
+    WebControlSecurity as WCS, WebRtcGatewayAdministrator as WRA,
+};
+
+/// The applications behind the gateway and their operations: the one table
+/// (docs/RIGHTS.md is generated from it). Method grammar:
+/// `<ns>.config.get` reads an application's configuration, `<ns>.config.set`
+/// updates it, `<ns>.security.*` reads and updates its security settings,
+/// `<ns>.backup.*` backs up and restores; the rest is per application.
+/// Reading is opened by every right that updates the same thing.
+pub const RULES: &[Rule] = &[
+    rule(
+        "cti.*",
+        &[Right::OneXCtiApi],
+        "one-X CTI commands and call events",
+        "",
+    ),
+    // Voicemail Pro
+    rule(
+        "voicemail.*",
+        &[VS, VA],
+        "any other voicemail operation",
+        UNNAMED,
+    ),
+    rule(
+        "voicemail.config.get",
+        &[VB, VS, VA],
+        "read the voicemail configuration",
+        "",
+    ),
+    rule(
+        "voicemail.config.set",
+        &[VS, VA],
+        "update the voicemail configuration",
+        "",
+    ),
+    rule(
+        "voicemail.security.*",
+        &[VA],
+        "read and update the voicemail security settings",
+        "Only Administrator updates them, so only Administrator reads them: \
+         the table gives Basic and Standard no part of security.",
+    ),
+    rule(
+        "voicemail.backup.*",
+        &[VB, VS],
+        "back up and restore the voicemail server",
+        "Not Administrator: its row does not list backup, and the table keeps \
+         administration and backup apart (one-X Portal says so outright); a group \
+         with Administrator and Standard does both.",
+    ),
+    rule(
+        "voicemail.upgrade.*",
+        &[VB, VS],
+        "upgrade the voicemail server",
+        "Upgrade goes with backup and restore, as in the table.",
+    ),
+    // one-X Portal
+    rule(
+        "onex-portal.*",
+        &[OXA],
+        "any other one-X Portal operation",
+        UNNAMED,
+    ),
+    rule(
+        "onex-portal.config.get",
+        &[OXA],
+        "read the one-X Portal configuration",
+        "Only Administrator updates it; Super User's row is backup and restore only.",
+    ),
+    rule(
+        "onex-portal.config.set",
+        &[OXA],
+        "update the one-X Portal configuration",
+        "",
+    ),
+    rule(
+        "onex-portal.security.*",
+        &[OXA],
+        "read and update the one-X Portal security settings",
+        "",
+    ),
+    rule(
+        "onex-portal.backup.*",
+        &[OXS],
+        "back up and restore one-X Portal",
+        "Not Administrator: the table says so.",
+    ),
+    // Web Control
+    rule(
+        "webcontrol.*",
+        &[WCA],
+        "any other Web Control operation",
+        UNNAMED,
+    ),
+    rule(
+        "webcontrol.config.get",
+        &[WCA],
+        "read the Web Control configuration settings",
+        "",
+    ),
+    rule(
+        "webcontrol.config.set",
+        &[WCA],
+        "update the Web Control configuration settings",
+        "",
+    ),
+    rule(
+        "webcontrol.security.*",
+        &[WCS],
+        "read and update the Web Control security settings",
+        "Security only, not Administrator: the table gives the two rights separate halves. \
+         For the gateway itself the same right opens admin.users.* and admin.groups.*.",
+    ),
+    // WebRTC Gateway
+    rule(
+        "webrtc.*",
+        &[WRA],
+        "any other WebRTC Gateway operation",
+        UNNAMED,
+    ),
+    rule(
+        "webrtc.config.get",
+        &[WRA],
+        "read the WebRTC Gateway configuration",
+        "",
+    ),
+    rule(
+        "webrtc.config.set",
+        &[WRA],
+        "update the WebRTC Gateway configuration",
+        "",
+    ),
+    // Media Manager
+    rule(
+        "mediamanager.*",
+        &[MMA],
+        "any other Media Manager operation, its other settings included",
+        "\"Configuration and settings\" are one area, config; any other settings \
+         method counts as a configuration change (Administrator).",
+    ),
+    rule(
+        "mediamanager.config.get",
+        &[MMS, MMA],
+        "read the Media Manager configuration",
+        "",
+    ),
+    rule(
+        "mediamanager.config.set",
+        &[MMA],
+        "update the Media Manager configuration and settings",
+        "",
+    ),
+    rule(
+        "mediamanager.recordings.*",
+        &[MMS, MMA],
+        "access the recordings",
+        "Administrator too: access to all archived recordings includes the current ones.",
+    ),
+    rule(
+        "mediamanager.archive.*",
+        &[MMA],
+        "access all archived recordings",
+        "Administrator only: Standard's row says \"the recordings\", Administrator's \
+         \"all archived recordings\".",
+    ),
+    // Contact reporter
+    rule(
+        "reporter.*",
+        &[RA],
+        "any other contact reporter operation",
+        "The table gives only configuration access, so every reporter operation counts \
+         as configuration.",
+    ),
+    rule(
+        "reporter.config.get",
+        &[RA],
+        "read the contact reporter configuration",
+        "",
+    ),
+    rule(
+        "reporter.config.set",
+        &[RA],
+        "update the contact reporter configuration",
+        "",
+    ),
+];
+
+/// The routed namespaces every gateway has, in table order (config may add more).
 pub fn builtin_namespaces() -> impl Iterator<Item = &'static str> {
-    NAMESPACES.iter().map(|(ns, _)| *ns)
+    RULES
+        .iter()
+        .filter_map(|r| r.pattern.strip_suffix(".*"))
+        .filter(|ns| !ns.contains('.'))
 }
 
 /// Namespaces of the gateway's own methods: never routed, never added by config.
 pub const RESERVED: &[&str] = &["session", "turn", "adjunct", "events", "admin", "event"];
 
-/// The built-in table plus namespaces from `[[catalog]]` entries in the config.
-#[derive(Clone, Debug, Default)]
+/// Longest method pattern accepted.
+pub const MAX_PATTERN_LEN: usize = 256;
+
+/// A method pattern, parsed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Pattern {
+    /// Every method below this prefix; a namespace is the shortest prefix
+    /// (`ns` and `ns.*` are the same pattern).
+    Below(Box<str>),
+    Exact(Box<str>),
+}
+
+impl Pattern {
+    /// Parses `ns`, `ns.prefix.*` or `ns.method`: dot-separated segments of
+    /// letters, digits, `_` and `-`, the last one possibly `*`.
+    pub fn parse(s: &str) -> Result<Pattern, String> {
+        let body = s.strip_suffix(".*");
+        let segments = body.unwrap_or(s);
+        let valid = !s.is_empty()
+            && s.len() <= MAX_PATTERN_LEN
+            && segments.split('.').all(|seg| {
+                !seg.is_empty()
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            });
+        if !valid {
+            return Err(format!(
+                "{s:?} is not a method pattern: a namespace, a prefix ending in \".*\" or a method, \
+                 made of letters, digits, '_' and '-' between dots"
+            ));
+        }
+        let ns = namespace_of(segments);
+        if RESERVED.contains(&ns) {
+            return Err(format!(
+                "namespace {ns:?} is reserved for the gateway's own methods"
+            ));
+        }
+        Ok(match body {
+            Some(prefix) => Pattern::Below(prefix.into()),
+            None if !s.contains('.') => Pattern::Below(s.into()),
+            None => Pattern::Exact(s.into()),
+        })
+    }
+
+    pub fn namespace(&self) -> &str {
+        match self {
+            Pattern::Below(p) | Pattern::Exact(p) => namespace_of(p),
+        }
+    }
+
+    /// Does the pattern cover `method`?
+    pub fn matches(&self, method: &str) -> bool {
+        match self {
+            Pattern::Exact(m) => **m == *method,
+            Pattern::Below(p) => method
+                .strip_prefix(&**p)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .is_some_and(|rest| !rest.is_empty()),
+        }
+    }
+
+    /// Is every method this pattern names strictly below `prefix`?
+    fn is_below(&self, prefix: &str) -> bool {
+        let (Pattern::Below(p) | Pattern::Exact(p)) = self;
+        Pattern::Below(prefix.into()).matches(p)
+    }
+
+    /// Larger is more specific: an exact method, then the longer prefix.
+    fn specificity(&self) -> (bool, usize) {
+        match self {
+            Pattern::Exact(m) => (true, m.len()),
+            Pattern::Below(p) => (false, p.len()),
+        }
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pattern::Below(p) => write!(f, "{p}.*"),
+            Pattern::Exact(m) => f.write_str(m),
+        }
+    }
+}
+
+fn namespace_of(s: &str) -> &str {
+    s.split('.').next().unwrap_or_default()
+}
+
+/// The need of a rule: one right by itself (so refusals name just it), else any of them.
+fn need_of(set: RightSet) -> Need {
+    let mut it = set.iter();
+    match (it.next(), it.next()) {
+        (Some(r), None) => Need::Right(r),
+        _ => Need::AnyOf(set),
+    }
+}
+
+/// One rule in force: built in, built in and overridden by the config, or
+/// added by the config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogRule {
+    pub pattern: Pattern,
+    pub any_of: RightSet,
+    /// The built-in rule of the same pattern, if there is one.
+    pub builtin: Option<&'static Rule>,
+    /// The config replaced (or added) this rule.
+    pub configured: bool,
+}
+
+/// The built-in rules with the `[[catalog]]` entries of the config applied.
+#[derive(Clone, Debug)]
 pub struct Catalog {
-    extra: Vec<(String, Need)>,
+    /// Most specific first, so the first match wins.
+    rules: Vec<CatalogRule>,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Catalog::new(Vec::new())
+    }
 }
 
 impl Catalog {
-    /// `extra` must not name reserved or built-in namespaces (config validates).
-    pub fn new(extra: Vec<(String, Need)>) -> Self {
-        Catalog { extra }
-    }
-
-    /// Is `ns` a namespace of the built-in table or the config?
-    pub fn is_builtin_namespace(ns: &str) -> bool {
-        NAMESPACES.iter().any(|(n, _)| *n == ns)
-    }
-
-    /// The need of a routed namespace, if it is one.
-    pub fn namespace(&self, ns: &str) -> Option<Need> {
-        NAMESPACES
+    /// `configured` replaces the built-in rule of the same pattern or adds a
+    /// rule. Config validates the entries (no duplicates, none with no right).
+    pub fn new(configured: Vec<(Pattern, RightSet)>) -> Self {
+        let mut rules: Vec<CatalogRule> = RULES
             .iter()
-            .map(|(n, need)| (*n, *need))
-            .chain(self.extra.iter().map(|(n, need)| (n.as_str(), *need)))
-            .find(|(n, _)| *n == ns)
-            .map(|(_, need)| need)
+            .filter_map(|r| {
+                Some(CatalogRule {
+                    pattern: Pattern::parse(r.pattern).ok()?,
+                    any_of: r.any_of,
+                    builtin: Some(r),
+                    configured: false,
+                })
+            })
+            .collect();
+        for (pattern, any_of) in configured {
+            match rules.iter_mut().find(|r| r.pattern == pattern) {
+                Some(r) => {
+                    r.any_of = any_of;
+                    r.configured = true;
+                }
+                None => rules.push(CatalogRule {
+                    pattern,
+                    any_of,
+                    builtin: None,
+                    configured: true,
+                }),
+            }
+        }
+        // Stable: equally specific rules keep table order (they never overlap).
+        rules.sort_by_key(|r| std::cmp::Reverse(r.pattern.specificity()));
+        Catalog { rules }
+    }
+
+    /// Every rule in force, most specific first.
+    pub fn rules(&self) -> &[CatalogRule] {
+        &self.rules
+    }
+
+    /// The rule that governs a routed `method`: the most specific match.
+    pub fn rule_for(&self, method: &str) -> Option<&CatalogRule> {
+        self.rules.iter().find(|r| r.pattern.matches(method))
+    }
+
+    /// The built-in rule that governs `pattern`'s methods without the config:
+    /// what a configured rule of that pattern would override or narrow.
+    pub fn builtin_under(pattern: &Pattern) -> Option<&'static Rule> {
+        let (Pattern::Below(p) | Pattern::Exact(p)) = pattern;
+        let default = Catalog::default();
+        let own = default.rules.iter().find(|r| r.pattern == *pattern);
+        own.or_else(|| default.rule_for(p)).and_then(|r| r.builtin)
+    }
+
+    /// The need to serve or publish in `ns`: a right that opens some operation
+    /// of it. `None`: not a routed namespace.
+    pub fn provider_need(&self, ns: &str) -> Option<Need> {
+        let mut found = false;
+        let set = self
+            .rules
+            .iter()
+            .filter(|r| r.pattern.namespace() == ns)
+            .inspect(|_| found = true)
+            .fold(RightSet::EMPTY, |s, r| s.union(r.any_of));
+        found.then(|| need_of(set))
+    }
+
+    /// The need to receive events on `topic` (a topic, or a pattern ending in
+    /// `.*`). A topic `a.b.c` concerns `a.b`, so it is read like the method
+    /// `a.b.get`. A pattern needs a right that reads some topic below it
+    /// (each event is checked again on delivery). `None`: no rule covers it.
+    pub fn topic_need(&self, topic: &str) -> Option<Need> {
+        let set =
+            match topic.strip_suffix(".*") {
+                None => {
+                    let subject = topic.rsplit_once('.').map_or(topic, |(s, _)| s);
+                    self.rule_for(&format!("{subject}.get"))?.any_of
+                }
+                Some(prefix) => {
+                    // Topics right below `prefix`, topics deeper down that no rule
+                    // under it covers, and the rules under it.
+                    let near = [format!("{prefix}.get"), format!("{prefix}.*.get")];
+                    let mut covered = false;
+                    let mut set = RightSet::EMPTY;
+                    for rule in near.iter().filter_map(|m| self.rule_for(m)).chain(
+                        self.rules.iter().filter(|r| {
+                            r.pattern.is_below(prefix)
+                                && match &r.pattern {
+                                    Pattern::Exact(m) => m.ends_with(".get"),
+                                    Pattern::Below(_) => true,
+                                }
+                        }),
+                    ) {
+                        covered = true;
+                        set = set.union(rule.any_of);
+                    }
+                    if !covered {
+                        return None;
+                    }
+                    set
+                }
+            };
+        Some(need_of(set))
     }
 
     /// The entry for `method`, or `None`: -32601.
@@ -425,12 +880,12 @@ impl Catalog {
         if let Some((_, entry)) = METHODS.iter().find(|(name, _)| *name == method) {
             return Some(*entry);
         }
-        let (ns, rest) = method.split_once('.')?;
-        if rest.is_empty() {
+        let ns = namespace_of(method);
+        if RESERVED.contains(&ns) {
             return None;
         }
-        self.namespace(ns).map(|need| Entry {
-            need,
+        self.rule_for(method).map(|rule| Entry {
+            need: need_of(rule.any_of),
             reach: Anywhere,
             target: Target::Routed(ns),
         })
@@ -531,23 +986,170 @@ mod tests {
         assert_eq!(c.lookup(""), None);
     }
 
+    fn set(list: &[Right]) -> RightSet {
+        list.iter().copied().collect()
+    }
+
     #[test]
     fn routed_namespaces_carry_their_right() {
         let c = Catalog::new(vec![(
-            "voicemail".into(),
-            Need::AnyOf(RightSet::of(Right::VoicemailProBasic).with(Right::VoicemailProStandard)),
+            Pattern::parse("crm").unwrap(),
+            set(&[Right::VoicemailProBasic, Right::VoicemailProStandard]),
         )]);
         let e = c.lookup("cti.make_call").unwrap();
         assert_eq!(e.target, Target::Routed("cti"));
         assert_eq!(e.need, Need::Right(Right::OneXCtiApi));
-        let v = c.lookup("voicemail.list").unwrap();
-        assert!(gate(
-            &v,
-            Some(RightSet::of(Right::VoicemailProStandard)),
-            Endpoint::Portal
-        )
-        .is_ok());
+        let v = c.lookup("crm.list").unwrap();
+        assert_eq!(v.target, Target::Routed("crm"));
+        let standard = Some(RightSet::of(Right::VoicemailProStandard));
+        assert!(gate(&v, standard, Endpoint::Portal).is_ok());
         assert!(gate(&v, Some(RightSet::of(Right::OneXCtiApi)), Endpoint::Portal).is_err());
+        assert_eq!(c.lookup("nope.list"), None);
+    }
+
+    #[test]
+    fn the_most_specific_pattern_wins() {
+        let c = Catalog::default();
+        let need = |m: &str| c.lookup(m).map(|e| e.need);
+        use Right::*;
+        assert_eq!(
+            need("voicemail.config.get"),
+            Some(Need::AnyOf(set(&[
+                VoicemailProBasic,
+                VoicemailProStandard,
+                VoicemailProAdministrator
+            ])))
+        );
+        assert_eq!(
+            need("voicemail.config.set"),
+            Some(Need::AnyOf(set(&[
+                VoicemailProStandard,
+                VoicemailProAdministrator
+            ])))
+        );
+        // Not named by the grammar: the namespace rule.
+        assert_eq!(
+            need("voicemail.config.delete"),
+            need("voicemail.config.set")
+        );
+        assert_eq!(
+            need("voicemail.security.get"),
+            Some(Need::Right(VoicemailProAdministrator))
+        );
+        assert_eq!(
+            need("mediamanager.archive.2024.list"),
+            Some(Need::Right(MediaManagerAdministrator))
+        );
+        assert_eq!(need("voicemail"), None);
+        assert_eq!(need("voicemail."), None);
+        assert_eq!(need("voicemail.backup."), need("voicemail.config.set"));
+
+        // A configured prefix does not reach past a built-in exact method.
+        let c = Catalog::new(vec![(
+            Pattern::parse("voicemail.config.*").unwrap(),
+            RightSet::of(VoicemailProAdministrator),
+        )]);
+        let need = |m: &str| c.lookup(m).map(|e| e.need);
+        assert_eq!(
+            need("voicemail.config.other"),
+            Some(Need::Right(VoicemailProAdministrator))
+        );
+        assert_eq!(
+            need("voicemail.config.get"),
+            Catalog::default()
+                .lookup("voicemail.config.get")
+                .map(|e| e.need)
+        );
+    }
+
+    #[test]
+    fn patterns_parse_and_normalize() {
+        assert_eq!(Pattern::parse("cti.*"), Pattern::parse("cti"));
+        assert_eq!(Pattern::parse("a.b.*").unwrap().to_string(), "a.b.*");
+        assert_eq!(Pattern::parse("a.b").unwrap(), Pattern::Exact("a.b".into()));
+        for bad in [
+            "", "*", "a.*.b", "a..b", "a.", ".a", "a b", "events.x", "admin",
+        ] {
+            assert!(Pattern::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn topics_need_the_right_that_reads_what_they_concern() {
+        let c = Catalog::default();
+        use Right::*;
+        let reads = |t: &str| match c.topic_need(t) {
+            Some(need) => Right::all()
+                .filter(|r| satisfies(RightSet::of(*r), need))
+                .collect(),
+            None => RightSet::EMPTY,
+        };
+        let vb_vs_va = set(&[
+            VoicemailProBasic,
+            VoicemailProStandard,
+            VoicemailProAdministrator,
+        ]);
+        assert_eq!(reads("voicemail.config.changed"), vb_vs_va);
+        assert_eq!(
+            reads("voicemail.security.changed"),
+            RightSet::of(VoicemailProAdministrator)
+        );
+        assert_eq!(
+            reads("voicemail.backup.done"),
+            set(&[VoicemailProBasic, VoicemailProStandard])
+        );
+        assert_eq!(reads("voicemail.*"), vb_vs_va);
+        assert_eq!(
+            reads("voicemail.security.*"),
+            RightSet::of(VoicemailProAdministrator)
+        );
+        assert_eq!(reads("cti.call.201"), RightSet::of(OneXCtiApi));
+        assert_eq!(reads("cti.*"), RightSet::of(OneXCtiApi));
+        assert_eq!(
+            reads("mediamanager.recordings.new"),
+            set(&[MediaManagerStandard, MediaManagerAdministrator])
+        );
+        assert_eq!(reads("nope.x"), RightSet::EMPTY);
+    }
+
+    #[test]
+    fn a_provider_needs_a_right_that_opens_some_operation() {
+        let c = Catalog::default();
+        use Right::*;
+        assert_eq!(
+            c.provider_need("onex-portal"),
+            Some(Need::AnyOf(set(&[
+                OneXPortalAdministrator,
+                OneXPortalSuperUser
+            ])))
+        );
+        assert_eq!(c.provider_need("cti"), Some(Need::Right(OneXCtiApi)));
+        assert_eq!(c.provider_need("admin"), None);
+        let names: Vec<_> = builtin_namespaces().collect();
+        assert_eq!(
+            names,
+            [
+                "cti",
+                "voicemail",
+                "onex-portal",
+                "webcontrol",
+                "webrtc",
+                "mediamanager",
+                "reporter"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_builtin_rule_parses_once_and_opens_something() {
+        let mut seen = std::collections::HashSet::new();
+        for r in RULES {
+            let p = Pattern::parse(r.pattern).unwrap();
+            assert_eq!(p.to_string(), r.pattern);
+            assert!(seen.insert(p), "{} twice", r.pattern);
+            assert!(!r.any_of.is_empty(), "{}", r.pattern);
+        }
+        assert_eq!(Catalog::default().rules().len(), RULES.len());
     }
 
     #[test]
@@ -585,14 +1187,23 @@ mod tests {
     #[test]
     fn admin_methods_need_the_management_rights() {
         let c = Catalog::default();
-        for (method, right) in [
-            ("admin.sessions.list", Right::ManagementApiRead),
-            ("admin.config.reload", Right::ManagementApiWrite),
-            ("admin.users.set_password", Right::WebControlSecurity),
-            ("admin.users.unlock", Right::WebControlSecurity),
+        // Reading is implied by the right that changes the same thing.
+        let read = Need::AnyOf(set(&[Right::ManagementApiRead, Right::ManagementApiWrite]));
+        for (method, need) in [
+            ("admin.sessions.list", read),
+            ("admin.config.get", read),
+            (
+                "admin.config.reload",
+                Need::Right(Right::ManagementApiWrite),
+            ),
+            (
+                "admin.users.set_password",
+                Need::Right(Right::WebControlSecurity),
+            ),
+            ("admin.users.unlock", Need::Right(Right::WebControlSecurity)),
         ] {
             let e = c.lookup(method).unwrap();
-            assert_eq!(e.need, Need::Right(right), "{method}");
+            assert_eq!(e.need, need, "{method}");
             let Target::Local(m) = e.target else {
                 panic!("{method} is routed")
             };

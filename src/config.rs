@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::catalog::{Catalog, Need, RESERVED};
+use crate::catalog::{Catalog, Pattern};
 use crate::rights::{Right, RightSet};
 
 /// A config problem, located where we can.
@@ -221,7 +221,10 @@ pub struct AdjunctSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CatalogSection {
-    namespace: Spanned<String>,
+    /// A namespace (the older spelling of `method = "ns"`).
+    namespace: Option<Spanned<String>>,
+    /// A method pattern: a namespace, a prefix ending in `.*`, or a method.
+    method: Option<Spanned<String>>,
     any_of: Vec<Spanned<String>>,
 }
 
@@ -616,6 +619,56 @@ impl Validator<'_> {
             .ok_or_else(|| self.at(name, format!("unknown service right {:?}", name.get_ref())))
     }
 
+    /// The `[[catalog]]` entries applied to the built-in catalog. Each may
+    /// add a namespace or a rule, or replace a built-in rule of the same
+    /// pattern; none may leave an operation reachable by no right.
+    fn catalog(&self, entries: &[CatalogSection]) -> Result<Catalog, ConfigError> {
+        let mut rules = Vec::new();
+        let mut seen = HashSet::new();
+        for c in entries {
+            let text = match (&c.namespace, &c.method) {
+                (Some(ns), None) if ns.get_ref().contains('.') => {
+                    return Err(self.at(
+                        ns,
+                        format!("catalog namespace {:?}: a namespace has no dot (use method = for a pattern)", ns.get_ref()),
+                    ))
+                }
+                (Some(t), None) | (None, Some(t)) => t,
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(self.err(
+                        c.any_of.first().map(|r| r.span().start),
+                        "a [[catalog]] entry names exactly one of method or namespace",
+                    ))
+                }
+            };
+            let pattern = Pattern::parse(text.get_ref())
+                .map_err(|e| self.at(text, format!("catalog: {e}")))?;
+            if !seen.insert(pattern.clone()) {
+                return Err(self.at(
+                    text,
+                    format!("catalog: {pattern} is already defined by another entry"),
+                ));
+            }
+            if c.any_of.is_empty() {
+                let message = match Catalog::builtin_under(&pattern) {
+                    Some(b) => format!(
+                        "catalog {pattern}: any_of is empty, which would make the built-in operation {} reachable by no right",
+                        b.pattern
+                    ),
+                    None => format!("catalog {pattern}: any_of is empty"),
+                };
+                return Err(self.at(text, message));
+            }
+            let set = c
+                .any_of
+                .iter()
+                .map(|r| self.right(r))
+                .collect::<Result<RightSet, _>>()?;
+            rules.push((pattern, set));
+        }
+        Ok(Catalog::new(rules))
+    }
+
     fn build(&self, raw: FileConfig) -> Result<Config, ConfigError> {
         let s = &raw.server;
         let listen: SocketAddr = s.listen.get_ref().parse().map_err(|_| {
@@ -698,42 +751,7 @@ impl Validator<'_> {
             });
         }
 
-        let mut extra = Vec::new();
-        let mut seen = HashSet::new();
-        for c in &raw.catalog {
-            let ns = c.namespace.get_ref();
-            if ns.is_empty()
-                || !ns
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
-            {
-                return Err(self.at(
-                    &c.namespace,
-                    format!("catalog namespace {ns:?} must be letters, digits, '_' or '-'"),
-                ));
-            }
-            if RESERVED.contains(&ns.as_str())
-                || Catalog::is_builtin_namespace(ns)
-                || !seen.insert(ns.clone())
-            {
-                return Err(self.at(
-                    &c.namespace,
-                    format!("catalog namespace {ns:?} is already defined"),
-                ));
-            }
-            if c.any_of.is_empty() {
-                return Err(self.at(
-                    &c.namespace,
-                    format!("catalog namespace {ns:?}: any_of is empty"),
-                ));
-            }
-            let set = c
-                .any_of
-                .iter()
-                .map(|r| self.right(r))
-                .collect::<Result<RightSet, _>>()?;
-            extra.push((ns.clone(), Need::AnyOf(set)));
-        }
+        let catalog = self.catalog(&raw.catalog)?;
 
         let turn = self.turn(
             &raw.turn,
@@ -864,7 +882,7 @@ impl Validator<'_> {
             turn,
             portal: raw.portal,
             adjunct: raw.adjunct,
-            catalog: Catalog::new(extra),
+            catalog,
             routing: raw.routing,
             limits: raw.limits,
             tls_client_ca: raw
@@ -1160,17 +1178,62 @@ mod tests {
     }
 
     #[test]
-    fn catalog_entries_cannot_shadow_builtins() {
-        let text = format!(
-            "{}\n[[catalog]]\nnamespace = \"cti\"\nany_of = [\"Voicemail Pro Basic\"]\n",
+    fn catalog_entries_override_and_add_rules_but_never_close_one() {
+        use crate::catalog::Need;
+        let entry = |key: &str, pattern: &str, any_of: &str| {
+            format!(
+                "{}\n[[catalog]]\n{key} = \"{pattern}\"\nany_of = [{any_of}]\n",
+                base()
+            )
+        };
+        // Tighten a built-in rule, add a namespace, add a rule below a built-in one.
+        let c = parse(&entry(
+            "method",
+            "voicemail.config.get",
+            "\"Voicemail Pro Administrator\"",
+        ))
+        .unwrap();
+        let get = c.catalog.lookup("voicemail.config.get").unwrap();
+        assert_eq!(get.need, Need::Right(Right::VoicemailProAdministrator));
+        let c = parse(&entry("namespace", "crm", "\"one-X CTI API\"")).unwrap();
+        assert_eq!(
+            c.catalog.provider_need("crm"),
+            Some(Need::Right(Right::OneXCtiApi))
+        );
+        let c = parse(&entry("method", "cti.admin.*", "\"Web Control Security\"")).unwrap();
+        let e = c.catalog.lookup("cti.admin.reset").unwrap();
+        assert_eq!(e.need, Need::Right(Right::WebControlSecurity));
+
+        for (key, pattern, want) in [
+            (
+                "method",
+                "voicemail.config.set",
+                "built-in operation voicemail.config.set reachable by no right",
+            ),
+            (
+                "method",
+                "voicemail.backup.*",
+                "built-in operation voicemail.backup.* reachable by no right",
+            ),
+            (
+                "method",
+                "cti.make_call",
+                "built-in operation cti.* reachable by no right",
+            ),
+            ("method", "crm.x", "any_of is empty"),
+            ("method", "admin.config.get", "reserved"),
+            ("method", "voicemail.*.get", "is not a method pattern"),
+            ("namespace", "cti.x", "a namespace has no dot"),
+        ] {
+            let err = parse(&entry(key, pattern, "")).unwrap_err().to_string();
+            assert!(err.contains(want), "{pattern}: {err}");
+            assert!(err.contains("gateway.toml:"), "{err}");
+        }
+        let twice = format!(
+            "{}\n[[catalog]]\nnamespace = \"cti\"\nany_of = [\"one-X CTI API\"]\n[[catalog]]\nmethod = \"cti.*\"\nany_of = [\"one-X CTI API\"]\n",
             base()
         );
-        assert!(parse(&text).is_err());
-        let text = format!(
-            "{}\n[[catalog]]\nnamespace = \"voicemail\"\nany_of = [\"Voicemail Pro Basic\"]\n",
-            base()
-        );
-        let c = parse(&text).unwrap();
-        assert!(c.catalog.namespace("voicemail").is_some());
+        let err = parse(&twice).unwrap_err().to_string();
+        assert!(err.contains("cti.* is already defined"), "{err}");
     }
 }

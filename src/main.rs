@@ -76,6 +76,17 @@ enum Command {
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
     },
+    /// Print, for each service right, every operation it opens and where it
+    /// may be called, then the rules (docs/RIGHTS.md is this output).
+    Catalog {
+        /// Print JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
+        /// Apply this config file's [[catalog]] entries (default: the
+        /// built-in catalog alone).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Log in to a gateway, call one method and print its result as JSON.
     /// The password comes from ADJUNCT_GATEWAY_PASSWORD, else a prompt.
     #[command(
@@ -134,6 +145,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Call(args) => call(args),
+        Command::Catalog { json, config } => catalog(json, config),
         Command::GenCert { out, hosts } => {
             let hosts = if hosts.is_empty() {
                 vec!["localhost".to_owned(), "127.0.0.1".to_owned()]
@@ -226,6 +238,24 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn catalog(json: bool, config: Option<PathBuf>) -> ExitCode {
+    use adjunct_gateway::catalog::{doc, Catalog};
+    let catalog = match config.map(|p| Config::load(&p)) {
+        None => Catalog::default(),
+        Some(Ok(c)) => c.catalog,
+        Some(Err(e)) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        println!("{:#}", doc::json(&catalog));
+    } else {
+        print!("{}", doc::text(&catalog));
+    }
+    ExitCode::SUCCESS
 }
 
 /// Builds a Tokio runtime, or says why not.

@@ -702,7 +702,14 @@ fn every_option_and_argument_of_every_subcommand_has_help() {
         .collect();
     assert_eq!(
         subcommands,
-        ["serve", "hash-password", "check-config", "gen-cert", "call"]
+        [
+            "serve",
+            "hash-password",
+            "check-config",
+            "gen-cert",
+            "catalog",
+            "call"
+        ]
     );
     // The parser sees a missing help: an entry alone on its line.
     assert_eq!(

@@ -17,9 +17,10 @@ pub(super) struct Namespaces {
     namespaces: Vec<String>,
 }
 
-/// The need of a routed namespace the session itself must meet to serve or publish it.
+/// The need of a routed namespace the session itself must meet to serve or
+/// publish in it: a right that opens some operation of it.
 fn namespace_need(ctx: &Ctx<'_>, snap: &Snapshot, ns: &str) -> Result<Need, RpcError> {
-    let need = snap.config.catalog.namespace(ns).ok_or_else(|| {
+    let need = snap.config.catalog.provider_need(ns).ok_or_else(|| {
         RpcError::invalid_params(format!(
             "namespace {:?} is not in the catalog",
             truncate(ns)
@@ -73,7 +74,14 @@ pub fn publish(ctx: &Ctx<'_>, snap: &Snapshot, params: Params<'_>) -> Result<Val
             truncate(&p.topic)
         )));
     }
-    let need = namespace_need(ctx, snap, broker::namespace(&p.topic))?;
+    namespace_need(ctx, snap, broker::namespace(&p.topic))?;
+    // Delivered to those who read what the topic concerns.
+    let need = snap.config.catalog.topic_need(&p.topic).ok_or_else(|| {
+        RpcError::invalid_params(format!(
+            "no catalog rule covers topic {:?}",
+            truncate(&p.topic)
+        ))
+    })?;
     let null = RawValue::NULL;
     let limits = &snap.config.limits;
     let fanout = ctx.gw.broker.publish(

@@ -1,5 +1,6 @@
-//! events.subscribe / unsubscribe. Each topic is gated by its namespace's
-//! need here (all or nothing), and again at every delivery by the broker.
+//! events.subscribe / unsubscribe. Each topic is gated here by the catalog's
+//! rule for reading what it concerns (all or nothing), and each event again
+//! at delivery by the broker.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -31,10 +32,16 @@ pub fn subscribe(ctx: &Ctx<'_>, snap: &Snapshot, params: Params<'_>) -> Result<V
             )));
         }
         let ns = broker::namespace(t);
-        let Some(need) = snap.config.catalog.namespace(ns) else {
+        if snap.config.catalog.provider_need(ns).is_none() {
             return Err(RpcError::invalid_params(format!(
                 "topic namespace {:?} is not in the catalog",
                 truncate(ns)
+            )));
+        }
+        let Some(need) = snap.config.catalog.topic_need(t) else {
+            return Err(RpcError::invalid_params(format!(
+                "no catalog rule covers topic {:?}",
+                truncate(t)
             )));
         };
         if !catalog::satisfies(rights, need) {

@@ -82,13 +82,18 @@ pub fn route(
     ctx: &mut Ctx<'_>,
     snap: &Snapshot,
     ns: &str,
-    need: Need,
     req: &Request<'_>,
     metrics: std::sync::Arc<crate::metrics::NamespaceMetrics>,
 ) -> Reply {
     let routed = Routed {
         ns,
-        need,
+        // Providers are chosen by what registering needs, not by the
+        // method's own rule: the caller's rights were judged by the gate.
+        need: snap
+            .config
+            .catalog
+            .provider_need(ns)
+            .unwrap_or(Need::Anonymous),
         method: &req.method,
         id: req.id,
         params: req.params,

@@ -62,6 +62,7 @@ pub fn example_provider_binary() -> &'static Path {
         let mut build = Command::new(cargo);
         build
             .args(["build", "--quiet", "--example", "cti_provider"])
+            .args(["--example", "voicemail_provider"])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         // What cargo sets for running this test is not the caller's
         // environment; left in, it would make build scripts (ring) rerun
