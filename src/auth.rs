@@ -15,9 +15,10 @@ use std::time::Instant;
 use crate::catalog::Endpoint;
 use crate::directory::{Account, LoginFailure};
 use crate::gateway::Gateway;
-use crate::hub::SessionHandle;
+pub use crate::hub::Granted;
+use crate::hub::{BindError, SessionHandle};
 use crate::metrics::Login;
-use crate::rights::{Right, RightSet};
+use crate::rights::Right;
 use crate::tls::ClientIdentity;
 
 /// What a peer offers.
@@ -42,16 +43,6 @@ impl Credential<'_> {
 pub struct Attempt {
     pub peer: SocketAddr,
     pub endpoint: Endpoint,
-}
-
-/// A user who may open a session now.
-#[derive(Debug, Clone)]
-pub struct Granted {
-    pub user: Arc<str>,
-    pub rights: RightSet,
-    /// The password the credential rests on (`Account::stamp`); 0 for a
-    /// certificate, which no password change affects.
-    pub stamp: u64,
 }
 
 /// Why an attempt was refused.
@@ -207,7 +198,12 @@ pub async fn authenticate(
 /// must not leave the session with rights (or a password) it no longer has.
 pub fn bind(gw: &Gateway, session: &SessionHandle, granted: &Granted) -> Result<(), Refused> {
     let limit = gw.snapshot().config.limits.max_connections_per_user;
-    if let Err(refused) = gw.hub.bind(session, granted, limit) {
+    if let Err(e) = gw.hub.bind(session, granted, limit) {
+        let refused = match e {
+            BindError::TooManySessions => Refused::TooManySessions,
+            // A concurrent login won the race; the gate normally stops this.
+            BindError::AlreadyBound => Refused::Failed,
+        };
         // Lost the user's last slot to a concurrent login since the check.
         let at = Attempt {
             peer: session.peer,

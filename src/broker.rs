@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::catalog::{self, Need};
 use crate::hub::SessionHandle;
-use crate::session::outbound::Guard;
+use crate::outbound::Guard;
 
 /// Longest topic or pattern accepted.
 pub const MAX_TOPIC_LEN: usize = 256;
@@ -88,7 +88,7 @@ impl Broker {
     pub fn publish(&self, topic: &str, data: &RawValue, delivery: &Delivery) -> Fanout {
         let mut text = String::with_capacity(64 + topic.len() + data.get().len());
         text.push_str("{\"jsonrpc\":\"2.0\",\"method\":\"event\",\"params\":{\"topic\":");
-        crate::router::push_json_str(&mut text, topic);
+        crate::util::push_json_str(&mut text, topic);
         text.push_str(",\"data\":");
         text.push_str(data.get());
         text.push_str("}}");

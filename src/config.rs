@@ -293,6 +293,15 @@ impl Default for Limits {
     }
 }
 
+/// The system's password complexity levels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Complexity {
+    Low,
+    Medium,
+    High,
+}
+
 /// `[security]`: brute-force protection, resume tokens, the administrator.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -313,7 +322,7 @@ pub struct Security {
     /// The built-in administrator account (the Server Administrator).
     pub administrator: String,
     /// Complexity rule for passwords set through the Management API.
-    pub password_complexity: crate::directory::Complexity,
+    pub password_complexity: Complexity,
 }
 
 impl Default for Security {
@@ -327,7 +336,7 @@ impl Default for Security {
             resume_token_secs: 86400,
             resume_key_file: PathBuf::from("resume.key"),
             administrator: "admin".into(),
-            password_complexity: crate::directory::Complexity::Medium,
+            password_complexity: Complexity::Medium,
         }
     }
 }

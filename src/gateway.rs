@@ -20,6 +20,7 @@ use crate::config::{Config, Limits};
 use crate::directory::{Directory, Verifier};
 use crate::hub::{Hub, SessionHandle};
 use crate::metrics::Metrics;
+pub use crate::metrics::Refusal;
 use crate::router::Router;
 use crate::tls::CertStore;
 
@@ -190,13 +191,6 @@ pub struct Admission {
     total: AtomicUsize,
     unauthenticated: AtomicUsize,
     per_ip: DashMap<IpAddr, usize>,
-}
-
-/// Why a new connection is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    AtCapacity,
-    TooManyFromAddress,
 }
 
 impl Admission {

@@ -14,9 +14,9 @@ use dashmap::DashMap;
 
 use crate::catalog::Endpoint;
 use crate::directory::Directory;
+use crate::outbound::Outbound;
 use crate::rights::{Right, RightSet};
 use crate::rpc::Close;
-use crate::session::outbound::Outbound;
 
 /// Set in the rights cell once the session has authenticated.
 const AUTHENTICATED: u32 = 1 << 31;
@@ -79,6 +79,25 @@ impl SessionHandle {
     }
 }
 
+/// A user who may open a session now.
+#[derive(Debug, Clone)]
+pub struct Granted {
+    pub user: Arc<str>,
+    pub rights: RightSet,
+    /// The password the credential rests on (`Account::stamp`); 0 for a
+    /// certificate, which no password change affects.
+    pub stamp: u64,
+}
+
+/// Why `Hub::bind` refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindError {
+    /// The user already holds the limit of sessions.
+    TooManySessions,
+    /// The session was already authenticated.
+    AlreadyBound,
+}
+
 /// A session closed by a rights change, for the audit trail.
 pub struct Revoked {
     pub session: Arc<SessionHandle>,
@@ -125,14 +144,14 @@ impl Hub {
     pub fn bind(
         &self,
         session: &SessionHandle,
-        granted: &crate::auth::Granted,
+        granted: &Granted,
         limit: usize,
-    ) -> Result<(), crate::auth::Refused> {
+    ) -> Result<(), BindError> {
         let user = &granted.user;
         {
             let mut n = self.per_user.entry(user.clone()).or_insert(0);
             if *n >= limit {
-                return Err(crate::auth::Refused::TooManySessions);
+                return Err(BindError::TooManySessions);
             }
             *n += 1;
         }
@@ -142,7 +161,7 @@ impl Hub {
         } else {
             // A concurrent login won the race; the gate normally stops this.
             self.release(user);
-            Err(crate::auth::Refused::Failed)
+            Err(BindError::AlreadyBound)
         }
     }
 

@@ -7,8 +7,9 @@
 //! - [`auth`]: every credential (password, resume token, client certificate)
 //!   checked in one place, with lockout and per-address throttling
 //!   ([`lockout`]) and tokens ([`resume`]).
-//! - [`session`]: one WebSocket: its loop, heartbeat, auth deadline, outbound
-//!   queue, close codes.
+//! - [`session`]: one WebSocket: its loop, heartbeat, auth deadline, close
+//!   codes; [`outbound`] is the queue other tasks write to it through,
+//!   [`rate`] its request budget.
 //! - [`dispatch`]: one frame: parse ([`rpc`]), look up ([`catalog`]), gate
 //!   ([`catalog::gate`]), then a handler in [`methods`] or a route to a provider.
 //! - [`router`]: routed requests to providers and their answers back;
@@ -51,7 +52,9 @@ pub mod jsonlog;
 pub mod lockout;
 pub mod methods;
 pub mod metrics;
+pub mod outbound;
 pub mod portal;
+pub mod rate;
 pub mod resume;
 pub mod rights;
 pub mod router;

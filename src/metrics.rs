@@ -24,10 +24,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::catalog::{self, Endpoint, Entry, Target};
-use crate::gateway::Refusal;
-use crate::methods::Reply;
 use crate::rights::Right;
-use crate::rpc::Code;
+use crate::rpc::{Code, Reply};
 
 mod exporter;
 pub mod exposition;
@@ -52,6 +50,13 @@ where
     C: MetricConstructor<M>,
 {
     family.get_or_create(&labels).clone()
+}
+
+/// Why a new connection is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    AtCapacity,
+    TooManyFromAddress,
 }
 
 /// How a login attempt ended.

@@ -23,8 +23,9 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::catalog::{self, Need};
 use crate::hub::SessionHandle;
 use crate::metrics::{NamespaceMetrics, RoutedEnd};
+use crate::outbound::Guard;
 use crate::rpc::{self, Code, RpcError};
-use crate::session::outbound::Guard;
+pub use crate::util::push_json_str;
 
 struct Pending {
     caller: Arc<SessionHandle>,
@@ -391,9 +392,4 @@ fn assemble(local: &[u8], routed: &[(usize, Option<Vec<u8>>)]) -> Vec<u8> {
     out.extend_from_slice(local.get(from..).unwrap_or_default());
     out.push(b']');
     out
-}
-
-/// Appends `s` as a JSON string literal.
-pub fn push_json_str(out: &mut String, s: &str) {
-    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
 }

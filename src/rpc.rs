@@ -430,6 +430,23 @@ pub fn notification(method: &str, params: &Value) -> String {
     serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params}).to_string()
 }
 
+/// A handler's answer.
+pub enum Reply {
+    Value(serde_json::Value),
+    Error(RpcError),
+    /// Answered later through the session's outbound queue (routed requests).
+    Later,
+}
+
+impl From<Result<serde_json::Value, RpcError>> for Reply {
+    fn from(r: Result<serde_json::Value, RpcError>) -> Reply {
+        match r {
+            Ok(v) => Reply::Value(v),
+            Err(e) => Reply::Error(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,13 +12,13 @@ use toml_edit::{value, DocumentMut, Table};
 
 use super::adjunct::truncate;
 use super::params::Params;
+use super::Ctx;
 use crate::admin::delegation::{self, Kind, Refusal};
 use crate::admin::edit::{self, EditError, Section};
 use crate::admin::{self, ChangeError, Committed};
 use crate::catalog::{Endpoint, Method};
 use crate::config::Config;
 use crate::directory::check_complexity;
-use crate::dispatch::Ctx;
 use crate::gateway::Snapshot;
 use crate::rights::Right;
 use crate::rpc::{Close, Code, RpcError};
