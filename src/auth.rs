@@ -138,6 +138,8 @@ pub async fn authenticate(
                 .as_ref()
                 .is_some_and(|a| gw.lockout.is_locked(a, now));
             let tripped = gw.lockout.failed(account.as_ref(), at.peer.ip(), now, sec);
+            // Guesses spread over nodes count once on every node.
+            gw.bus.login_failed(account.as_deref(), at.peer.ip());
             if locked {
                 audit(gw, at, claimed, how, Login::Locked, "account locked");
             } else {
@@ -169,7 +171,8 @@ pub async fn authenticate(
         );
         return Err(Refused::NoConnectionRight);
     }
-    if gw.hub.sessions_of(&name) >= now_snap.config.limits.max_connections_per_user {
+    let held = gw.hub.sessions_of(&name) + gw.bus.sessions_of(&name);
+    if held >= now_snap.config.limits.max_connections_per_user {
         audit(
             gw,
             at,
@@ -183,6 +186,7 @@ pub async fn authenticate(
     if matches!(cred, Credential::Password { .. }) {
         // Only the password resets its own failure count.
         gw.lockout.succeeded(&name);
+        gw.bus.login_ok(&name);
     }
     gw.metrics.login(Login::Ok);
     tracing::info!(target: "audit", event = "login", outcome = "ok", user = &*name, peer = %at.peer, endpoint = at.endpoint.name(), credential = how, "login succeeded");

@@ -63,6 +63,8 @@ struct FileConfig {
     admin: AdminSection,
     #[serde(default)]
     audit: AuditSection,
+    #[serde(default)]
+    cluster: ClusterSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -357,6 +359,58 @@ impl Default for AdminSection {
     }
 }
 
+/// `[cluster]`: how this node reaches the other nodes through NATS
+/// (docs/CLUSTER.md). Node-local; never shared and never logged whole.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// NATS server URLs (`nats://` or `tls://`); empty: a single node.
+    pub nats: Vec<String>,
+    /// This node's name, unique in the cluster (default: the host name).
+    pub node: String,
+    /// Subject and bucket prefix, so several clusters can share one NATS.
+    pub prefix: String,
+    /// NATS user name (with `nats_password_file`).
+    pub nats_user: Option<String>,
+    /// File holding the NATS password (relative to the config file).
+    pub nats_password_file: Option<PathBuf>,
+    /// A NATS `.creds` file (JWT and NKey seed).
+    pub nats_creds_file: Option<PathBuf>,
+    /// CA certificate(s) that sign the NATS servers' certificates.
+    pub nats_ca: Option<PathBuf>,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            nats: Vec::new(),
+            node: host_name(),
+            prefix: "agw".into(),
+            nats_user: None,
+            nats_password_file: None,
+            nats_creds_file: None,
+            nats_ca: None,
+        }
+    }
+}
+
+/// The host name (Linux), or "gateway".
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "gateway".into())
+}
+
+/// A NATS subject token or bucket-name part: letters, digits, `-`, `_`.
+pub fn valid_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// `[audit]`: the security audit trail as JSON lines.
 #[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -462,6 +516,7 @@ pub struct Config {
     pub security: Security,
     pub admin: AdminSection,
     pub audit: AuditSection,
+    pub cluster: ClusterSection,
     /// The text this config was read from, and its revision.
     pub source: Source,
 }
@@ -490,6 +545,12 @@ impl Source {
     /// See [`revision_of`].
     pub fn revision(&self) -> &str {
         &self.revision
+    }
+
+    /// In a cluster the revision is the shared configuration's revision
+    /// in NATS, not a hash of the text.
+    pub fn set_revision(&mut self, revision: String) {
+        self.revision = revision;
     }
 }
 
@@ -805,6 +866,45 @@ impl Validator<'_> {
         if raw.audit.max_bytes < 4096 {
             return Err(self.err(None, "[audit] max_bytes must be at least 4096"));
         }
+        let c = &raw.cluster;
+        if !c.nats.is_empty() {
+            // The node name becomes a subject token; a dot or space in it
+            // would route one node's traffic to another's subjects.
+            if !valid_token(&c.node) {
+                return Err(self.err(None, format!("[cluster] node: {:?} must be 1-64 letters, digits, '-' or '_' (it becomes a NATS subject token)", c.node)));
+            }
+            if !valid_token(&c.prefix) {
+                return Err(self.err(
+                    None,
+                    format!(
+                        "[cluster] prefix: {:?} must be 1-64 letters, digits, '-' or '_'",
+                        c.prefix
+                    ),
+                ));
+            }
+            if let Some(bad) = c
+                .nats
+                .iter()
+                .find(|u| !(u.starts_with("nats://") || u.starts_with("tls://")))
+            {
+                return Err(self.err(
+                    None,
+                    format!("[cluster] nats: {bad:?} must start with nats:// or tls://"),
+                ));
+            }
+            if c.nats_user.is_some() != c.nats_password_file.is_some() {
+                return Err(self.err(
+                    None,
+                    "[cluster] nats_user and nats_password_file go together",
+                ));
+            }
+            if c.nats_user.is_some() && c.nats_creds_file.is_some() {
+                return Err(self.err(
+                    None,
+                    "[cluster] give nats_user/nats_password_file or nats_creds_file, not both",
+                ));
+            }
+        }
         if raw.routing.request_timeout_ms == 0 {
             return Err(self.err(None, "[routing] request_timeout_ms must be at least 1"));
         }
@@ -838,6 +938,20 @@ impl Validator<'_> {
             audit: AuditSection {
                 file: raw.audit.file.as_ref().map(|f| self.resolve(f)),
                 ..raw.audit
+            },
+            cluster: ClusterSection {
+                nats_password_file: raw
+                    .cluster
+                    .nats_password_file
+                    .as_ref()
+                    .map(|p| self.resolve(p)),
+                nats_creds_file: raw
+                    .cluster
+                    .nats_creds_file
+                    .as_ref()
+                    .map(|p| self.resolve(p)),
+                nats_ca: raw.cluster.nats_ca.as_ref().map(|p| self.resolve(p)),
+                ..raw.cluster
             },
             source: Source::new(self.text),
         })

@@ -16,6 +16,7 @@ use arc_swap::{ArcSwap, Guard};
 use dashmap::DashMap;
 
 use crate::broker::Broker;
+use crate::bus::Bus;
 use crate::config::{Config, Limits};
 use crate::directory::{Directory, Verifier};
 use crate::hub::{Hub, SessionHandle};
@@ -54,6 +55,8 @@ pub struct Gateway {
     /// Resume-token key; read once at start (a new key file needs a restart).
     pub resume: crate::resume::ResumeKey,
     pub metrics: Metrics,
+    /// What crosses nodes (a single node: [`crate::bus::Local`]).
+    pub bus: Arc<dyn Bus>,
     /// Management API writes and reloads by API: one at a time, a few
     /// waiting, the rest refused (-32029) instead of piling up threads.
     pub writes: crate::bounded::Line,
@@ -70,21 +73,32 @@ pub struct ReloadReport {
 }
 
 impl Gateway {
-    /// Builds the shared state from a validated config (reads the TLS files).
+    /// Builds the shared state of a single node from a validated config
+    /// (reads the TLS files).
     pub fn new(config: Config) -> anyhow::Result<Arc<Gateway>> {
+        let bus = crate::bus::Local::bus(&config.cluster.node);
+        Gateway::with_bus(config, bus)
+    }
+
+    /// Builds the shared state over `bus` (the caller starts the bus).
+    pub fn with_bus(config: Config, bus: Arc<dyn Bus>) -> anyhow::Result<Arc<Gateway>> {
         crate::tls::install_provider();
         let key = crate::tls::load_certified_key(&config.tls_cert, &config.tls_key)
             .map_err(anyhow::Error::msg)?;
         let certs = CertStore::new(key);
         let tls = crate::tls::server_config(certs.clone(), config.tls_client_ca.as_deref())
             .map_err(anyhow::Error::msg)?;
-        let resume = crate::resume::ResumeKey::load_or_create(&config.security.resume_key_file)?;
+        // A cluster shares one key, so a token works on every node.
+        let resume = match bus.resume_key() {
+            Some(key) => crate::resume::ResumeKey::from_bytes(&key)?,
+            None => crate::resume::ResumeKey::load_or_create(&config.security.resume_key_file)?,
+        };
         Ok(Arc::new(Gateway {
             config_path: config.path.clone(),
             snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
             hub: Hub::default(),
-            router: Router::default(),
-            broker: Broker::default(),
+            router: Router::new(bus.clone()),
+            broker: Broker::new(bus.clone()),
             verifier: Verifier::new(Verifier::default_workers()),
             certs,
             tls: ArcSwap::new(tls),
@@ -92,6 +106,7 @@ impl Gateway {
             lockout: crate::lockout::Lockout::default(),
             resume,
             metrics: Metrics::new(),
+            bus,
             writes: crate::bounded::Line::new(1, MAX_WRITES_WAITING),
             reload_lock: parking_lot::Mutex::new(()),
         }))
@@ -126,7 +141,10 @@ impl Gateway {
 
     fn try_reload(&self) -> Result<ReloadReport, String> {
         let serial = self.config_lock();
-        let config = Config::load(&self.config_path).map_err(|e| e.to_string())?;
+        let config = self
+            .bus
+            .load(&self.config_path)
+            .map_err(|e| e.to_string())?;
         let key = crate::tls::load_certified_key(&config.tls_cert, &config.tls_key)?;
         let old = self.snapshot();
         let listen_changed =

@@ -57,6 +57,23 @@ impl SessionHandle {
         self.stamp.load(Ordering::Acquire)
     }
 
+    /// The session as `admin.sessions.list` shows it, on node `node`.
+    pub fn describe(&self, node: &str) -> serde_json::Value {
+        let connected_at = self
+            .connected_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        serde_json::json!({
+            "sessionId": self.id_string(),
+            "user": self.user().map(|u| &**u),
+            "endpoint": self.endpoint.name(),
+            "peer": self.peer.to_string(),
+            "connectedAt": connected_at,
+            "rights": self.rights().unwrap_or_default().names(),
+            "node": node,
+        })
+    }
+
     /// Current rights, or `None` before authentication.
     pub fn rights(&self) -> Option<RightSet> {
         let cell = self.rights.load(Ordering::Acquire);

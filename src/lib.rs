@@ -40,8 +40,10 @@ pub mod audit;
 pub mod auth;
 pub mod bounded;
 pub mod broker;
+pub mod bus;
 pub mod call;
 pub mod catalog;
+pub mod cluster;
 pub mod config;
 pub mod directory;
 pub mod dispatch;
@@ -53,6 +55,7 @@ pub mod lockout;
 pub mod methods;
 pub mod metrics;
 pub mod outbound;
+pub mod persist;
 pub mod portal;
 pub mod rate;
 pub mod resume;
@@ -93,6 +96,7 @@ impl Running {
             let _ = stop.send(());
         }
         let _ = (&mut self.task).await;
+        self.gateway.bus.stop();
         if let Some(exporter) = self.exporter.take() {
             exporter.abort();
         }
@@ -131,7 +135,7 @@ async fn start_exporter(
 
 /// Binds `[server] listen` and serves in a spawned task.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let gateway = Gateway::new(config)?;
+    let gateway = cluster::join(config).await?;
     let server = bind_server(&gateway).await?;
     let addr = server.local_addr()?;
     let (admin_addr, exporter) = start_exporter(&gateway).await?;
@@ -158,7 +162,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     audit::global()
         .configure(&config.audit)
         .map_err(|e| anyhow::anyhow!("[audit] file: {e}"))?;
-    let gateway = Gateway::new(config)?;
+    let gateway = cluster::join(config).await?;
     let server = bind_server(&gateway).await?;
     let (admin_addr, exporter) = start_exporter(&gateway).await?;
     let Signals { hangup, shutdown } = signals;
@@ -168,6 +172,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(addr = %server.local_addr()?, "listening");
     server.run(shutdown).await;
+    gateway.bus.stop();
     reloader.abort();
     if let Some(exporter) = exporter {
         exporter.abort();

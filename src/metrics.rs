@@ -214,6 +214,7 @@ struct Inner {
     tls_failures: Counter,
     refused: [Counter; 2],
     reloads: [Counter; 2],
+    cluster_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -348,6 +349,13 @@ impl Metrics {
         );
         let reloads = ["ok", "refused"].map(|o| series(&reloads, [label("outcome", o)]));
 
+        let cluster_up = Gauge::default();
+        registry.register(
+            "cluster_up",
+            "1 while this node reaches the cluster through NATS; 0 while it does not, or when it runs alone",
+            cluster_up.clone(),
+        );
+
         let metrics = Metrics(Arc::new(Inner {
             registry: root,
             sessions,
@@ -365,6 +373,7 @@ impl Metrics {
             tls_failures,
             refused,
             reloads,
+            cluster_up,
         }));
         for ns in catalog::builtin_namespaces() {
             metrics.namespace(ns);
@@ -488,6 +497,11 @@ impl Metrics {
 
     pub fn reload(&self, ok: bool) {
         self.0.reloads[usize::from(!ok)].inc();
+    }
+
+    /// The cluster became reachable or not.
+    pub fn cluster_up(&self, up: bool) {
+        self.0.cluster_up.set(i64::from(up));
     }
 }
 

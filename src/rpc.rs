@@ -26,6 +26,7 @@ pub enum Code {
     TooManySessions,
     StaleRevision,
     RateLimited,
+    ClusterUnavailable,
 }
 
 impl Code {
@@ -45,6 +46,7 @@ impl Code {
             Code::TooManySessions => -32007,
             Code::StaleRevision => -32040,
             Code::RateLimited => -32029,
+            Code::ClusterUnavailable => -32050,
         }
     }
 
@@ -64,6 +66,7 @@ impl Code {
             Code::TooManySessions => "too many sessions for this user",
             Code::StaleRevision => "stale revision",
             Code::RateLimited => "rate limited",
+            Code::ClusterUnavailable => "cluster unavailable",
         }
     }
 }

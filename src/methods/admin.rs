@@ -16,6 +16,7 @@ use super::Ctx;
 use crate::admin::delegation::{self, Kind, Refusal};
 use crate::admin::edit::{self, EditError, Section};
 use crate::admin::{self, ChangeError, Committed};
+use crate::bus::Closed;
 use crate::catalog::{Endpoint, Method};
 use crate::config::Config;
 use crate::directory::check_complexity;
@@ -38,7 +39,7 @@ pub(super) struct SessionFilter {
     endpoint: Option<String>,
 }
 
-pub fn sessions_list(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
+pub async fn sessions_list(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
     let f: SessionFilter = params.decode()?;
     let endpoint = match f.endpoint.as_deref() {
         None => None,
@@ -50,31 +51,20 @@ pub fn sessions_list(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcErro
             ))
         }
     };
-    let mut sessions = ctx.gw.hub.list();
-    sessions.retain(|s| {
-        endpoint.is_none_or(|e| s.endpoint == e)
-            && f.user
-                .as_deref()
-                .is_none_or(|u| s.user().is_some_and(|n| **n == *u))
+    let node = ctx.gw.bus.node();
+    let mut list: Vec<Value> = ctx.gw.hub.list().iter().map(|s| s.describe(node)).collect();
+    // The other nodes' sessions (none on a single node).
+    list.extend(ctx.gw.bus.sessions().await);
+    list.retain(|s| {
+        endpoint.is_none_or(|e| s["endpoint"] == e.name())
+            && f.user.as_deref().is_none_or(|u| s["user"] == u)
     });
-    sessions.sort_by_key(|s| (s.connected_at, s.id));
-    let list: Vec<Value> = sessions
-        .iter()
-        .map(|s| {
-            let connected_at = s
-                .connected_at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            json!({
-                "sessionId": s.id_string(),
-                "user": s.user().map(|u| &**u),
-                "endpoint": s.endpoint.name(),
-                "peer": s.peer.to_string(),
-                "connectedAt": connected_at,
-                "rights": s.rights().unwrap_or_default().names(),
-            })
-        })
-        .collect();
+    list.sort_by_key(|s| {
+        (
+            s["connectedAt"].as_u64().unwrap_or(0),
+            s["sessionId"].as_str().unwrap_or_default().to_owned(),
+        )
+    });
     Ok(json!({ "sessions": list }))
 }
 
@@ -170,17 +160,47 @@ pub(super) struct CloseParams {
 
 /// Closes a session with 1008 `closed by administrator`. Closing reaches
 /// into the session's rights, so the actor must hold all of them.
-pub fn sessions_close(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
+pub async fn sessions_close(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
     let p: CloseParams = params.decode()?;
-    let target = u64::from_str_radix(&p.session_id, 16)
+    let no_such =
+        || RpcError::invalid_params(format!("no live session {:?}", truncate(&p.session_id)));
+    let id = u64::from_str_radix(&p.session_id, 16)
         .ok()
         .filter(|_| p.session_id.len() == 16)
-        .and_then(|id| ctx.gw.hub.get(id))
-        .ok_or_else(|| {
-            RpcError::invalid_params(format!("no live session {:?}", truncate(&p.session_id)))
-        })?;
+        .ok_or_else(no_such)?;
     let (method, _) = crate::catalog::method_entry(Method::AdminSessionsClose);
     let actor = ctx.session.rights().unwrap_or_default();
+    let reason: Option<String> = p.reason.as_ref().map(|r| r.chars().take(256).collect());
+    let s = ctx.session;
+    let Some(target) = ctx.gw.hub.get(id) else {
+        // Another node's session: that node checks the rights and closes it.
+        return match ctx.gw.bus.close(id, actor).await {
+            None => Err(no_such()),
+            Some(Closed::Refused(right)) => {
+                let refusal = Refusal::Lacks {
+                    right,
+                    kind: Kind::Session,
+                    name: p.session_id.clone(),
+                };
+                admin::audit_refused(s, method, &refusal);
+                Err(refused(&refusal))
+            }
+            Some(Closed::Closed) => {
+                tracing::warn!(
+                    target: "audit",
+                    event = "admin_session_closed",
+                    user = s.user().map_or("", |u| &**u),
+                    peer = %s.peer,
+                    endpoint = s.endpoint.name(),
+                    session = %s.id_string(),
+                    closed_session = p.session_id.as_str(),
+                    reason = reason.as_deref(),
+                    "session on another node closed by an administrator"
+                );
+                Ok(json!({ "closed": p.session_id }))
+            }
+        };
+    };
     let held = target.rights().unwrap_or_default();
     if let Err(right) = delegation::may_manage(actor, held, held) {
         let refusal = Refusal::Lacks {
@@ -194,8 +214,6 @@ pub fn sessions_close(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcErr
     target
         .outbound
         .close(Close::Policy, "closed by administrator");
-    let reason: Option<String> = p.reason.map(|r| r.chars().take(256).collect());
-    let s = ctx.session;
     tracing::warn!(
         target: "audit",
         event = "admin_session_closed",
@@ -300,6 +318,7 @@ fn change_error(e: ChangeError, method: Method) -> RpcError {
             crate::catalog::Need::Right(r) => RpcError::forbidden(r),
             _ => RpcError::new(Code::Forbidden),
         },
+        ChangeError::Unavailable => RpcError::new(Code::ClusterUnavailable),
         ChangeError::Io(e) => {
             tracing::error!(error = %e, "cannot read or write the config file");
             RpcError::with_message(

@@ -114,6 +114,7 @@ fn identity(snap: &Snapshot, ctx: &Ctx<'_>, with_endpoint: bool) -> Value {
     });
     if with_endpoint {
         v["endpoint"] = json!(s.endpoint.name());
+        v["node"] = json!(ctx.gw.bus.node());
     }
     v
 }
