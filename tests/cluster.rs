@@ -572,3 +572,117 @@ async fn try_start(extra: &str) -> Option<TestGateway> {
         addr,
     })
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_dies_fails_what_it_served_and_its_clients_resume_elsewhere() {
+    let nats = NatsServer::single();
+    let nodes = three_nodes(&[nats.url()]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut prov = provider(a).await;
+    let mut caller = b.login("/portal", "portal1", PORTAL_PW).await;
+    let mut on_a = a.ws("/portal", &[]).await.unwrap();
+    let token = on_a
+        .ok("session.login", json!({"user": "cti1", "password": CTI_PW}))
+        .await["resumeToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    caller
+        .send_text(r#"{"jsonrpc":"2.0","id":"p","method":"cti.make_call","params":{}}"#)
+        .await;
+    assert_eq!(prov.recv().await["method"], "cti.make_call");
+    // Node a stops answering the cluster (as if killed): its provider
+    // session stays open, but the caller on b must not wait 5 s.
+    a.gateway().bus.stop();
+    let v = caller
+        .recv_within(Duration::from_secs(3))
+        .await
+        .expect("an answer before the routed timeout");
+    assert_eq!((v["id"].clone(), code(&v)), (json!("p"), NO_PROVIDER));
+    // a's client comes back through the balancer to b with its token.
+    let mut on_b = b.ws("/portal", &[]).await.unwrap();
+    let r = on_b.ok("session.resume", json!({"token": token})).await;
+    assert_eq!(r["user"], "cti1");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_delivering_node_checks_rights_after_an_admin_change_elsewhere() {
+    let nats = NatsServer::single();
+    let nodes = three_nodes(&[nats.url()]).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let mut publisher = provider(a).await;
+    let mut sub = c.login("/portal", "portal1", PORTAL_PW).await;
+    sub.ok("events.subscribe", json!({"topics": ["cti.*"]}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publisher
+        .ok("adjunct.publish", json!({"topic": "cti.x", "data": 1}))
+        .await;
+    assert_eq!(sub.recv().await["params"]["data"], 1);
+
+    // On b, Portal Users lose one-X CTI API; portal1's session on c stays
+    // (it still may connect) but gets no more cti events.
+    let mut admin = b.login("/portal", "admin", ADMIN_PW).await;
+    let rev = admin.ok("admin.groups.list", json!(null)).await["revision"].clone();
+    let r = admin
+        .ok(
+            "admin.groups.update",
+            json!({"revision": rev, "name": "Portal Users", "rights": ["TURN Server Connection"]}),
+        )
+        .await;
+    let after = r["revision"].as_str().unwrap().to_owned();
+    assert!(eventually(|| revision_of(c) == after).await);
+    publisher
+        .ok("adjunct.publish", json!({"topic": "cti.x", "data": 2}))
+        .await;
+    assert!(
+        sub.recv_within(Duration::from_millis(700)).await.is_none(),
+        "no event without the right"
+    );
+    assert_eq!(sub.ok("session.ping", json!(null)).await, json!({}));
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_export_and_status_read_the_cluster() {
+    let nats = NatsServer::single();
+    let nodes = three_nodes(&[nats.url()]).await;
+    let bin = env!("CARGO_BIN_EXE_adjunct-gateway");
+    let path = nodes[0].config_path.clone();
+    let out = tokio::process::Command::new(bin)
+        .args(["cluster", "status", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for node in ["a", "b", "c"] {
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().next() == Some(node)),
+            "{node} in {text}"
+        );
+    }
+    let out = tokio::process::Command::new(bin)
+        .args(["cluster", "export", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let shared = String::from_utf8_lossy(&out.stdout);
+    assert!(shared.contains("[[service_user]]") && !shared.contains("[cluster]"));
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

@@ -47,7 +47,7 @@ fn nats_missing() -> Option<String> {
         .ok();
     let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
     let version = text.as_deref().and_then(|t| {
-        let v = t.split('v').nth(1)?;
+        let v = t.rsplit('v').next()?;
         let mut parts = v.trim().split('.').map(|p| p.parse::<u32>().ok());
         Some((parts.next()??, parts.next()??))
     });
