@@ -470,6 +470,13 @@ async fn with_nats_down_nodes_serve_their_own_sessions_and_refuse_admin_writes()
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(ok, "admin writes work again after NATS is back");
+    // The other nodes watch again and install the new revision.
+    let after = revision_of(a);
+    let b = &nodes[1];
+    assert!(
+        eventually(|| revision_of(b) == after).await,
+        "b installs {after}"
+    );
     for n in nodes {
         n.shutdown().await;
     }

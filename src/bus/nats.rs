@@ -126,13 +126,23 @@ async fn bucket(client: &Client, prefix: &str) -> anyhow::Result<Store> {
     if let Ok(kv) = js.get_key_value(&name).await {
         return Ok(kv);
     }
-    let created = js
-        .create_key_value(kv::Config {
+    // Three replicas where JetStream has three servers, else one.
+    let mut created = Err(None);
+    for replicas in [3, 1] {
+        let config = kv::Config {
             bucket: name.clone(),
             history: 16,
+            num_replicas: replicas,
             ..Default::default()
-        })
-        .await;
+        };
+        match js.create_key_value(config).await {
+            Ok(kv) => {
+                created = Ok(kv);
+                break;
+            }
+            Err(e) => created = Err(Some(e)),
+        }
+    }
     match created {
         Ok(kv) => Ok(kv),
         // A node racing us created it first.
