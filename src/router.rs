@@ -168,31 +168,7 @@ impl Router {
         out.push_str("{\"jsonrpc\":\"2.0\",");
         let mut gid = None;
         if let Some(caller_id) = r.id {
-            if caller.waiting.load(Ordering::Acquire) as usize >= r.max_pending {
-                return Err(RpcError::new(Code::TooManyPending));
-            }
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-            caller.waiting.fetch_add(1, Ordering::AcqRel);
-            provider.serving.fetch_add(1, Ordering::AcqRel);
-            let started = Instant::now();
-            let batch = r.batch.map(|(gather, at)| {
-                let slot = gather.owe(at);
-                (gather, slot)
-            });
-            self.pending.insert(
-                id,
-                Pending {
-                    caller: Caller::Local {
-                        session: caller.clone(),
-                        id: caller_id.to_owned(),
-                        metrics: r.metrics.clone(),
-                        batch,
-                    },
-                    provider: Provider::Local(provider.clone()),
-                    deadline: started + r.timeout,
-                    started,
-                },
-            );
+            let id = self.wait(caller, caller_id, &r, Provider::Local(provider.clone()))?;
             out.push_str("\"id\":");
             out.push_str(&id.to_string());
             out.push(',');
@@ -228,6 +204,45 @@ impl Router {
         Ok(())
     }
 
+    /// Notes a caller's request as pending with `provider`; returns its
+    /// gateway id, or -32006 past the caller's pending bound.
+    fn wait(
+        &self,
+        caller: &Arc<SessionHandle>,
+        caller_id: &RawValue,
+        r: &Routed<'_>,
+        provider: Provider,
+    ) -> Result<u64, RpcError> {
+        if caller.waiting.load(Ordering::Acquire) as usize >= r.max_pending {
+            return Err(RpcError::new(Code::TooManyPending));
+        }
+        let gid = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        caller.waiting.fetch_add(1, Ordering::AcqRel);
+        if let Provider::Local(p) = &provider {
+            p.serving.fetch_add(1, Ordering::AcqRel);
+        }
+        let started = Instant::now();
+        let batch = r.batch.clone().map(|(gather, at)| {
+            let slot = gather.owe(at);
+            (gather, slot)
+        });
+        self.pending.insert(
+            gid,
+            Pending {
+                caller: Caller::Local {
+                    session: caller.clone(),
+                    id: caller_id.to_owned(),
+                    metrics: r.metrics.clone(),
+                    batch,
+                },
+                provider,
+                deadline: started + r.timeout,
+                started,
+            },
+        );
+        Ok(gid)
+    }
+
     /// This node's provider of `ns` with the fewest pending requests.
     fn pick(&self, ns: &str, need: Need) -> Option<Arc<SessionHandle>> {
         let map = self.providers.read();
@@ -250,30 +265,7 @@ impl Router {
             self.bus.notify(r.ns, body);
             return Ok(());
         };
-        if caller.waiting.load(Ordering::Acquire) as usize >= r.max_pending {
-            return Err(RpcError::new(Code::TooManyPending));
-        }
-        let gid = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        caller.waiting.fetch_add(1, Ordering::AcqRel);
-        let started = Instant::now();
-        let batch = r.batch.map(|(gather, at)| {
-            let slot = gather.owe(at);
-            (gather, slot)
-        });
-        self.pending.insert(
-            gid,
-            Pending {
-                caller: Caller::Local {
-                    session: caller.clone(),
-                    id: caller_id.to_owned(),
-                    metrics: r.metrics.clone(),
-                    batch,
-                },
-                provider: Provider::Remote(None),
-                deadline: started + r.timeout,
-                started,
-            },
-        );
+        let gid = self.wait(caller, caller_id, &r, Provider::Remote(None))?;
         self.bus.route(r.ns, gid, r.timeout, body);
         Ok(())
     }

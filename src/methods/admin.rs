@@ -21,6 +21,7 @@ use crate::catalog::{Endpoint, Method};
 use crate::config::Config;
 use crate::directory::check_complexity;
 use crate::gateway::Snapshot;
+use crate::hub::SessionHandle;
 use crate::rights::Right;
 use crate::rpc::{Close, Code, RpcError};
 
@@ -186,17 +187,7 @@ pub async fn sessions_close(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, 
                 Err(refused(&refusal))
             }
             Some(Closed::Closed) => {
-                tracing::warn!(
-                    target: "audit",
-                    event = "admin_session_closed",
-                    user = s.user().map_or("", |u| &**u),
-                    peer = %s.peer,
-                    endpoint = s.endpoint.name(),
-                    session = %s.id_string(),
-                    closed_session = p.session_id.as_str(),
-                    reason = reason.as_deref(),
-                    "session on another node closed by an administrator"
-                );
+                audit_closed(s, &p.session_id, None, reason.as_deref());
                 Ok(json!({ "closed": p.session_id }))
             }
         };
@@ -214,6 +205,19 @@ pub async fn sessions_close(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, 
     target
         .outbound
         .close(Close::Policy, "closed by administrator");
+    let user = target.user().map(|u| &**u);
+    audit_closed(
+        s,
+        &target.id_string(),
+        Some(user.unwrap_or("")),
+        reason.as_deref(),
+    );
+    Ok(json!({ "closed": target.id_string() }))
+}
+
+/// The audit line of a session an administrator closed (on this node or,
+/// without its user known here, on another).
+fn audit_closed(s: &SessionHandle, closed: &str, closed_user: Option<&str>, reason: Option<&str>) {
     tracing::warn!(
         target: "audit",
         event = "admin_session_closed",
@@ -221,12 +225,11 @@ pub async fn sessions_close(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, 
         peer = %s.peer,
         endpoint = s.endpoint.name(),
         session = %s.id_string(),
-        closed_session = %target.id_string(),
-        closed_user = target.user().map_or("", |u| &**u),
-        reason = reason.as_deref(),
+        closed_session = closed,
+        closed_user,
+        reason,
         "session closed by an administrator"
     );
-    Ok(json!({ "closed": target.id_string() }))
 }
 
 /// The SIGHUP path, for operators without a shell on the gateway host.
