@@ -146,11 +146,11 @@ impl Inbound for Node {
             Ok(mut config) => {
                 config.source.set_revision(revision.to_string());
                 let revoked = gw.install(&serial, config);
-                tracing::info!(target: "audit", event = "reload", outcome = "ok", revision, revoked, "shared configuration installed from the cluster");
+                tracing::info!(target: "audit", event = "reload", outcome = "ok", revision = %revision, revoked, "shared configuration installed from the cluster");
             }
             Err(e) => {
                 gw.metrics.reload(false);
-                tracing::error!(target: "audit", event = "reload", outcome = "refused", revision, error = %e, "shared configuration from the cluster refused; the old one stays");
+                tracing::error!(target: "audit", event = "reload", outcome = "refused", revision = %revision, error = %e, "shared configuration from the cluster refused; the old one stays");
             }
         }
     }
