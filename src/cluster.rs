@@ -36,6 +36,14 @@ pub async fn join(config: Config) -> anyhow::Result<Arc<Gateway>> {
     Ok(gw)
 }
 
+/// Whether `tail` (a JSON object's members and its closing brace, as nodes
+/// send them) makes a JSON object: what reaches a client from another node
+/// is JSON whatever that node sent.
+fn well_formed(tail: &str) -> bool {
+    let object = format!("{{{tail}");
+    serde_json::from_str::<serde::de::IgnoredAny>(&object).is_ok()
+}
+
 /// The gateway as the bus sees it (weak: the bus must not keep it alive).
 struct Node(Weak<Gateway>);
 
@@ -47,6 +55,9 @@ impl Node {
 
 impl Inbound for Node {
     fn request(&self, ns: &str, from: Origin, body: &str) -> Result<(), &'static str> {
+        if !well_formed(body) {
+            return Err("malformed request");
+        }
         let gw = self.gw().ok_or("no provider")?;
         let snap = gw.snapshot();
         let need = snap.config.catalog.namespace(ns).ok_or("no provider")?;
@@ -62,6 +73,9 @@ impl Inbound for Node {
     }
 
     fn notify(&self, ns: &str, body: &str) {
+        if !well_formed(body) {
+            return;
+        }
         let Some(gw) = self.gw() else { return };
         let snap = gw.snapshot();
         if let Some(need) = snap.config.catalog.namespace(ns) {
@@ -77,6 +91,10 @@ impl Inbound for Node {
     }
 
     fn answer(&self, node: &str, gid: u64, fragment: &str) {
+        if !well_formed(&format!("{fragment}}}")) {
+            tracing::debug!(node, "malformed answer from another node dropped");
+            return;
+        }
         if let Some(gw) = self.gw() {
             gw.router.answer_remote(node, gid, fragment);
         }
