@@ -286,6 +286,15 @@ async fn events_cross_nodes_with_rights_checked_where_delivered_and_sessions_lis
         .recv_within(Duration::from_millis(400))
         .await
         .is_none());
+    // Events from one publisher arrive on another node in publish order.
+    for i in 0..20 {
+        publisher
+            .send_text(json!({"jsonrpc": "2.0", "method": "adjunct.publish", "params": {"topic": "cti.call.9", "data": i}}).to_string())
+            .await;
+    }
+    for i in 0..20 {
+        assert_eq!(sub_b.recv().await["params"]["data"], i);
+    }
 
     // The whole cluster's sessions, each with its node.
     let mut admin = a.login("/portal", "admin", ADMIN_PW).await;

@@ -45,6 +45,8 @@ const ACCEPT_WITHIN: Duration = Duration::from_secs(1);
 const GATHER_WITHIN: Duration = Duration::from_millis(500);
 /// How long an admin write waits for the key-value store.
 const WRITE_WITHIN: Duration = Duration::from_secs(3);
+/// Messages waiting for the publisher task before more are dropped.
+const OUTGOING: usize = 65_536;
 const SHARED_KEY: &str = "shared";
 const RESUME_KEY: &str = "resume-key";
 
@@ -68,7 +70,11 @@ struct Inner {
     control_rx: Mutex<Option<mpsc::UnboundedReceiver<Control>>>,
     /// The connection events, until `start` hands them to their task.
     events: Mutex<Option<mpsc::UnboundedReceiver<async_nats::Event>>>,
+    /// Numbers this process's events; starts at random so a restarted node's
+    /// events are not taken for ones the other nodes already delivered.
     next_event: AtomicU64,
+    /// Events and answers, published in order by one task.
+    outgoing: mpsc::Sender<(String, HeaderMap, Bytes)>,
     /// Every task of this bus, aborted by `stop`.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Recently delivered events (an event may match two of our patterns).
@@ -209,6 +215,7 @@ impl Nats {
         })?;
         config.source.set_revision(revision.to_string());
         let (control, control_rx) = mpsc::unbounded_channel();
+        let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING);
         let inner = Arc::new(Inner {
             node: c.node.clone(),
             prefix: c.prefix.clone(),
@@ -223,10 +230,12 @@ impl Nats {
             control,
             control_rx: Mutex::new(Some(control_rx)),
             events: Mutex::new(Some(events)),
-            next_event: AtomicU64::new(0),
+            next_event: AtomicU64::new(u64::from(rand::random::<u32>()) << 32),
+            outgoing,
             tasks: Mutex::new(Vec::new()),
             seen: Mutex::new((HashSet::new(), VecDeque::new())),
         });
+        inner.spawn(inner.clone().publisher(outgoing_rx));
         tracing::info!(node = %c.node, revision, "joined the cluster");
         Ok((Arc::new(Nats { inner }), config))
     }
@@ -257,15 +266,26 @@ impl Inner {
         self.inbound.get()
     }
 
-    /// Publishes without waiting; dropped while NATS is down.
-    fn send(self: &Arc<Self>, subject: String, headers: HeaderMap, body: Bytes) {
+    /// Publishes without waiting, in order; dropped while NATS is down or
+    /// when `OUTGOING` messages already wait.
+    fn send(&self, subject: String, headers: HeaderMap, body: Bytes) {
         if !self.up.load(Ordering::Acquire) {
             return;
         }
-        let me = self.clone();
-        self.rt.spawn(async move {
-            let _ = me.client.publish_with_headers(subject, headers, body).await;
-        });
+        if self.outgoing.try_send((subject, headers, body)).is_err() {
+            tracing::debug!("cluster publish queue full; message dropped");
+        }
+    }
+
+    /// The one task that publishes what `send` queued, so events from one
+    /// node reach the others in the order they were published.
+    async fn publisher(self: Arc<Self>, mut rx: mpsc::Receiver<(String, HeaderMap, Bytes)>) {
+        while let Some((subject, headers, body)) = rx.recv().await {
+            let _ = self
+                .client
+                .publish_with_headers(subject, headers, body)
+                .await;
+        }
     }
 
     fn spawn(
