@@ -15,6 +15,10 @@
 //! - [`router`]: routed requests to providers and their answers back;
 //!   [`broker`]: event subscriptions and fan-out.
 //! - [`hub`]: live sessions by id; revocation and shutdown reach sessions here.
+//! - [`bus`]: the one interface for what crosses nodes (routing to another
+//!   node's provider, events, the shared configuration, sessions, failed
+//!   logins): [`bus::Local`] for a single node, [`bus::nats`] for a cluster;
+//!   [`cluster`] joins at start and handles what other nodes send.
 //!
 //! Shared state is one handle, [`gateway::Gateway`]: the config snapshot
 //! ([`config`], swapped whole on reload), the users ([`directory`]), the hub,

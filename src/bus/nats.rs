@@ -266,12 +266,10 @@ impl Inner {
         self.inbound.get()
     }
 
-    /// Publishes without waiting, in order; dropped while NATS is down or
-    /// when `OUTGOING` messages already wait.
+    /// Publishes without waiting, in order. While NATS is down the client
+    /// holds what it can and sends it on reconnecting (an answer is not lost
+    /// to a server switch); past `OUTGOING` waiting messages, dropped.
     fn send(&self, subject: String, headers: HeaderMap, body: Bytes) {
-        if !self.up.load(Ordering::Acquire) {
-            return;
-        }
         if self.outgoing.try_send((subject, headers, body)).is_err() {
             tracing::debug!("cluster publish queue full; message dropped");
         }
@@ -667,7 +665,26 @@ impl Bus for Nats {
         for t in self.inner.tasks.lock().drain(..) {
             t.abort();
         }
-        self.inner.up.store(false, Ordering::Release);
+        if self.inner.up.swap(false, Ordering::AcqRel) {
+            // The others fail what this node served at once, rather than
+            // after its heartbeat goes silent.
+            let me = self.inner.clone();
+            let bye = Presence {
+                node: me.node.clone(),
+                ..Presence::default()
+            };
+            let mut h = me.headers();
+            h.insert("Agw-Leaving", "1");
+            self.inner.rt.spawn(async move {
+                let body = serde_json::to_vec(&bye).unwrap_or_default();
+                let subject = me.subject(&format!("node.{}", me.node));
+                let _ = me
+                    .client
+                    .publish_with_headers(subject, h, body.into())
+                    .await;
+                let _ = me.client.flush().await;
+            });
+        }
     }
 
     fn load(&self, path: &Path) -> Result<Config, ConfigError> {
