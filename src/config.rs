@@ -892,6 +892,10 @@ impl Validator<'_> {
                     format!("[cluster] nats: {bad:?} must start with nats:// or tls://"),
                 ));
             }
+            // Credentials live in files, never in a URL that could be shown.
+            if c.nats.iter().any(|u| u.contains('@')) {
+                return Err(self.err(None, "[cluster] nats: no credentials in the URL; use nats_user with nats_password_file, or nats_creds_file"));
+            }
             if c.nats_user.is_some() != c.nats_password_file.is_some() {
                 return Err(self.err(
                     None,
@@ -1146,6 +1150,35 @@ mod tests {
         format!(
             "[tls]\ncert = \"c.pem\"\nkey = \"/k.key\"\n\n[[rights_group]]\nname = \"Apps\"\nrights = [\"Adjunct Server Connection\", \"one-X CTI API\"]\n\n[[service_user]]\nname = \"app1\"\npassword = \"{HASH}\"\ngroups = [\"Apps\"]\n"
         )
+    }
+
+    #[test]
+    fn cluster_keys_are_checked_and_secrets_stay_out_of_urls() {
+        let with = |c: &str| parse(&format!("{}\n[cluster]\n{c}\n", base()));
+        let c = with(
+            "nats = [\"nats://127.0.0.1:4222\"]\nnode = \"gw-a\"\nnats_creds_file = \"gw.creds\"",
+        )
+        .unwrap();
+        assert_eq!(c.cluster.prefix, "agw");
+        assert_eq!(
+            c.cluster.nats_creds_file,
+            Some(PathBuf::from("/etc/gw/gw.creds"))
+        );
+        assert!(
+            parse(&base()).unwrap().cluster.nats.is_empty(),
+            "single node by default"
+        );
+        for (bad, says) in [
+            ("nats = [\"nats://h:1\"]\nnode = \"gw.a\"", "node"),
+            ("nats = [\"nats://h:1\"]\nprefix = \"a b\"", "prefix"),
+            ("nats = [\"http://h:1\"]", "nats://"),
+            ("nats = [\"nats://u:hunter2@h:1\"]", "no credentials"),
+            ("nats = [\"nats://h:1\"]\nnats_user = \"u\"", "go together"),
+        ] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
     }
 
     #[test]
