@@ -15,10 +15,11 @@ use std::time::Instant;
 use crate::catalog::Endpoint;
 use crate::directory::{Account, LoginFailure};
 use crate::gateway::Gateway;
-use crate::hub::SessionHandle;
+pub use crate::hub::Granted;
+use crate::hub::{BindError, SessionHandle};
 use crate::lockout::Throttle;
 use crate::metrics::Login;
-use crate::rights::{Right, RightSet};
+use crate::rights::Right;
 use crate::tls::ClientIdentity;
 
 /// What a peer offers.
@@ -43,16 +44,6 @@ impl Credential<'_> {
 pub struct Attempt {
     pub peer: SocketAddr,
     pub endpoint: Endpoint,
-}
-
-/// A user who may open a session now.
-#[derive(Debug, Clone)]
-pub struct Granted {
-    pub user: Arc<str>,
-    pub rights: RightSet,
-    /// The password the credential rests on (`Account::stamp`); 0 for a
-    /// certificate, which no password change affects.
-    pub stamp: u64,
 }
 
 /// Why an attempt was refused.
@@ -167,6 +158,8 @@ pub async fn authenticate(
             // Known or not alike, so the count tells no account apart.
             let locked = account.is_some_and(|a| gw.lockout.is_locked(a, ip, now));
             let tripped = gw.lockout.failed(account, ip, now, sec);
+            // Guesses spread over nodes count once on every node.
+            gw.bus.login_failed(account, ip);
             if locked {
                 audit(gw, at, claimed, how, Login::Locked, "account locked");
             } else {
@@ -198,7 +191,8 @@ pub async fn authenticate(
         );
         return Err(Refused::NoConnectionRight);
     }
-    if gw.hub.sessions_of(&name) >= now_snap.config.limits.max_connections_per_user {
+    let held = gw.hub.sessions_of(&name) + gw.bus.sessions_of(&name);
+    if held >= now_snap.config.limits.max_connections_per_user {
         audit(
             gw,
             at,
@@ -212,6 +206,7 @@ pub async fn authenticate(
     if matches!(cred, Credential::Password { .. }) {
         // Only the password resets its own failure count.
         gw.lockout.succeeded(&name, ip);
+        gw.bus.login_ok(&name, ip);
     }
     gw.metrics.login(Login::Ok);
     tracing::info!(target: "audit", event = "login", outcome = "ok", user = &*name, peer = %at.peer, endpoint = at.endpoint.name(), credential = how, "login succeeded");
@@ -227,7 +222,12 @@ pub async fn authenticate(
 /// must not leave the session with rights (or a password) it no longer has.
 pub fn bind(gw: &Gateway, session: &SessionHandle, granted: &Granted) -> Result<(), Refused> {
     let limit = gw.snapshot().config.limits.max_connections_per_user;
-    if let Err(refused) = gw.hub.bind(session, granted, limit) {
+    if let Err(e) = gw.hub.bind(session, granted, limit) {
+        let refused = match e {
+            BindError::TooManySessions => Refused::TooManySessions,
+            // A concurrent login won the race; the gate normally stops this.
+            BindError::AlreadyBound => Refused::Failed,
+        };
         // Lost the user's last slot to a concurrent login since the check.
         let at = Attempt {
             peer: session.peer,

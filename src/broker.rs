@@ -15,16 +15,18 @@ use dashmap::DashMap;
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::bus::Bus;
 use crate::catalog::{self, Need};
 use crate::hub::SessionHandle;
-use crate::session::outbound::Guard;
+use crate::outbound::Guard;
 
 /// Longest topic or pattern accepted.
 pub const MAX_TOPIC_LEN: usize = 256;
 
-#[derive(Default)]
 pub struct Broker {
     subscribers: DashMap<Box<str>, Vec<Arc<SessionHandle>>>,
+    /// Events to and from other nodes; told which patterns this node wants.
+    bus: Arc<dyn Bus>,
 }
 
 /// Is `topic` well formed? Patterns may end in `.*` when `pattern` is true.
@@ -65,11 +67,22 @@ pub struct Fanout {
 }
 
 impl Broker {
+    pub fn new(bus: Arc<dyn Bus>) -> Broker {
+        Broker {
+            subscribers: DashMap::new(),
+            bus,
+        }
+    }
+
     /// Adds `session` to `pattern`; false if it already was there.
     pub fn subscribe(&self, session: &Arc<SessionHandle>, pattern: &str) -> bool {
         let mut list = self.subscribers.entry(Box::from(pattern)).or_default();
         if list.iter().any(|s| s.id == session.id) {
             return false;
+        }
+        // Under the entry's lock, so an on and an off reach the bus in order.
+        if list.is_empty() {
+            self.bus.interest(pattern, true);
         }
         list.push(session.clone());
         true
@@ -79,16 +92,24 @@ impl Broker {
         if let dashmap::Entry::Occupied(mut e) = self.subscribers.entry(Box::from(pattern)) {
             e.get_mut().retain(|s| s.id != session_id);
             if e.get().is_empty() {
+                self.bus.interest(pattern, false);
                 e.remove();
             }
         }
     }
 
-    /// Delivers one event to every subscriber that may see it.
+    /// Delivers one event to every subscriber on this node that may see it,
+    /// and hands it to the other nodes, which deliver to theirs.
     pub fn publish(&self, topic: &str, data: &RawValue, delivery: &Delivery) -> Fanout {
+        self.bus.publish(topic, data);
+        self.deliver(topic, data, delivery)
+    }
+
+    /// Delivers one event to every subscriber on this node that may see it.
+    pub fn deliver(&self, topic: &str, data: &RawValue, delivery: &Delivery) -> Fanout {
         let mut text = String::with_capacity(64 + topic.len() + data.get().len());
         text.push_str("{\"jsonrpc\":\"2.0\",\"method\":\"event\",\"params\":{\"topic\":");
-        crate::router::push_json_str(&mut text, topic);
+        crate::util::push_json_str(&mut text, topic);
         text.push_str(",\"data\":");
         text.push_str(data.get());
         text.push_str("}}");

@@ -65,6 +65,8 @@ struct FileConfig {
     admin: AdminSection,
     #[serde(default)]
     audit: AuditSection,
+    #[serde(default)]
+    cluster: ClusterSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -317,6 +319,15 @@ impl Default for Limits {
     }
 }
 
+/// The system's password complexity levels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Complexity {
+    Low,
+    Medium,
+    High,
+}
+
 /// `[security]`: brute-force protection, resume tokens, the administrator.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -345,7 +356,7 @@ pub struct Security {
     /// The built-in administrator account (the Server Administrator).
     pub administrator: String,
     /// Complexity rule for passwords set through the Management API.
-    pub password_complexity: crate::directory::Complexity,
+    pub password_complexity: Complexity,
 }
 
 impl Default for Security {
@@ -362,7 +373,7 @@ impl Default for Security {
             resume_token_secs: 86400,
             resume_key_file: PathBuf::from("resume.key"),
             administrator: "admin".into(),
-            password_complexity: crate::directory::Complexity::Medium,
+            password_complexity: Complexity::Medium,
         }
     }
 }
@@ -381,6 +392,58 @@ impl Default for AdminSection {
             listen: "127.0.0.1:9464".into(),
         }
     }
+}
+
+/// `[cluster]`: how this node reaches the other nodes through NATS
+/// (docs/CLUSTER.md). Node-local; never shared and never logged whole.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// NATS server URLs (`nats://` or `tls://`); empty: a single node.
+    pub nats: Vec<String>,
+    /// This node's name, unique in the cluster (default: the host name).
+    pub node: String,
+    /// Subject and bucket prefix, so several clusters can share one NATS.
+    pub prefix: String,
+    /// NATS user name (with `nats_password_file`).
+    pub nats_user: Option<String>,
+    /// File holding the NATS password (relative to the config file).
+    pub nats_password_file: Option<PathBuf>,
+    /// A NATS `.creds` file (JWT and NKey seed).
+    pub nats_creds_file: Option<PathBuf>,
+    /// CA certificate(s) that sign the NATS servers' certificates.
+    pub nats_ca: Option<PathBuf>,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            nats: Vec::new(),
+            node: host_name(),
+            prefix: "agw".into(),
+            nats_user: None,
+            nats_password_file: None,
+            nats_creds_file: None,
+            nats_ca: None,
+        }
+    }
+}
+
+/// The host name (Linux), or "gateway".
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "gateway".into())
+}
+
+/// A NATS subject token or bucket-name part: letters, digits, `-`, `_`.
+pub fn valid_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// `[audit]`: the security audit trail as JSON lines.
@@ -489,6 +552,7 @@ pub struct Config {
     pub security: Security,
     pub admin: AdminSection,
     pub audit: AuditSection,
+    pub cluster: ClusterSection,
     /// The text this config was read from, and its revision.
     pub source: Source,
 }
@@ -517,6 +581,12 @@ impl Source {
     /// See [`revision_of`].
     pub fn revision(&self) -> &str {
         &self.revision
+    }
+
+    /// In a cluster the revision is the shared configuration's revision
+    /// in NATS, not a hash of the text.
+    pub fn set_revision(&mut self, revision: String) {
+        self.revision = revision;
     }
 }
 
@@ -864,6 +934,49 @@ impl Validator<'_> {
         if raw.audit.max_bytes < 4096 {
             return Err(self.err(None, "[audit] max_bytes must be at least 4096"));
         }
+        let c = &raw.cluster;
+        if !c.nats.is_empty() {
+            // The node name becomes a subject token; a dot or space in it
+            // would route one node's traffic to another's subjects.
+            if !valid_token(&c.node) {
+                return Err(self.err(None, format!("[cluster] node: {:?} must be 1-64 letters, digits, '-' or '_' (it becomes a NATS subject token)", c.node)));
+            }
+            if !valid_token(&c.prefix) {
+                return Err(self.err(
+                    None,
+                    format!(
+                        "[cluster] prefix: {:?} must be 1-64 letters, digits, '-' or '_'",
+                        c.prefix
+                    ),
+                ));
+            }
+            if let Some(bad) = c
+                .nats
+                .iter()
+                .find(|u| !(u.starts_with("nats://") || u.starts_with("tls://")))
+            {
+                return Err(self.err(
+                    None,
+                    format!("[cluster] nats: {bad:?} must start with nats:// or tls://"),
+                ));
+            }
+            // Credentials live in files, never in a URL that could be shown.
+            if c.nats.iter().any(|u| u.contains('@')) {
+                return Err(self.err(None, "[cluster] nats: no credentials in the URL; use nats_user with nats_password_file, or nats_creds_file"));
+            }
+            if c.nats_user.is_some() != c.nats_password_file.is_some() {
+                return Err(self.err(
+                    None,
+                    "[cluster] nats_user and nats_password_file go together",
+                ));
+            }
+            if c.nats_user.is_some() && c.nats_creds_file.is_some() {
+                return Err(self.err(
+                    None,
+                    "[cluster] give nats_user/nats_password_file or nats_creds_file, not both",
+                ));
+            }
+        }
         if raw.routing.request_timeout_ms == 0 {
             return Err(self.err(None, "[routing] request_timeout_ms must be at least 1"));
         }
@@ -898,6 +1011,20 @@ impl Validator<'_> {
             audit: AuditSection {
                 file: raw.audit.file.as_ref().map(|f| self.resolve(f)),
                 ..raw.audit
+            },
+            cluster: ClusterSection {
+                nats_password_file: raw
+                    .cluster
+                    .nats_password_file
+                    .as_ref()
+                    .map(|p| self.resolve(p)),
+                nats_creds_file: raw
+                    .cluster
+                    .nats_creds_file
+                    .as_ref()
+                    .map(|p| self.resolve(p)),
+                nats_ca: raw.cluster.nats_ca.as_ref().map(|p| self.resolve(p)),
+                ..raw.cluster
             },
             source: Source::new(self.text),
         })
@@ -1092,6 +1219,35 @@ mod tests {
         format!(
             "[tls]\ncert = \"c.pem\"\nkey = \"/k.key\"\n\n[[rights_group]]\nname = \"Apps\"\nrights = [\"Adjunct Server Connection\", \"one-X CTI API\"]\n\n[[service_user]]\nname = \"app1\"\npassword = \"{HASH}\"\ngroups = [\"Apps\"]\n"
         )
+    }
+
+    #[test]
+    fn cluster_keys_are_checked_and_secrets_stay_out_of_urls() {
+        let with = |c: &str| parse(&format!("{}\n[cluster]\n{c}\n", base()));
+        let c = with(
+            "nats = [\"nats://127.0.0.1:4222\"]\nnode = \"gw-a\"\nnats_creds_file = \"gw.creds\"",
+        )
+        .unwrap();
+        assert_eq!(c.cluster.prefix, "agw");
+        assert_eq!(
+            c.cluster.nats_creds_file,
+            Some(PathBuf::from("/etc/gw/gw.creds"))
+        );
+        assert!(
+            parse(&base()).unwrap().cluster.nats.is_empty(),
+            "single node by default"
+        );
+        for (bad, says) in [
+            ("nats = [\"nats://h:1\"]\nnode = \"gw.a\"", "node"),
+            ("nats = [\"nats://h:1\"]\nprefix = \"a b\"", "prefix"),
+            ("nats = [\"http://h:1\"]", "nats://"),
+            ("nats = [\"nats://u:hunter2@h:1\"]", "no credentials"),
+            ("nats = [\"nats://h:1\"]\nnats_user = \"u\"", "go together"),
+        ] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
     }
 
     #[test]

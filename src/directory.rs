@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 
 use crate::bounded::Line;
 
+pub use crate::config::Complexity;
 use crate::config::Config;
 use crate::rights::RightSet;
 
@@ -412,15 +413,6 @@ mod tests {
         assert!(s.chars().any(|c| c.is_ascii_uppercase()));
         assert!(s.chars().any(|c| c.is_ascii_digit()));
     }
-}
-
-/// The system's password complexity levels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Complexity {
-    Low,
-    Medium,
-    High,
 }
 
 /// Checks `password` against `level`; the error names the rule broken.

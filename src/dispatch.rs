@@ -10,59 +10,15 @@
 use std::sync::Arc;
 
 use crate::catalog::{self, Entry, Target};
-use crate::gateway::{Gateway, Snapshot};
+use crate::gateway::Snapshot;
 use crate::hub::SessionHandle;
-use crate::methods::{self, Reply};
+pub use crate::methods::Ctx;
+use crate::methods::{self, Batching, Reply};
 use crate::metrics::NamespaceMetrics;
 use crate::rights::Right;
-use crate::router::Gather;
 use crate::rpc::{self, Close, Code, Incoming, Invalid, Item, Request, RpcError};
-use crate::session::rate::RateLimit;
 
-/// What a handler may see and change of its session.
-pub struct Ctx<'a> {
-    pub gw: &'a Arc<Gateway>,
-    pub session: &'a Arc<SessionHandle>,
-    /// The session's request budget.
-    pub rate: &'a mut RateLimit,
-    /// Set by a handler that wants the session closed after its answer.
-    pub close: Option<(Close, &'static str)>,
-    /// Set while the elements of a batch are handled.
-    pub batch: Option<Batching>,
-}
-
-/// A batch being answered: where a forwarded element's answer belongs.
-pub struct Batching {
-    /// Offset in the answer buffer where the current element's answer goes.
-    pub at: usize,
-    gather: Option<Arc<Gather>>,
-}
-
-impl Batching {
-    /// The batch's answer array, made when its first element is forwarded
-    /// (a batch of local methods never makes one).
-    pub fn gather(&mut self, caller: &Arc<SessionHandle>) -> Arc<Gather> {
-        self.gather
-            .get_or_insert_with(|| Gather::new(caller.clone()))
-            .clone()
-    }
-}
-
-impl<'a> Ctx<'a> {
-    pub fn new(
-        gw: &'a Arc<Gateway>,
-        session: &'a Arc<SessionHandle>,
-        rate: &'a mut RateLimit,
-    ) -> Ctx<'a> {
-        Ctx {
-            gw,
-            session,
-            rate,
-            close: None,
-            batch: None,
-        }
-    }
-
+impl Ctx<'_> {
     /// Spends one request of the budget. When it is gone the request gets
     /// -32029, and a session refused `rate_limited_close_after` times in a
     /// row is closed with 1008.

@@ -16,10 +16,12 @@ use arc_swap::{ArcSwap, Guard};
 use dashmap::DashMap;
 
 use crate::broker::Broker;
+use crate::bus::Bus;
 use crate::config::{Config, Limits};
 use crate::directory::{Directory, Verifier};
 use crate::hub::{Hub, SessionHandle};
 use crate::metrics::Metrics;
+pub use crate::metrics::Refusal;
 use crate::router::Router;
 use crate::tls::CertStore;
 
@@ -53,6 +55,8 @@ pub struct Gateway {
     /// Resume-token key; read once at start (a new key file needs a restart).
     pub resume: crate::resume::ResumeKey,
     pub metrics: Metrics,
+    /// What crosses nodes (a single node: [`crate::bus::Local`]).
+    pub bus: Arc<dyn Bus>,
     /// Management API writes and reloads by API: one at a time, a few
     /// waiting, the rest refused (-32029) instead of piling up threads.
     pub writes: crate::bounded::Line,
@@ -71,22 +75,33 @@ pub struct ReloadReport {
 }
 
 impl Gateway {
-    /// Builds the shared state from a validated config (reads the TLS files).
+    /// Builds the shared state of a single node from a validated config
+    /// (reads the TLS files).
     pub fn new(config: Config) -> anyhow::Result<Arc<Gateway>> {
+        let bus = crate::bus::Local::bus(&config.cluster.node);
+        Gateway::with_bus(config, bus)
+    }
+
+    /// Builds the shared state over `bus` (the caller starts the bus).
+    pub fn with_bus(config: Config, bus: Arc<dyn Bus>) -> anyhow::Result<Arc<Gateway>> {
         crate::tls::install_provider();
         let key = crate::tls::load_certified_key(&config.tls_cert, &config.tls_key)
             .map_err(anyhow::Error::msg)?;
         let certs = CertStore::new(key);
         let tls = crate::tls::server_config(certs.clone(), config.tls_client_ca.as_deref())
             .map_err(anyhow::Error::msg)?;
-        let resume = crate::resume::ResumeKey::load_or_create(&config.security.resume_key_file)?;
+        // A cluster shares one key, so a token works on every node.
+        let resume = match bus.resume_key() {
+            Some(key) => crate::resume::ResumeKey::from_bytes(&key)?,
+            None => crate::resume::ResumeKey::load_or_create(&config.security.resume_key_file)?,
+        };
         Ok(Arc::new(Gateway {
             started: std::time::Instant::now(),
             config_path: config.path.clone(),
             snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
             hub: Hub::default(),
-            router: Router::default(),
-            broker: Broker::default(),
+            router: Router::new(bus.clone()),
+            broker: Broker::new(bus.clone()),
             verifier: Verifier::new(Verifier::default_workers()),
             certs,
             tls: ArcSwap::new(tls),
@@ -94,6 +109,7 @@ impl Gateway {
             lockout: crate::lockout::Lockout::default(),
             resume,
             metrics: Metrics::new(),
+            bus,
             writes: crate::bounded::Line::new(1, MAX_WRITES_WAITING),
             reload_lock: parking_lot::Mutex::new(()),
         }))
@@ -128,7 +144,10 @@ impl Gateway {
 
     fn try_reload(&self) -> Result<ReloadReport, String> {
         let serial = self.config_lock();
-        let config = Config::load(&self.config_path).map_err(|e| e.to_string())?;
+        let config = self
+            .bus
+            .load(&self.config_path)
+            .map_err(|e| e.to_string())?;
         let key = crate::tls::load_certified_key(&config.tls_cert, &config.tls_key)?;
         let old = self.snapshot();
         let listen_changed =
@@ -195,24 +214,6 @@ pub struct Admission {
     per_ip: DashMap<IpAddr, usize>,
     /// Not yet authenticated, per source (`lockout::source`: an IPv6 /64 is one).
     unauthenticated_per_source: DashMap<IpAddr, usize>,
-}
-
-/// Why a new connection is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    AtCapacity,
-    TooManyFromAddress,
-    /// `[limits] max_unauthenticated_per_ip`: the source already holds its
-    /// share of the connections that have not authenticated.
-    TooManyUnauthenticatedFromAddress,
-}
-
-impl Refusal {
-    pub const ALL: [Refusal; 3] = [
-        Refusal::AtCapacity,
-        Refusal::TooManyFromAddress,
-        Refusal::TooManyUnauthenticatedFromAddress,
-    ];
 }
 
 /// Takes one from a per-address count, forgetting the address at zero.

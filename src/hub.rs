@@ -14,9 +14,9 @@ use dashmap::DashMap;
 
 use crate::catalog::Endpoint;
 use crate::directory::Directory;
+use crate::outbound::Outbound;
 use crate::rights::{Right, RightSet};
 use crate::rpc::Close;
-use crate::session::outbound::Outbound;
 
 /// Set in the rights cell once the session has authenticated.
 const AUTHENTICATED: u32 = 1 << 31;
@@ -57,6 +57,23 @@ impl SessionHandle {
         self.stamp.load(Ordering::Acquire)
     }
 
+    /// The session as `admin.sessions.list` shows it, on node `node`.
+    pub fn describe(&self, node: &str) -> serde_json::Value {
+        let connected_at = self
+            .connected_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        serde_json::json!({
+            "sessionId": self.id_string(),
+            "user": self.user().map(|u| &**u),
+            "endpoint": self.endpoint.name(),
+            "peer": self.peer.to_string(),
+            "connectedAt": connected_at,
+            "rights": self.rights().unwrap_or_default().names(),
+            "node": node,
+        })
+    }
+
     /// Current rights, or `None` before authentication.
     pub fn rights(&self) -> Option<RightSet> {
         let cell = self.rights.load(Ordering::Acquire);
@@ -77,6 +94,25 @@ impl SessionHandle {
         self.rights
             .store(AUTHENTICATED | u32::from(rights.bits()), Ordering::Release);
     }
+}
+
+/// A user who may open a session now.
+#[derive(Debug, Clone)]
+pub struct Granted {
+    pub user: Arc<str>,
+    pub rights: RightSet,
+    /// The password the credential rests on (`Account::stamp`); 0 for a
+    /// certificate, which no password change affects.
+    pub stamp: u64,
+}
+
+/// Why `Hub::bind` refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindError {
+    /// The user already holds the limit of sessions.
+    TooManySessions,
+    /// The session was already authenticated.
+    AlreadyBound,
 }
 
 /// A session closed by a rights change, for the audit trail.
@@ -125,14 +161,14 @@ impl Hub {
     pub fn bind(
         &self,
         session: &SessionHandle,
-        granted: &crate::auth::Granted,
+        granted: &Granted,
         limit: usize,
-    ) -> Result<(), crate::auth::Refused> {
+    ) -> Result<(), BindError> {
         let user = &granted.user;
         {
             let mut n = self.per_user.entry(user.clone()).or_insert(0);
             if *n >= limit {
-                return Err(crate::auth::Refused::TooManySessions);
+                return Err(BindError::TooManySessions);
             }
             *n += 1;
         }
@@ -142,7 +178,7 @@ impl Hub {
         } else {
             // A concurrent login won the race; the gate normally stops this.
             self.release(user);
-            Err(crate::auth::Refused::Failed)
+            Err(BindError::AlreadyBound)
         }
     }
 

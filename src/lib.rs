@@ -7,13 +7,18 @@
 //! - [`auth`]: every credential (password, resume token, client certificate)
 //!   checked in one place, with lockout and per-address throttling
 //!   ([`lockout`]) and tokens ([`resume`]).
-//! - [`session`]: one WebSocket: its loop, heartbeat, auth deadline, outbound
-//!   queue, close codes.
+//! - [`session`]: one WebSocket: its loop, heartbeat, auth deadline, close
+//!   codes; [`outbound`] is the queue other tasks write to it through,
+//!   [`rate`] its request budget.
 //! - [`dispatch`]: one frame: parse ([`rpc`]), look up ([`catalog`]), gate
 //!   ([`catalog::gate`]), then a handler in [`methods`] or a route to a provider.
 //! - [`router`]: routed requests to providers and their answers back;
 //!   [`broker`]: event subscriptions and fan-out.
 //! - [`hub`]: live sessions by id; revocation and shutdown reach sessions here.
+//! - [`bus`]: the one interface for what crosses nodes (routing to another
+//!   node's provider, events, the shared configuration, sessions, failed
+//!   logins): [`bus::Local`] for a single node, [`bus::nats`] for a cluster;
+//!   [`cluster`] joins at start and handles what other nodes send.
 //!
 //! Shared state is one handle, [`gateway::Gateway`]: the config snapshot
 //! ([`config`], swapped whole on reload), the users ([`directory`]), the hub,
@@ -39,8 +44,10 @@ pub mod audit;
 pub mod auth;
 pub mod bounded;
 pub mod broker;
+pub mod bus;
 pub mod call;
 pub mod catalog;
+pub mod cluster;
 pub mod config;
 pub mod directory;
 pub mod dispatch;
@@ -51,7 +58,10 @@ pub mod jsonlog;
 pub mod lockout;
 pub mod methods;
 pub mod metrics;
+pub mod outbound;
+pub mod persist;
 pub mod portal;
+pub mod rate;
 pub mod resume;
 pub mod rights;
 pub mod router;
@@ -90,6 +100,7 @@ impl Running {
             let _ = stop.send(());
         }
         let _ = (&mut self.task).await;
+        self.gateway.bus.stop();
         if let Some(exporter) = self.exporter.take() {
             exporter.abort();
         }
@@ -128,7 +139,7 @@ async fn start_exporter(
 
 /// Binds `[server] listen` and serves in a spawned task.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let gateway = Gateway::new(config)?;
+    let gateway = cluster::join(config).await?;
     let server = bind_server(&gateway).await?;
     let addr = server.local_addr()?;
     let (admin_addr, exporter) = start_exporter(&gateway).await?;
@@ -155,7 +166,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     audit::global()
         .configure(&config.audit)
         .map_err(|e| anyhow::anyhow!("[audit] file: {e}"))?;
-    let gateway = Gateway::new(config)?;
+    let gateway = cluster::join(config).await?;
     let server = bind_server(&gateway).await?;
     let (admin_addr, exporter) = start_exporter(&gateway).await?;
     let Signals { hangup, shutdown } = signals;
@@ -165,6 +176,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(addr = %server.local_addr()?, "listening");
     server.run(shutdown).await;
+    gateway.bus.stop();
     reloader.abort();
     if let Some(exporter) = exporter {
         exporter.abort();

@@ -95,6 +95,27 @@ enum Command {
             (else a prompt without echo); never printed"
     )]
     Call(CallArgs),
+    /// Cluster mode (docs/CLUSTER.md): what the cluster holds in NATS.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Print the shared configuration stored in NATS (TOML, comments kept;
+    /// it holds password hashes and TURN secrets: store it like the file).
+    Export {
+        /// A node's config file; its [cluster] section says where NATS is.
+        #[arg(long, value_name = "FILE", default_value = "gateway.toml")]
+        config: PathBuf,
+    },
+    /// List the nodes that are up, their sessions and the revision each
+    /// has installed (the nodes heard from within one second).
+    Status {
+        /// A node's config file; its [cluster] section says where NATS is.
+        #[arg(long, value_name = "FILE", default_value = "gateway.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -146,6 +167,7 @@ fn main() -> ExitCode {
         },
         Command::Call(args) => call(args),
         Command::Catalog { json, config } => catalog(json, config),
+        Command::Cluster(command) => cluster(command),
         Command::GenCert { out, hosts } => {
             let hosts = if hosts.is_empty() {
                 vec!["localhost".to_owned(), "127.0.0.1".to_owned()]
@@ -192,6 +214,57 @@ fn init_logging(format: LogFormat) {
         .with(log)
         .with(adjunct_gateway::audit::layer())
         .init();
+}
+
+/// `cluster export` and `cluster status`.
+fn cluster(command: ClusterCommand) -> ExitCode {
+    let (ClusterCommand::Export { config: path } | ClusterCommand::Status { config: path }) =
+        &command;
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if config.cluster.nats.is_empty() {
+        eprintln!(
+            "{}: [cluster] nats is empty: this node runs alone",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    use adjunct_gateway::bus::nats;
+    let done = rt.block_on(async {
+        match command {
+            ClusterCommand::Export { .. } => {
+                let (text, revision) = nats::export(&config).await?;
+                eprintln!("# shared configuration, revision {revision}");
+                print!("{text}");
+            }
+            ClusterCommand::Status { .. } => {
+                println!("{:<24} {:>8} revision", "node", "sessions");
+                for p in nats::status(&config).await? {
+                    println!("{:<24} {:>8} {}", p.node, p.sessions, p.revision);
+                }
+            }
+        }
+        anyhow::Ok(())
+    });
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cluster: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn serve(config: Option<PathBuf>) -> ExitCode {

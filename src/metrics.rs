@@ -24,10 +24,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::catalog::{self, Endpoint, Entry, Target};
-use crate::gateway::Refusal;
-use crate::methods::Reply;
 use crate::rights::Right;
-use crate::rpc::Code;
+use crate::rpc::{Code, Reply};
 
 mod exporter;
 pub mod exposition;
@@ -53,6 +51,24 @@ where
     C: MetricConstructor<M>,
 {
     family.get_or_create(&labels).clone()
+}
+
+/// Why a new connection is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    AtCapacity,
+    TooManyFromAddress,
+    /// `[limits] max_unauthenticated_per_ip`: the source already holds its
+    /// share of the connections that have not authenticated.
+    TooManyUnauthenticatedFromAddress,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 3] = [
+        Refusal::AtCapacity,
+        Refusal::TooManyFromAddress,
+        Refusal::TooManyUnauthenticatedFromAddress,
+    ];
 }
 
 /// How a login attempt ended.
@@ -212,6 +228,7 @@ struct Inner {
     reloads: [Counter; 2],
     /// Logins of the last minute, for `admin.status`.
     recent_logins: window::LastMinute,
+    cluster_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -347,6 +364,13 @@ impl Metrics {
         );
         let reloads = ["ok", "refused"].map(|o| series(&reloads, [label("outcome", o)]));
 
+        let cluster_up = Gauge::default();
+        registry.register(
+            "cluster_up",
+            "1 while this node reaches the cluster through NATS; 0 while it does not, or when it runs alone",
+            cluster_up.clone(),
+        );
+
         let metrics = Metrics(Arc::new(Inner {
             registry: root,
             sessions,
@@ -365,6 +389,7 @@ impl Metrics {
             refused,
             reloads,
             recent_logins: window::LastMinute::default(),
+            cluster_up,
         }));
         for ns in catalog::builtin_namespaces() {
             metrics.namespace(ns);
@@ -494,6 +519,11 @@ impl Metrics {
 
     pub fn reload(&self, ok: bool) {
         self.0.reloads[usize::from(!ok)].inc();
+    }
+
+    /// The cluster became reachable or not.
+    pub fn cluster_up(&self, up: bool) {
+        self.0.cluster_up.set(i64::from(up));
     }
 }
 

@@ -66,7 +66,7 @@ impl ResumeKey {
         }
     }
 
-    fn from_bytes(key: &[u8; 32]) -> anyhow::Result<ResumeKey> {
+    pub fn from_bytes(key: &[u8; 32]) -> anyhow::Result<ResumeKey> {
         let keyed = HmacSha256::new_from_slice(key)
             .map_err(|_| anyhow::anyhow!("resume key: bad length"))?;
         Ok(ResumeKey { keyed })

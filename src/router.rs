@@ -20,28 +20,67 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::bus::{Bus, Origin};
 use crate::catalog::{self, Need};
 use crate::hub::SessionHandle;
 use crate::metrics::{NamespaceMetrics, RoutedEnd};
+use crate::outbound::Guard;
 use crate::rpc::{self, Code, RpcError};
-use crate::session::outbound::Guard;
+pub use crate::util::push_json_str;
 
 struct Pending {
-    caller: Arc<SessionHandle>,
-    caller_id: Box<RawValue>,
-    provider: Arc<SessionHandle>,
+    caller: Caller,
+    provider: Provider,
     deadline: Instant,
     started: Instant,
-    metrics: Arc<NamespaceMetrics>,
-    /// `None`: the answer is a message of its own.
-    batch: Option<(Arc<Gather>, usize)>,
 }
 
-#[derive(Default)]
+/// Who waits for a routed request's answer.
+enum Caller {
+    /// A session on this node, with its own id for the request.
+    Local {
+        session: Arc<SessionHandle>,
+        id: Box<RawValue>,
+        metrics: Arc<NamespaceMetrics>,
+        /// `None`: the answer is a message of its own.
+        batch: Option<(Arc<Gather>, usize)>,
+    },
+    /// Another node (through the bus), with its id for the request.
+    Remote { node: Arc<str>, gid: u64 },
+}
+
+/// Who serves a routed request.
+enum Provider {
+    Local(Arc<SessionHandle>),
+    /// Another node; `None` until a node has taken it.
+    Remote(Option<Arc<str>>),
+}
+
+impl Provider {
+    fn is_session(&self, id: u64) -> bool {
+        matches!(self, Provider::Local(s) if s.id == id)
+    }
+}
+
+impl Caller {
+    fn is_session(&self, id: u64) -> bool {
+        matches!(self, Caller::Local { session, .. } if session.id == id)
+    }
+}
+
+/// How a routed request ended, for its caller.
+enum Outcome<'a> {
+    /// The provider's answer: `"result":…` or `"error":…`.
+    Answer(&'a str),
+    Error(&'a RpcError),
+}
+
 pub struct Router {
     providers: RwLock<HashMap<Box<str>, Vec<Arc<SessionHandle>>>>,
     pending: DashMap<u64, Pending>,
     next_id: AtomicU64,
+    /// Requests to and answers from providers on other nodes.
+    bus: Arc<dyn Bus>,
 }
 
 /// What `route` needs to know about the request.
@@ -68,10 +107,22 @@ pub struct Routed<'a> {
 }
 
 impl Router {
+    pub fn new(bus: Arc<dyn Bus>) -> Router {
+        Router {
+            providers: RwLock::default(),
+            pending: DashMap::new(),
+            next_id: AtomicU64::new(0),
+            bus,
+        }
+    }
+
     /// `session` serves `ns` from now on. Registering twice is harmless.
     pub fn register(&self, session: &Arc<SessionHandle>, ns: &str) {
         let mut map = self.providers.write();
         let list = map.entry(Box::from(ns)).or_default();
+        if list.is_empty() {
+            self.bus.serve(ns, true);
+        }
         if !list.iter().any(|s| s.id == session.id) {
             list.push(session.clone());
         }
@@ -83,6 +134,7 @@ impl Router {
             list.retain(|s| s.id != session_id);
             if list.is_empty() {
                 map.remove(ns);
+                self.bus.serve(ns, false);
             }
         }
     }
@@ -113,67 +165,27 @@ impl Router {
     /// Sends a caller's request to one provider. Errors: no provider (-32004),
     /// too many pending (-32006).
     pub fn route(&self, caller: &Arc<SessionHandle>, r: Routed<'_>) -> Result<(), RpcError> {
-        let provider = {
-            let map = self.providers.read();
-            map.get(r.ns)
-                .into_iter()
-                .flatten()
-                .filter(|p| {
-                    p.rights()
-                        .is_some_and(|rights| catalog::satisfies(rights, r.need))
-                })
-                .min_by_key(|p| p.serving.load(Ordering::Relaxed))
-                .cloned()
-        };
-        let Some(provider) = provider else {
+        // In a cluster every request goes through the namespace's queue
+        // group, so providers on every node share the load; while the
+        // cluster is unreachable, this node's own providers serve.
+        if self.bus.up() && crate::config::valid_token(r.ns) {
+            return self.route_remote(caller, r);
+        }
+        let Some(provider) = self.pick(r.ns, r.need) else {
             return Err(RpcError::new(Code::NoProvider));
         };
-        let mut out = String::with_capacity(160 + r.params.map_or(2, |p| p.get().len()));
+        let body = request_body(caller, &r);
+        let mut out = String::with_capacity(40 + body.len());
         out.push_str("{\"jsonrpc\":\"2.0\",");
         let mut gid = None;
         if let Some(caller_id) = r.id {
-            if caller.waiting.load(Ordering::Acquire) as usize >= r.max_pending {
-                return Err(RpcError::new(Code::TooManyPending));
-            }
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-            caller.waiting.fetch_add(1, Ordering::AcqRel);
-            provider.serving.fetch_add(1, Ordering::AcqRel);
-            let started = Instant::now();
-            let batch = r.batch.map(|(gather, at)| {
-                let slot = gather.owe(at);
-                (gather, slot)
-            });
-            self.pending.insert(
-                id,
-                Pending {
-                    caller: caller.clone(),
-                    caller_id: caller_id.to_owned(),
-                    provider: provider.clone(),
-                    deadline: started + r.timeout,
-                    started,
-                    metrics: r.metrics.clone(),
-                    batch,
-                },
-            );
+            let id = self.wait(caller, caller_id, &r, Provider::Local(provider.clone()))?;
             out.push_str("\"id\":");
             out.push_str(&id.to_string());
             out.push(',');
             gid = Some(id);
         }
-        out.push_str("\"method\":");
-        push_json_str(&mut out, r.method);
-        out.push_str(",\"params\":");
-        out.push_str(r.params.map_or("{}", RawValue::get));
-        out.push_str(",\"caller\":{\"user\":");
-        push_json_str(&mut out, caller.user().map_or("", |u| &**u));
-        out.push_str(",\"sessionId\":\"");
-        out.push_str(&caller.id_string());
-        out.push_str("\",\"rights\":");
-        out.push_str(
-            &serde_json::to_string(&caller.rights().unwrap_or_default().names())
-                .unwrap_or_else(|_| "[]".into()),
-        );
-        out.push_str("}}");
+        out.push_str(&body);
         match gid {
             Some(gid) => {
                 let queued = provider.outbound.push_request(
@@ -203,6 +215,180 @@ impl Router {
         Ok(())
     }
 
+    /// Notes a caller's request as pending with `provider`; returns its
+    /// gateway id, or -32006 past the caller's pending bound.
+    fn wait(
+        &self,
+        caller: &Arc<SessionHandle>,
+        caller_id: &RawValue,
+        r: &Routed<'_>,
+        provider: Provider,
+    ) -> Result<u64, RpcError> {
+        if caller.waiting.load(Ordering::Acquire) as usize >= r.max_pending {
+            return Err(RpcError::new(Code::TooManyPending));
+        }
+        let gid = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        caller.waiting.fetch_add(1, Ordering::AcqRel);
+        if let Provider::Local(p) = &provider {
+            p.serving.fetch_add(1, Ordering::AcqRel);
+        }
+        let started = Instant::now();
+        let batch = r.batch.clone().map(|(gather, at)| {
+            let slot = gather.owe(at);
+            (gather, slot)
+        });
+        self.pending.insert(
+            gid,
+            Pending {
+                caller: Caller::Local {
+                    session: caller.clone(),
+                    id: caller_id.to_owned(),
+                    metrics: r.metrics.clone(),
+                    batch,
+                },
+                provider,
+                deadline: started + r.timeout,
+                started,
+            },
+        );
+        Ok(gid)
+    }
+
+    /// This node's provider of `ns` with the fewest pending requests.
+    fn pick(&self, ns: &str, need: Need) -> Option<Arc<SessionHandle>> {
+        let map = self.providers.read();
+        map.get(ns)
+            .into_iter()
+            .flatten()
+            .filter(|p| {
+                p.rights()
+                    .is_some_and(|rights| catalog::satisfies(rights, need))
+            })
+            .min_by_key(|p| p.serving.load(Ordering::Relaxed))
+            .cloned()
+    }
+
+    /// Hands a caller's request to the bus: one node's provider takes it,
+    /// or it fails with -32004 once the bus says none would.
+    fn route_remote(&self, caller: &Arc<SessionHandle>, r: Routed<'_>) -> Result<(), RpcError> {
+        let body = request_body(caller, &r);
+        let Some(caller_id) = r.id else {
+            self.bus.notify(r.ns, body);
+            return Ok(());
+        };
+        let gid = self.wait(caller, caller_id, &r, Provider::Remote(None))?;
+        self.bus.route(r.ns, gid, r.timeout, body);
+        Ok(())
+    }
+
+    /// Another node's request for a provider of `ns` here. `Err`: why
+    /// none takes it (the caller gets -32004).
+    pub fn serve_remote(
+        &self,
+        ns: &str,
+        need: Need,
+        from: Origin,
+        body: &str,
+        cap: usize,
+        stall: Duration,
+    ) -> Result<(), &'static str> {
+        let provider = self.pick(ns, need).ok_or("no provider")?;
+        let gid = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        provider.serving.fetch_add(1, Ordering::AcqRel);
+        let started = Instant::now();
+        self.pending.insert(
+            gid,
+            Pending {
+                caller: Caller::Remote {
+                    node: from.node,
+                    gid: from.gid,
+                },
+                provider: Provider::Local(provider.clone()),
+                deadline: started + from.timeout,
+                started,
+            },
+        );
+        let message = format!("{{\"jsonrpc\":\"2.0\",\"id\":{gid},{body}");
+        if !provider
+            .outbound
+            .push_request(Utf8Bytes::from(message), gid, cap, stall)
+        {
+            if let Some((_, p)) = self.pending.remove(&gid) {
+                Self::release(&p);
+            }
+            return Err("provider busy");
+        }
+        Ok(())
+    }
+
+    /// Another node's routed notification for a provider of `ns` here.
+    pub fn notify_remote(&self, ns: &str, need: Need, body: &str, cap: usize) {
+        if let Some(provider) = self.pick(ns, need) {
+            let message = format!("{{\"jsonrpc\":\"2.0\",{body}");
+            provider.outbound.push_event(
+                Utf8Bytes::from(message),
+                Guard::Always,
+                cap,
+                Duration::MAX,
+            );
+        }
+    }
+
+    /// A node took our request `gid` (or said why not: -32004).
+    pub fn accepted(&self, gid: u64, outcome: Result<Arc<str>, String>) {
+        match outcome {
+            Ok(node) => {
+                if let Some(mut p) = self.pending.get_mut(&gid) {
+                    if let Provider::Remote(slot @ None) = &mut p.provider {
+                        *slot = Some(node);
+                    }
+                }
+            }
+            Err(why) => {
+                let err = if why == "provider busy" {
+                    RpcError::with_message(Code::NoProvider, "provider busy")
+                } else {
+                    RpcError::new(Code::NoProvider)
+                };
+                self.fail(gid, &err, RoutedEnd::ProviderGone);
+            }
+        }
+    }
+
+    /// `node` answered our request `gid`.
+    pub fn answer_remote(&self, node: &str, gid: u64, fragment: &str) {
+        let from_node = |p: &Pending| match &p.provider {
+            Provider::Remote(Some(n)) => **n == *node,
+            // The answer overtook the node's "ok".
+            Provider::Remote(None) => true,
+            Provider::Local(_) => false,
+        };
+        if let Some((_, p)) = self.pending.remove_if(&gid, |_, p| from_node(p)) {
+            self.finish(p, Outcome::Answer(fragment), RoutedEnd::Answered);
+        }
+    }
+
+    /// `node` is gone: what it served fails with -32004, what it asked is dropped.
+    pub fn node_gone(&self, node: &str) {
+        let affected: Vec<(u64, bool)> = self
+            .pending
+            .iter()
+            .filter_map(|p| match (&p.provider, &p.caller) {
+                (Provider::Remote(Some(n)), _) if **n == *node => Some((*p.key(), true)),
+                (_, Caller::Remote { node: n, .. }) if **n == *node => Some((*p.key(), false)),
+                _ => None,
+            })
+            .collect();
+        let err = RpcError::with_message(Code::NoProvider, "provider disconnected");
+        for (gid, served) in affected {
+            if served {
+                self.fail(gid, &err, RoutedEnd::ProviderGone);
+            } else if let Some((_, p)) = self.pending.remove(&gid) {
+                Self::release(&p);
+            }
+        }
+    }
+
     /// Whether routed request `gid` still waits for its answer (a queued
     /// request that no longer does is not sent).
     pub fn is_pending(&self, gid: u64) -> bool {
@@ -223,44 +409,72 @@ impl Router {
         };
         let Some((_, p)) = self
             .pending
-            .remove_if(&gid, |_, p| p.provider.id == provider.id)
+            .remove_if(&gid, |_, p| p.provider.is_session(provider.id))
         else {
             tracing::debug!(gid, "late or foreign answer ignored");
             return false;
         };
-        let mut out = Vec::with_capacity(64);
-        out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
-        out.extend_from_slice(p.caller_id.get().as_bytes());
-        match outcome {
-            Ok(result) => {
-                out.extend_from_slice(b",\"result\":");
-                out.extend_from_slice(result.get().as_bytes());
-            }
-            Err(error) => {
-                out.extend_from_slice(b",\"error\":");
-                out.extend_from_slice(error.get().as_bytes());
-            }
-        }
-        out.push(b'}');
-        self.finish(p, out, RoutedEnd::Answered);
+        let (key, value) = match outcome {
+            Ok(result) => ("\"result\":", result),
+            Err(error) => ("\"error\":", error),
+        };
+        let mut fragment = String::with_capacity(key.len() + value.get().len());
+        fragment.push_str(key);
+        fragment.push_str(value.get());
+        self.finish(p, Outcome::Answer(&fragment), RoutedEnd::Answered);
         true
     }
 
-    fn finish(&self, p: Pending, message: Vec<u8>, end: RoutedEnd) {
-        p.metrics.routed(end, p.started);
-        p.caller.waiting.fetch_sub(1, Ordering::AcqRel);
-        p.provider.serving.fetch_sub(1, Ordering::AcqRel);
-        match p.batch {
-            Some((gather, slot)) => gather.fill(slot, message),
-            None => push_message(&p.caller, message),
+    /// The counts a pending request held.
+    fn release(p: &Pending) {
+        if let Caller::Local { session, .. } = &p.caller {
+            session.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+        if let Provider::Local(s) = &p.provider {
+            s.serving.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Hands the outcome to the caller: its session here, or its node.
+    fn finish(&self, p: Pending, outcome: Outcome<'_>, end: RoutedEnd) {
+        Self::release(&p);
+        match p.caller {
+            Caller::Local {
+                session,
+                id,
+                metrics,
+                batch,
+            } => {
+                metrics.routed(end, p.started);
+                let mut out = Vec::with_capacity(96);
+                match outcome {
+                    Outcome::Answer(fragment) => {
+                        out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+                        out.extend_from_slice(id.get().as_bytes());
+                        out.push(b',');
+                        out.extend_from_slice(fragment.as_bytes());
+                        out.push(b'}');
+                    }
+                    Outcome::Error(e) => rpc::write_error(&mut out, Some(&id), e),
+                }
+                match batch {
+                    Some((gather, slot)) => gather.fill(slot, out),
+                    None => push_message(&session, out),
+                }
+            }
+            Caller::Remote { node, gid } => {
+                let fragment = match outcome {
+                    Outcome::Answer(fragment) => fragment.to_owned(),
+                    Outcome::Error(e) => error_fragment(e),
+                };
+                self.bus.answer(&node, gid, fragment);
+            }
         }
     }
 
     fn fail(&self, gid: u64, error: &RpcError, end: RoutedEnd) {
         if let Some((_, p)) = self.pending.remove(&gid) {
-            let mut out = Vec::with_capacity(96);
-            rpc::write_error(&mut out, Some(&p.caller_id), error);
-            self.finish(p, out, end);
+            self.finish(p, Outcome::Error(error), end);
         }
     }
 
@@ -283,27 +497,61 @@ impl Router {
     pub fn session_ended(&self, session_id: u64) {
         {
             let mut map = self.providers.write();
-            map.retain(|_, list| {
+            map.retain(|ns, list| {
                 list.retain(|s| s.id != session_id);
+                if list.is_empty() {
+                    self.bus.serve(ns, false);
+                }
                 !list.is_empty()
             });
         }
         let affected: Vec<(u64, bool)> = self
             .pending
             .iter()
-            .filter(|p| p.provider.id == session_id || p.caller.id == session_id)
-            .map(|p| (*p.key(), p.provider.id == session_id))
+            .filter(|p| p.provider.is_session(session_id) || p.caller.is_session(session_id))
+            .map(|p| (*p.key(), p.provider.is_session(session_id)))
             .collect();
         let err = RpcError::with_message(Code::NoProvider, "provider disconnected");
         for (gid, as_provider) in affected {
             if as_provider {
                 self.fail(gid, &err, RoutedEnd::ProviderGone);
             } else if let Some((_, p)) = self.pending.remove(&gid) {
-                p.caller.waiting.fetch_sub(1, Ordering::AcqRel);
-                p.provider.serving.fetch_sub(1, Ordering::AcqRel);
+                Self::release(&p);
             }
         }
     }
+}
+
+/// What a provider of another node gets after the id: `"method":…}`.
+fn request_body(caller: &SessionHandle, r: &Routed<'_>) -> String {
+    let mut out = String::with_capacity(120 + r.params.map_or(2, |p| p.get().len()));
+    out.push_str("\"method\":");
+    push_json_str(&mut out, r.method);
+    out.push_str(",\"params\":");
+    out.push_str(r.params.map_or("{}", RawValue::get));
+    out.push_str(",\"caller\":{\"user\":");
+    push_json_str(&mut out, caller.user().map_or("", |u| &**u));
+    out.push_str(",\"sessionId\":\"");
+    out.push_str(&caller.id_string());
+    out.push_str("\",\"rights\":");
+    out.push_str(
+        &serde_json::to_string(&caller.rights().unwrap_or_default().names())
+            .unwrap_or_else(|_| "[]".into()),
+    );
+    out.push_str("}}");
+    out
+}
+
+/// `"error":{…}` for an answer that goes to another node.
+fn error_fragment(e: &RpcError) -> String {
+    let mut out = Vec::with_capacity(96);
+    rpc::write_error(&mut out, None, e);
+    let text = String::from_utf8(out).unwrap_or_default();
+    // `{"jsonrpc":"2.0","id":null,` … `}`
+    let start = text.find("\"error\"").unwrap_or(0);
+    text.get(start..text.len().saturating_sub(1))
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn push_message(caller: &SessionHandle, message: Vec<u8>) {
@@ -402,9 +650,4 @@ fn assemble(local: &[u8], routed: &[(usize, Option<Vec<u8>>)]) -> Vec<u8> {
     out.extend_from_slice(local.get(from..).unwrap_or_default());
     out.push(b']');
     out
-}
-
-/// Appends `s` as a JSON string literal.
-pub fn push_json_str(out: &mut String, s: &str) {
-    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
 }

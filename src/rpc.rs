@@ -26,6 +26,7 @@ pub enum Code {
     TooManySessions,
     StaleRevision,
     RateLimited,
+    ClusterUnavailable,
 }
 
 impl Code {
@@ -45,6 +46,7 @@ impl Code {
             Code::TooManySessions => -32007,
             Code::StaleRevision => -32040,
             Code::RateLimited => -32029,
+            Code::ClusterUnavailable => -32050,
         }
     }
 
@@ -64,6 +66,7 @@ impl Code {
             Code::TooManySessions => "too many sessions for this user",
             Code::StaleRevision => "stale revision",
             Code::RateLimited => "rate limited",
+            Code::ClusterUnavailable => "cluster unavailable",
         }
     }
 }
@@ -428,6 +431,23 @@ pub fn write_error(out: &mut Vec<u8>, id: Option<&RawValue>, err: &RpcError) {
 /// A server notification: `{"jsonrpc":"2.0","method":…,"params":…}`.
 pub fn notification(method: &str, params: &Value) -> String {
     serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params}).to_string()
+}
+
+/// A handler's answer.
+pub enum Reply {
+    Value(serde_json::Value),
+    Error(RpcError),
+    /// Answered later through the session's outbound queue (routed requests).
+    Later,
+}
+
+impl From<Result<serde_json::Value, RpcError>> for Reply {
+    fn from(r: Result<serde_json::Value, RpcError>) -> Reply {
+        match r {
+            Ok(v) => Reply::Value(v),
+            Err(e) => Reply::Error(e),
+        }
+    }
 }
 
 #[cfg(test)]

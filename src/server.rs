@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
@@ -27,8 +26,7 @@ use crate::http::{self, Answer, Head, HeadError};
 use crate::rpc::Close;
 use crate::tls::ClientIdentity;
 
-pub type Transport = TlsStream<TcpStream>;
-pub type Ws = WebSocketStream<Transport>;
+pub use crate::session::{Transport, Ws};
 
 /// Connections being refused at capacity at once; past this they are dropped
 /// without a TLS handshake, so refusing cannot itself exhaust the machine.

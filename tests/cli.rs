@@ -708,7 +708,8 @@ fn every_option_and_argument_of_every_subcommand_has_help() {
             "check-config",
             "gen-cert",
             "catalog",
-            "call"
+            "call",
+            "cluster"
         ]
     );
     // The parser sees a missing help: an entry alone on its line.
@@ -717,9 +718,13 @@ fn every_option_and_argument_of_every_subcommand_has_help() {
         ["--out <DIR>"]
     );
     let mut checked = 0;
-    for sub in &subcommands {
+    let nested = [vec!["cluster", "export"], vec!["cluster", "status"]];
+    let all = subcommands.iter().map(|s| vec![*s]).chain(nested);
+    for sub in all {
         for flag in ["-h", "--help"] {
-            let (code, help, err) = run(&[sub, flag], dir.path(), None);
+            let args: Vec<&str> = sub.iter().copied().chain([flag]).collect();
+            let (code, help, err) = run(&args, dir.path(), None);
+            let sub = sub.join(" ");
             assert_eq!(code, 0, "{sub} {flag}: {err}");
             let missing = entries_without_help(&help);
             assert!(

@@ -10,14 +10,15 @@
 
 pub mod delegation;
 pub mod edit;
-pub mod persist;
+pub use crate::persist;
 
 use std::sync::Arc;
 
 use toml_edit::DocumentMut;
 
+use crate::bus::WriteError;
 use crate::catalog::{self, Method};
-use crate::config::{revision_of, Config};
+use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::hub::SessionHandle;
 use delegation::{Actor, Change, Refusal};
@@ -55,6 +56,19 @@ pub enum ChangeError {
     Gone,
     /// Reading or writing the config file failed.
     Io(std::io::Error),
+    /// The cluster's shared configuration cannot be reached (NATS down).
+    Unavailable,
+}
+
+fn stored(e: WriteError, current: &str) -> ChangeError {
+    match e {
+        WriteError::Stale { on_disk } => ChangeError::Stale {
+            current: current.to_owned(),
+            on_disk,
+        },
+        WriteError::Unavailable => ChangeError::Unavailable,
+        WriteError::Io(e) => ChangeError::Io(e),
+    }
 }
 
 /// Makes one change: see the module doc for the steps. `edit` gets the
@@ -75,10 +89,12 @@ pub fn change<T>(
         return Err(stale(false));
     }
     let path = gw.config_path();
-    let disk = std::fs::read_to_string(path).map_err(ChangeError::Io)?;
-    if revision_of(&disk) != current {
-        return Err(stale(true));
-    }
+    // The file (single node), or the cluster's shared text with this
+    // node's sections: the bus says which text a change edits.
+    let disk = gw
+        .bus
+        .base_text(path, &live.config)
+        .map_err(|e| stored(e, current))?;
     // Re-gated under the lock: the gate ran before this change waited.
     let (method, need) = catalog::method_entry(req.method);
     let rights = req.session.rights().unwrap_or_default();
@@ -96,10 +112,12 @@ pub fn change<T>(
         audit_refused(req.session, method, &refusal);
         return Err(ChangeError::Refused(refusal));
     }
-    if text != disk {
-        persist::write_atomic(path, &text).map_err(ChangeError::Io)?;
-    }
-    let revision = new.source.revision().to_owned();
+    let revision = gw
+        .bus
+        .write(path, &disk, &text, current)
+        .map_err(|e| stored(e, current))?;
+    let mut new = new;
+    new.source.set_revision(revision.clone());
     let revoked = gw.install(&serial, new);
     audit_change(req.session, method, current, &revision, &changes, revoked);
     Ok(Committed {

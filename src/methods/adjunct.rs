@@ -5,9 +5,9 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::params::Params;
+use super::Ctx;
 use crate::broker::{self, Delivery};
 use crate::catalog::{self, Need};
-use crate::dispatch::Ctx;
 use crate::gateway::Snapshot;
 use crate::rpc::RpcError;
 

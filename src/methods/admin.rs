@@ -12,15 +12,17 @@ use toml_edit::{value, DocumentMut, Table};
 
 use super::adjunct::truncate;
 use super::params::Params;
+use super::Ctx;
 use crate::admin::delegation::{self, Kind, Refusal};
 use crate::admin::edit::{self, EditError, Section};
 use crate::admin::{self, ChangeError, Committed};
+use crate::bus::Closed;
 use crate::catalog::{Endpoint, Method};
 use crate::config::Config;
 use crate::directory::check_complexity;
-use crate::dispatch::Ctx;
 use crate::gateway::Snapshot;
-use crate::rights::Right;
+use crate::hub::SessionHandle;
+use crate::rights::{Right, RightSet};
 use crate::rpc::{Close, Code, RpcError};
 
 /// What answers carry in place of a secret.
@@ -38,7 +40,7 @@ pub(super) struct SessionFilter {
     endpoint: Option<String>,
 }
 
-pub fn sessions_list(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
+pub async fn sessions_list(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
     let f: SessionFilter = params.decode()?;
     let endpoint = match f.endpoint.as_deref() {
         None => None,
@@ -50,50 +52,50 @@ pub fn sessions_list(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcErro
             ))
         }
     };
-    let mut sessions = ctx.gw.hub.list();
-    sessions.retain(|s| {
-        endpoint.is_none_or(|e| s.endpoint == e)
-            && f.user
-                .as_deref()
-                .is_none_or(|u| s.user().is_some_and(|n| **n == *u))
+    let node = ctx.gw.bus.node();
+    let mut list: Vec<Value> = ctx.gw.hub.list().iter().map(|s| s.describe(node)).collect();
+    // The other nodes' sessions (none on a single node).
+    list.extend(ctx.gw.bus.sessions().await);
+    list.retain(|s| {
+        endpoint.is_none_or(|e| s["endpoint"] == e.name())
+            && f.user.as_deref().is_none_or(|u| s["user"] == u)
     });
-    sessions.sort_by_key(|s| (s.connected_at, s.id));
+    list.sort_by_key(|s| {
+        (
+            s["connectedAt"].as_u64().unwrap_or(0),
+            s["sessionId"].as_str().unwrap_or_default().to_owned(),
+        )
+    });
+    // What the caller could not close, with the reason (the admin page
+    // disables those controls); judged from the rights each session holds.
     let actor = ctx.session.rights().unwrap_or_default();
     let may_close = gate_refusal(actor, Method::AdminSessionsClose);
-    let list: Vec<Value> = sessions
-        .iter()
-        .map(|s| {
-            let connected_at = s
-                .connected_at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let held = s.rights().unwrap_or_default();
-            let close = may_close.clone().or_else(|| {
-                delegation::may_manage(actor, held, held)
-                    .err()
-                    .map(|right| {
-                        Refusal::Lacks {
-                            right,
-                            kind: Kind::Session,
-                            name: s.id_string(),
-                        }
-                        .to_string()
-                    })
-            });
-            let mut v = json!({
-                "sessionId": s.id_string(),
-                "user": s.user().map(|u| &**u),
-                "endpoint": s.endpoint.name(),
-                "peer": s.peer.to_string(),
-                "connectedAt": connected_at,
-                "rights": held.names(),
-            });
-            if let Some(close) = close {
-                v["refused"] = json!({ "close": close });
-            }
-            v
-        })
-        .collect();
+    for s in &mut list {
+        let held: RightSet = s["rights"]
+            .as_array()
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(|r| r.as_str().and_then(Right::from_name))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let close = may_close.clone().or_else(|| {
+            delegation::may_manage(actor, held, held)
+                .err()
+                .map(|right| {
+                    Refusal::Lacks {
+                        right,
+                        kind: Kind::Session,
+                        name: s["sessionId"].as_str().unwrap_or_default().to_owned(),
+                    }
+                    .to_string()
+                })
+        });
+        if let Some(close) = close {
+            s["refused"] = json!({ "close": close });
+        }
+    }
     Ok(json!({ "sessions": list }))
 }
 
@@ -390,17 +392,37 @@ pub(super) struct CloseParams {
 
 /// Closes a session with 1008 `closed by administrator`. Closing reaches
 /// into the session's rights, so the actor must hold all of them.
-pub fn sessions_close(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
+pub async fn sessions_close(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
     let p: CloseParams = params.decode()?;
-    let target = u64::from_str_radix(&p.session_id, 16)
+    let no_such =
+        || RpcError::invalid_params(format!("no live session {:?}", truncate(&p.session_id)));
+    let id = u64::from_str_radix(&p.session_id, 16)
         .ok()
         .filter(|_| p.session_id.len() == 16)
-        .and_then(|id| ctx.gw.hub.get(id))
-        .ok_or_else(|| {
-            RpcError::invalid_params(format!("no live session {:?}", truncate(&p.session_id)))
-        })?;
+        .ok_or_else(no_such)?;
     let (method, _) = crate::catalog::method_entry(Method::AdminSessionsClose);
     let actor = ctx.session.rights().unwrap_or_default();
+    let reason: Option<String> = p.reason.as_ref().map(|r| r.chars().take(256).collect());
+    let s = ctx.session;
+    let Some(target) = ctx.gw.hub.get(id) else {
+        // Another node's session: that node checks the rights and closes it.
+        return match ctx.gw.bus.close(id, actor).await {
+            None => Err(no_such()),
+            Some(Closed::Refused(right)) => {
+                let refusal = Refusal::Lacks {
+                    right,
+                    kind: Kind::Session,
+                    name: p.session_id.clone(),
+                };
+                admin::audit_refused(s, method, &refusal);
+                Err(refused(&refusal))
+            }
+            Some(Closed::Closed) => {
+                audit_closed(s, &p.session_id, None, reason.as_deref());
+                Ok(json!({ "closed": p.session_id }))
+            }
+        };
+    };
     let held = target.rights().unwrap_or_default();
     if let Err(right) = delegation::may_manage(actor, held, held) {
         let refusal = Refusal::Lacks {
@@ -414,8 +436,19 @@ pub fn sessions_close(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcErr
     target
         .outbound
         .close(Close::Policy, "closed by administrator");
-    let reason: Option<String> = p.reason.map(|r| r.chars().take(256).collect());
-    let s = ctx.session;
+    let user = target.user().map(|u| &**u);
+    audit_closed(
+        s,
+        &target.id_string(),
+        Some(user.unwrap_or("")),
+        reason.as_deref(),
+    );
+    Ok(json!({ "closed": target.id_string() }))
+}
+
+/// The audit line of a session an administrator closed (on this node or,
+/// without its user known here, on another).
+fn audit_closed(s: &SessionHandle, closed: &str, closed_user: Option<&str>, reason: Option<&str>) {
     tracing::warn!(
         target: "audit",
         event = "admin_session_closed",
@@ -423,12 +456,11 @@ pub fn sessions_close(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcErr
         peer = %s.peer,
         endpoint = s.endpoint.name(),
         session = %s.id_string(),
-        closed_session = %target.id_string(),
-        closed_user = target.user().map_or("", |u| &**u),
-        reason = reason.as_deref(),
+        closed_session = closed,
+        closed_user,
+        reason,
         "session closed by an administrator"
     );
-    Ok(json!({ "closed": target.id_string() }))
 }
 
 /// The SIGHUP path, for operators without a shell on the gateway host.
@@ -524,6 +556,7 @@ fn change_error(e: ChangeError, method: Method) -> RpcError {
             crate::catalog::Need::Right(r) => RpcError::forbidden(r),
             _ => RpcError::new(Code::Forbidden),
         },
+        ChangeError::Unavailable => RpcError::new(Code::ClusterUnavailable),
         ChangeError::Io(e) => {
             tracing::error!(error = %e, "cannot read or write the config file");
             RpcError::with_message(

@@ -7,9 +7,9 @@ use serde_json::{json, Value};
 
 use super::adjunct::truncate;
 use super::params::Params;
+use super::Ctx;
 use crate::broker;
 use crate::catalog::{self, Denied};
-use crate::dispatch::Ctx;
 use crate::gateway::Snapshot;
 use crate::rpc::RpcError;
 

@@ -12,28 +12,62 @@ mod turn;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::catalog::{Method, Need};
-use crate::dispatch::Ctx;
+use crate::gateway::Gateway;
 use crate::gateway::Snapshot;
+use crate::hub::SessionHandle;
+use crate::rate::RateLimit;
+use crate::router::Gather;
 use crate::router::Routed;
-use crate::rpc::{Request, RpcError};
+use crate::rpc::Close;
+pub use crate::rpc::Reply;
+use crate::rpc::Request;
 pub use params::Params;
 
-/// A handler's answer.
-pub enum Reply {
-    Value(Value),
-    Error(RpcError),
-    /// Answered later through the session's outbound queue (routed requests).
-    Later,
+/// What a handler may see and change of its session.
+pub struct Ctx<'a> {
+    pub gw: &'a Arc<Gateway>,
+    pub session: &'a Arc<SessionHandle>,
+    /// The session's request budget.
+    pub rate: &'a mut RateLimit,
+    /// Set by a handler that wants the session closed after its answer.
+    pub close: Option<(Close, &'static str)>,
+    /// Set while the elements of a batch are handled.
+    pub batch: Option<Batching>,
 }
 
-impl From<Result<Value, RpcError>> for Reply {
-    fn from(r: Result<Value, RpcError>) -> Reply {
-        match r {
-            Ok(v) => Reply::Value(v),
-            Err(e) => Reply::Error(e),
+/// A batch being answered: where a forwarded element's answer belongs.
+pub struct Batching {
+    /// Offset in the answer buffer where the current element's answer goes.
+    pub at: usize,
+    pub(crate) gather: Option<Arc<Gather>>,
+}
+
+impl Batching {
+    /// The batch's answer array, made when its first element is forwarded
+    /// (a batch of local methods never makes one).
+    pub fn gather(&mut self, caller: &Arc<SessionHandle>) -> Arc<Gather> {
+        self.gather
+            .get_or_insert_with(|| Gather::new(caller.clone()))
+            .clone()
+    }
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(
+        gw: &'a Arc<Gateway>,
+        session: &'a Arc<SessionHandle>,
+        rate: &'a mut RateLimit,
+    ) -> Ctx<'a> {
+        Ctx {
+            gw,
+            session,
+            rate,
+            close: None,
+            batch: None,
         }
     }
 }
@@ -57,8 +91,8 @@ pub async fn call(
         Method::AdjunctPublish => adjunct::publish(ctx, snap, params).into(),
         Method::EventsSubscribe => events::subscribe(ctx, snap, params).into(),
         Method::EventsUnsubscribe => events::unsubscribe(ctx, params).into(),
-        Method::AdminSessionsList => admin::sessions_list(ctx, params).into(),
-        Method::AdminSessionsClose => admin::sessions_close(ctx, params).into(),
+        Method::AdminSessionsList => admin::sessions_list(ctx, params).await.into(),
+        Method::AdminSessionsClose => admin::sessions_close(ctx, params).await.into(),
         Method::AdminConfigGet => admin::config_get(snap).into(),
         Method::AdminConfigReload => admin::config_reload(ctx).await.into(),
         Method::AdminNetworkSet => admin::network_set(ctx, params).await.into(),

@@ -4,8 +4,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::params::Params;
+use super::Ctx;
 use crate::auth::{self, Attempt, Credential, Refused};
-use crate::dispatch::Ctx;
 use crate::gateway::Snapshot;
 use crate::rights::Right;
 use crate::rpc::{Close, Code, RpcError};
@@ -118,6 +118,7 @@ fn identity(snap: &Snapshot, ctx: &Ctx<'_>, with_endpoint: bool) -> Value {
     });
     if with_endpoint {
         v["endpoint"] = json!(s.endpoint.name());
+        v["node"] = json!(ctx.gw.bus.node());
     }
     v
 }

