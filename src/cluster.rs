@@ -18,6 +18,7 @@ use crate::broker::Delivery;
 use crate::bus::{self, shared, Bus, Closed, Inbound, Origin, Presence};
 use crate::config::Config;
 use crate::gateway::Gateway;
+use crate::outbound::Bound;
 use crate::rights::RightSet;
 use crate::rpc::Close;
 
@@ -67,8 +68,11 @@ impl Inbound for Node {
             need,
             from,
             body,
-            l.provider_queue,
-            Duration::from_secs(l.stalled_close_secs),
+            Bound {
+                messages: l.provider_queue,
+                bytes: l.queue_bytes,
+                stall: Duration::from_secs(l.stalled_close_secs),
+            },
         )
     }
 
@@ -79,8 +83,16 @@ impl Inbound for Node {
         let Some(gw) = self.gw() else { return };
         let snap = gw.snapshot();
         if let Some(need) = snap.config.catalog.provider_need(ns) {
-            gw.router
-                .notify_remote(ns, need, body, snap.config.limits.outbound_queue);
+            gw.router.notify_remote(
+                ns,
+                need,
+                body,
+                Bound {
+                    messages: snap.config.limits.outbound_queue,
+                    bytes: snap.config.limits.queue_bytes,
+                    stall: Duration::MAX,
+                },
+            );
         }
     }
 
@@ -120,6 +132,7 @@ impl Inbound for Node {
             &Delivery {
                 need,
                 queue_cap: l.outbound_queue,
+                queue_bytes: l.queue_bytes,
                 stall: Duration::from_secs(l.stalled_close_secs),
             },
         );
