@@ -1199,11 +1199,17 @@ pub fn argon2_params(hash: &argon2::PasswordHash<'_>) -> Result<argon2::Params, 
     });
     let output = hash.hash.map_or(0, |h| h.len());
     if params.m_cost() > ARGON2_MAX_MEMORY_KIB {
-        Err(format!("m = {} is over {ARGON2_MAX_MEMORY_KIB} (KiB)", params.m_cost()))
+        Err(format!(
+            "m = {} is over {ARGON2_MAX_MEMORY_KIB} (KiB)",
+            params.m_cost()
+        ))
     } else if params.t_cost() > ARGON2_MAX_TIME {
         Err(format!("t = {} is over {ARGON2_MAX_TIME}", params.t_cost()))
     } else if params.p_cost() > ARGON2_MAX_LANES {
-        Err(format!("p = {} is over {ARGON2_MAX_LANES}", params.p_cost()))
+        Err(format!(
+            "p = {} is over {ARGON2_MAX_LANES}",
+            params.p_cost()
+        ))
     } else if !ARGON2_OUTPUT_BYTES.contains(&output) {
         Err(format!(
             "the hash is {output} bytes, not {}..={}",
