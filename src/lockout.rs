@@ -113,8 +113,8 @@ pub enum Throttle {
     /// The address already has `max_verifying_per_ip` checks in progress,
     /// or its failure budget is spoken for by checks in progress.
     Busy,
-    /// The account's next free turn is further off than the horizon
-    /// (twice `account_delay_max_ms`): too many attempts on it already wait.
+    /// The account's next free turn is further off than
+    /// `account_delay_max_ms`: enough attempts on it already wait.
     Account,
 }
 
@@ -403,8 +403,10 @@ impl InFlight<'_> {
     /// may be checked. Undelayed accounts go now. A delayed one gets
     /// `max(now, previous turn or last failure + delay)`, so however many
     /// addresses guess in parallel, checks of one account are spaced by its
-    /// delay; a turn further off than twice `account_delay_max_ms` is
-    /// refused at once ([`Throttle::Account`]). Unknown names alike.
+    /// delay; a turn further off than `account_delay_max_ms` is refused at
+    /// once ([`Throttle::Account`]), so no attempt waits longer than that
+    /// (a Basic login must finish within the handshake timeout). Unknown
+    /// names alike.
     pub fn schedule(
         &mut self,
         user: &str,
@@ -428,8 +430,7 @@ impl InFlight<'_> {
             let previous = state.slot.map_or(state.last, |s| s.max(state.last));
             previous.checked_add(delay).unwrap_or(now).max(now)
         };
-        let horizon = Duration::from_millis(sec.account_delay_max_ms).saturating_mul(2);
-        if slot.duration_since(now) > horizon {
+        if slot.duration_since(now) > Duration::from_millis(sec.account_delay_max_ms) {
             return Err(Throttle::Account);
         }
         state.slot = Some(slot);
@@ -566,8 +567,8 @@ mod tests {
     }
 
     /// Parallel attempts on a delayed account from many addresses are given
-    /// turns a delay apart, and refused at once past twice the maximum
-    /// delay; an unknown name is scheduled exactly alike.
+    /// turns a delay apart, and refused at once past the maximum delay; an
+    /// unknown name is scheduled exactly alike.
     #[test]
     fn a_delayed_account_checks_one_attempt_per_turn_from_any_address() {
         let l = Lockout::default();
@@ -589,14 +590,14 @@ mod tests {
                 turns.push(g.schedule(user, t, &s));
                 held.push(g);
             }
-            // 250, then 500 and 1000 ms apart (the waiting ones count), then
-            // the next turn would be 2750 ms off: over 2 × 1000 ms.
+            // 250, then 500 ms apart (the waiting one counts), then the
+            // next turn would be 1750 ms off: over the 1000 ms maximum.
             assert_eq!(
                 turns,
                 [
                     Ok(ms(250)),
                     Ok(ms(750)),
-                    Ok(ms(1750)),
+                    Err(Throttle::Account),
                     Err(Throttle::Account),
                     Err(Throttle::Account),
                     Err(Throttle::Account),
@@ -605,8 +606,8 @@ mod tests {
             );
             // Those refused hold no turn; the others do until they drop.
             drop(held);
-            let mut g = l.begin(ip("10.0.3.9"), ms(1750), &s).unwrap();
-            assert_eq!(g.schedule(user, ms(1750), &s), Ok(ms(2000)));
+            let mut g = l.begin(ip("10.0.3.9"), ms(500), &s).unwrap();
+            assert_eq!(g.schedule(user, ms(500), &s), Ok(ms(1000)));
         }
     }
 

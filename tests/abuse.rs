@@ -946,8 +946,8 @@ async fn row_a_hostile_password_hash_is_refused_at_reload() {
 /// no address or pair limit applies): the account's schedule lets
 /// `account_delay_after` + 1 through, then one per turn a delay apart
 /// (250 ms at least), and refuses at once those whose turn would be over
-/// 2 × `account_delay_max_ms` off; a real account and an unknown name
-/// alike. The rightful user then still gets in within a turn.
+/// `account_delay_max_ms` off; a real account and an unknown name alike.
+/// The rightful user then still gets in within a turn.
 #[tokio::test]
 async fn row_parallel_guesses_from_many_addresses_are_checked_at_the_scheduled_rate() {
     const PARALLEL: usize = 40;
