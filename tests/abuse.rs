@@ -551,6 +551,37 @@ impl Target {
 }
 
 const ATTACKER: &str = "127.0.0.2";
+
+/// One wrong `session.login` for `user` on each connection, all sent
+/// before any answer is read.
+async fn send_guesses(storm: &mut [Client], user: &str) {
+    for c in storm {
+        c.send_text(
+            json!({"jsonrpc":"2.0","id":1,"method":"session.login",
+                   "params":{"user": user,"password":"wrong-Guess-1"}})
+            .to_string(),
+        )
+        .await;
+    }
+}
+
+/// The storm's answers as (checked: -32002, refused: -32029 with
+/// `refusal`); anything else fails the row.
+async fn tally(storm: &mut [Client], refusal: &str) -> (usize, usize) {
+    let (mut checked, mut refused) = (0, 0);
+    for c in storm {
+        let answer = c.recv().await;
+        match code(&answer) {
+            LOGIN_FAILED => checked += 1,
+            -32029 => {
+                assert_eq!(answer["error"]["message"], refusal, "{answer}");
+                refused += 1;
+            }
+            _ => panic!("unexpected answer {answer}"),
+        }
+    }
+    (checked, refused)
+}
 const ADMIN_PW: &str = "admin-Pass-0x";
 const REFUSED_UNAUTH: &str =
     "adjunct_gateway_connections_refused_total{reason=\"unauthenticated_per_address\"}";
@@ -632,32 +663,15 @@ async fn row_parallel_wrong_logins_from_one_address_hold_only_their_share() {
     for _ in 0..PARALLEL {
         storm.push(t.ws_from(ATTACKER, "/portal", &[]).await);
     }
-    for c in &mut storm {
-        c.send_text(
-            json!({"jsonrpc":"2.0","id":1,"method":"session.login",
-                   "params":{"user":"victim","password":"wrong-Guess-1"}})
-            .to_string(),
-        )
-        .await;
-    }
+    send_guesses(&mut storm, "victim").await;
     // Another address logs in while the storm is being checked.
     let mut other = t.login("/portal", "turn1", TURN_PW).await;
     other.ok("session.ping", json!(null)).await;
-    let (mut checked, mut throttled) = (0, 0);
-    for c in &mut storm {
-        let answer = c.recv().await;
-        match code(&answer) {
-            LOGIN_FAILED => checked += 1,
-            -32029 => {
-                assert_eq!(
-                    answer["error"]["message"],
-                    "too many logins in progress from this address; retry shortly"
-                );
-                throttled += 1;
-            }
-            _ => panic!("unexpected answer {answer}"),
-        }
-    }
+    let (checked, throttled) = tally(
+        &mut storm,
+        "too many logins in progress from this address; retry shortly",
+    )
+    .await;
     assert_eq!(checked + throttled, PARALLEL);
     assert!(
         (1..=8).contains(&checked),
@@ -966,29 +980,12 @@ async fn row_parallel_guesses_from_many_addresses_are_checked_at_the_scheduled_r
             );
         }
         let start = std::time::Instant::now();
-        for c in &mut storm {
-            c.send_text(
-                json!({"jsonrpc":"2.0","id":1,"method":"session.login",
-                       "params":{"user": user,"password":"wrong-Guess-1"}})
-                .to_string(),
-            )
-            .await;
-        }
-        let (mut checked, mut refused) = (0, 0);
-        for c in &mut storm {
-            let answer = c.recv().await;
-            match code(&answer) {
-                LOGIN_FAILED => checked += 1,
-                -32029 => {
-                    assert_eq!(
-                        answer["error"]["message"],
-                        "too many logins waiting for this user name; retry later"
-                    );
-                    refused += 1;
-                }
-                _ => panic!("unexpected answer {answer}"),
-            }
-        }
+        send_guesses(&mut storm, user).await;
+        let (checked, refused) = tally(
+            &mut storm,
+            "too many logins waiting for this user name; retry later",
+        )
+        .await;
         let elapsed = start.elapsed();
         // Free ones, then at most one per 250 ms since the storm began.
         let allowed = AFTER + 1 + 1 + (elapsed.as_millis() / 250) as usize;
