@@ -161,11 +161,12 @@ impl Target {
     }
 }
 
-/// An argon2id hash whose check takes about a second (t = 60): long enough
-/// to reset the password while a login with the old one is being checked.
+/// An argon2id hash whose check takes about a second (64 MiB, t = 16, the
+/// most time the gateway accepts): long enough to reset the password while
+/// a login with the old one is being checked.
 fn slow_hash(password: &str) -> String {
     use argon2::password_hash::{PasswordHasher, SaltString};
-    let params = argon2::Params::new(19_456, 60, 1, None).unwrap();
+    let params = argon2::Params::new(65_536, 16, 1, None).unwrap();
     let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let salt = SaltString::encode_b64(b"slow-salt-16byte").unwrap();
     a.hash_password(password.as_bytes(), &salt)
