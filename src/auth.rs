@@ -59,6 +59,9 @@ pub enum Refused {
     InProgress,
     /// The verification queue is full (a login storm); retry shortly.
     Busy,
+    /// Too many password attempts on this user name (known or not) already
+    /// wait for their turn (`lockout`'s per-account schedule); retry later.
+    UserThrottled,
     /// Authenticated, but /adjunct needs Adjunct Server Connection.
     NoConnectionRight,
     /// The user already holds `[limits] max_connections_per_user` sessions.
@@ -85,30 +88,31 @@ pub async fn authenticate(
         audit(gw, at, claimed, how, Login::Throttled, "address throttled");
         return Err(Refused::Throttled);
     }
+    // Held until the outcome is recorded (to the end of this function): the
+    // check counts against the address's budget, its share of the verifier
+    // and the account's schedule until its failure is counted in their place.
+    let mut in_flight = None;
     let checked: Result<&Account, (Option<Arc<str>>, &'static str)> = match &cred {
         Credential::Password { user, password } => {
             let throttled = |reason: &str, refused: Refused| {
                 audit(gw, at, user, how, Login::Throttled, reason);
                 refused
             };
-            // Held until the check is decided: counts against the address's
-            // budget and its share of the verifier.
-            let _in_flight = match gw.lockout.begin(ip, Instant::now(), sec) {
-                Ok(guard) => guard,
-                Err(Throttle::Blocked) => {
-                    return Err(throttled("address throttled", Refused::Throttled))
-                }
-                Err(Throttle::Busy) => {
-                    return Err(throttled(
-                        "too many logins in progress from this address",
-                        Refused::InProgress,
-                    ))
-                }
+            let refused = |t: Throttle| match t {
+                Throttle::Blocked => throttled("address throttled", Refused::Throttled),
+                Throttle::Busy => throttled(
+                    "too many logins in progress from this address",
+                    Refused::InProgress,
+                ),
+                Throttle::Account => throttled(
+                    "too many logins waiting for this user name",
+                    Refused::UserThrottled,
+                ),
             };
-            let delay = gw.lockout.delay(user, Instant::now(), sec);
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
+            let guard =
+                in_flight.insert(gw.lockout.begin(ip, Instant::now(), sec).map_err(refused)?);
+            let turn = guard.schedule(user, Instant::now(), sec).map_err(refused)?;
+            tokio::time::sleep_until(turn.into()).await;
             match gw.verifier.login(&snap.directory, user, password).await {
                 Ok(name) => snap.directory.get(&name).ok_or((None, "unknown user")),
                 Err(LoginFailure::Busy) => {

@@ -795,11 +795,15 @@ impl Validator<'_> {
             if users.iter().any(|x| x.name == *name) {
                 return Err(self.at(&u.name, format!("duplicate service user {name:?}")));
             }
-            let is_argon2 = argon2::PasswordHash::new(u.password.get_ref())
-                .is_ok_and(|h| h.algorithm.as_str().starts_with("argon2"));
-            if !is_argon2 {
+            let hash = argon2::PasswordHash::new(u.password.get_ref())
+                .ok()
+                .filter(|h| h.algorithm.as_str().starts_with("argon2"));
+            let Some(hash) = hash else {
                 // Never echo the value: it may be a plaintext password typed by mistake.
                 return Err(self.at(&u.password, format!("service user {name:?}: password is not an argon2 PHC hash string (make one with `adjunct-gateway hash-password`)")));
+            };
+            if let Err(why) = argon2_params(&hash) {
+                return Err(self.at(&u.password, format!("service user {name:?}: password hash cost out of bounds: {why} (make one with `adjunct-gateway hash-password`)")));
             }
             for g in &u.groups {
                 if !groups.iter().any(|x| x.name == *g.get_ref()) {
@@ -1174,6 +1178,58 @@ fn redact_values(message: &str) -> String {
     out
 }
 
+/// The most one stored password hash may make a check cost: a hash in the
+/// config sizes the verifier's memory and sets its running time, so a
+/// hostile one could abort the process or pin a worker for ever.
+pub const ARGON2_MAX_MEMORY_KIB: u32 = 262_144;
+/// Passes over the memory (argon2 `t`).
+pub const ARGON2_MAX_TIME: u32 = 16;
+/// Lanes (argon2 `p`).
+pub const ARGON2_MAX_LANES: u32 = 8;
+/// Output length in bytes.
+pub const ARGON2_OUTPUT_BYTES: std::ops::RangeInclusive<usize> = 16..=64;
+/// Decoded salt length in bytes.
+pub const ARGON2_MAX_SALT_BYTES: usize = 64;
+
+/// The argon2 cost of a PHC hash if it is within the bounds above, else
+/// why not (the cost is not secret; the hash and the password never appear).
+/// Config validation refuses a hash that fails this, and the verifier
+/// checks it again before it allocates anything.
+pub fn argon2_params(hash: &argon2::PasswordHash<'_>) -> Result<argon2::Params, String> {
+    let params = argon2::Params::try_from(hash)
+        .map_err(|e| format!("argon2 parameters are not valid ({e})"))?;
+    let salt_ok = hash.salt.is_some_and(|salt| {
+        let mut buf = [0u8; ARGON2_MAX_SALT_BYTES];
+        salt.decode_b64(&mut buf).is_ok()
+    });
+    let output = hash.hash.map_or(0, |h| h.len());
+    if params.m_cost() > ARGON2_MAX_MEMORY_KIB {
+        Err(format!(
+            "m = {} is over {ARGON2_MAX_MEMORY_KIB} (KiB)",
+            params.m_cost()
+        ))
+    } else if params.t_cost() > ARGON2_MAX_TIME {
+        Err(format!("t = {} is over {ARGON2_MAX_TIME}", params.t_cost()))
+    } else if params.p_cost() > ARGON2_MAX_LANES {
+        Err(format!(
+            "p = {} is over {ARGON2_MAX_LANES}",
+            params.p_cost()
+        ))
+    } else if !ARGON2_OUTPUT_BYTES.contains(&output) {
+        Err(format!(
+            "the hash is {output} bytes, not {}..={}",
+            ARGON2_OUTPUT_BYTES.start(),
+            ARGON2_OUTPUT_BYTES.end()
+        ))
+    } else if !salt_ok {
+        Err(format!(
+            "the salt is missing or over {ARGON2_MAX_SALT_BYTES} bytes"
+        ))
+    } else {
+        Ok(params)
+    }
+}
+
 /// User names reach logs and TURN usernames: no control characters, no ':'.
 pub fn valid_user_name(name: &str) -> bool {
     !name.is_empty()
@@ -1294,6 +1350,28 @@ mod tests {
         let e = parse(&base().replace(HASH, "hunter2-secret")).unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
         assert_eq!(e.line, Some(11));
+    }
+
+    /// A stored hash sets the verifier's memory and time: one over the
+    /// bounds is refused where it is written, and the bounds themselves pass.
+    #[test]
+    fn a_password_hash_over_the_cost_bounds_is_refused_at_its_line() {
+        for (params, says) in [
+            ("m=4294967295,t=2,p=1", "m = 4294967295"),
+            ("m=262145,t=2,p=1", "m = 262145"),
+            ("m=19456,t=4294967295,p=1", "t = 4294967295"),
+            ("m=19456,t=17,p=1", "t = 17"),
+            ("m=19456,t=2,p=9", "p = 9"),
+        ] {
+            let text = base().replace("m=19456,t=2,p=1", params);
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.line, Some(11), "{params}: {e}");
+            assert!(e.to_string().contains(says), "{params}: {e}");
+            assert!(!e.to_string().contains("RdescudvJ"), "{e}");
+        }
+        let short = base().replace("RdescudvJCsgt3ub+b+dWRWJTmaaJObG", "RdescudvJCsgt3ub");
+        assert!(parse(&short).unwrap_err().to_string().contains("12 bytes"));
+        parse(&base().replace("m=19456,t=2,p=1", "m=262144,t=16,p=8")).unwrap();
     }
 
     #[test]

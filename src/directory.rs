@@ -323,10 +323,12 @@ fn verify_with(phc: &str, password: &str, memory: &mut Vec<Block>) -> bool {
         Some(Ok(v)) => v,
         Some(Err(_)) => return false,
     };
-    let Ok(params) = Params::try_from(&parsed) else {
+    // Bounded before anything is allocated or run: the cost comes from the
+    // string, and config validation may not be the only way one got here.
+    let Ok(params) = crate::config::argon2_params(&parsed) else {
         return false;
     };
-    let mut salt_buf = [0u8; 64];
+    let mut salt_buf = [0u8; crate::config::ARGON2_MAX_SALT_BYTES];
     let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
         return false;
     };
@@ -403,6 +405,27 @@ mod tests {
             "x",
             &mut memory
         ));
+    }
+
+    /// A hash whose cost is out of bounds fails at once, before the
+    /// verifier sizes its memory from it or runs its passes (an `m` of
+    /// 2^32 - 1 KiB aborted the process; a `t` of 2^32 - 1 never ended).
+    #[test]
+    fn a_hash_over_the_cost_bounds_is_refused_before_any_work() {
+        let good = hash_password("pw-3x").unwrap();
+        let hostile = [
+            good.replace("m=19456", "m=4294967295"),
+            good.replace("m=19456", "m=262145"),
+            good.replace("t=2", "t=4294967295"),
+            good.replace("t=2", "t=17"),
+            good.replace("p=1", "p=9"),
+        ];
+        for phc in &hostile {
+            let mut memory = Vec::new();
+            assert!(!verify_with(phc, "pw-3x", &mut memory), "{phc}");
+            assert_eq!(memory.capacity(), 0, "{phc} allocated");
+        }
+        assert!(verify_with(&good, "pw-3x", &mut Vec::new()));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Brute-force protection: failed logins per (account, source address) (the
 //! system's "Password Reject Limit", leading to "Locked – Password Error"
-//! for that address only), a progressive delay per account across all
-//! addresses, and per source address (HTTP 429 for a while, and a cap on
-//! password checks in progress at once).
+//! for that address only), a progressive schedule per account across all
+//! addresses (checks spaced by a growing delay, and refused when the next
+//! free turn is too far off), and per source address (HTTP 429 for a while,
+//! and a cap on password checks in progress at once).
 //!
 //! Owns counters and clocks only. Must not verify passwords, log, or choose
 //! what the wire says: `auth` does that, and a locked account answers exactly
@@ -40,6 +41,42 @@ struct PairState {
 struct NameState {
     failures: u32,
     last: Instant,
+    /// Attempts given a turn by [`InFlight::schedule`] and not decided yet:
+    /// they may all fail, so they count toward the delay like failures.
+    pending: u32,
+    /// The latest turn handed out; the next one is at least a delay later.
+    slot: Option<Instant>,
+}
+
+impl NameState {
+    fn new(now: Instant) -> NameState {
+        NameState {
+            failures: 0,
+            last: now,
+            pending: 0,
+            slot: None,
+        }
+    }
+
+    /// The spacing between checks of this account now: nothing up to
+    /// `account_delay_after` recent failures and pending attempts, then
+    /// 250 ms doubling per further one, capped at `account_delay_max_ms`.
+    fn delay(&self, now: Instant, sec: &Security) -> Duration {
+        let window = Duration::from_secs(sec.reject_window_secs);
+        let failures = if now.duration_since(self.last) < window {
+            self.failures
+        } else {
+            0
+        };
+        let excess = failures
+            .saturating_add(self.pending)
+            .saturating_sub(sec.account_delay_after);
+        if excess == 0 {
+            return Duration::ZERO;
+        }
+        let doubled = DELAY_BASE.saturating_mul(1 << (excess - 1).min(16));
+        doubled.min(Duration::from_millis(sec.account_delay_max_ms))
+    }
 }
 
 struct AddressState {
@@ -76,6 +113,9 @@ pub enum Throttle {
     /// The address already has `max_verifying_per_ip` checks in progress,
     /// or its failure budget is spoken for by checks in progress.
     Busy,
+    /// The account's next free turn is further off than
+    /// `account_delay_max_ms`: enough attempts on it already wait.
+    Account,
 }
 
 /// A name as the tables key it: a keyed digest (random per process).
@@ -138,26 +178,32 @@ impl Lockout {
             return Err(Throttle::Busy);
         }
         state.in_flight += 1;
-        Ok(InFlight { lockout: self, ip })
+        Ok(InFlight {
+            lockout: self,
+            ip,
+            name: None,
+        })
     }
 
-    /// How long a password attempt on `user` waits before it is checked:
-    /// nothing up to `account_delay_after` recent failures of the account
-    /// (from any address), then 250 ms doubling per failure, capped at
-    /// `account_delay_max_ms`.
+    /// The spacing between checks of `user` now (see [`NameState::delay`]).
     pub fn delay(&self, user: &str, now: Instant, sec: &Security) -> Duration {
-        let window = Duration::from_secs(sec.reject_window_secs);
-        let failures = self
-            .names
+        self.names
             .get(&self.name(user))
-            .filter(|n| now.duration_since(n.last) < window)
-            .map_or(0, |n| n.failures);
-        let excess = failures.saturating_sub(sec.account_delay_after);
-        if excess == 0 {
-            return Duration::ZERO;
+            .map_or(Duration::ZERO, |n| n.delay(now, sec))
+    }
+
+    /// Room for `name` in the account map, freeing some if it is full.
+    fn room_for_name(&self, name: Name, now: Instant, sec: &Security) -> bool {
+        if self.names.contains_key(&name) || self.names.len() < MAX_ENTRIES {
+            return true;
         }
-        let doubled = DELAY_BASE.saturating_mul(1 << (excess - 1).min(16));
-        doubled.min(Duration::from_millis(sec.account_delay_max_ms))
+        self.prune(now, sec);
+        if self.names.len() >= MAX_ENTRIES {
+            // Keep the names being delayed or checked; forget the rest.
+            self.names
+                .retain(|_, n| n.pending > 0 || n.failures > sec.account_delay_after);
+        }
+        self.names.len() < MAX_ENTRIES
     }
 
     /// Records a failed login from `ip`, against `user` when the attempt
@@ -175,22 +221,14 @@ impl Lockout {
     }
 
     fn name_failed(&self, name: Name, now: Instant, sec: &Security) {
-        if !self.names.contains_key(&name) && self.names.len() >= MAX_ENTRIES {
-            self.prune(now, sec);
-            if self.names.len() >= MAX_ENTRIES {
-                // Keep the names being delayed; forget the rest.
-                self.names
-                    .retain(|_, n| n.failures > sec.account_delay_after);
-                if self.names.len() >= MAX_ENTRIES {
-                    return;
-                }
-            }
+        if !self.room_for_name(name, now, sec) {
+            return;
         }
         let window = Duration::from_secs(sec.reject_window_secs);
-        let mut state = self.names.entry(name).or_insert(NameState {
-            failures: 0,
-            last: now,
-        });
+        let mut state = self
+            .names
+            .entry(name)
+            .or_insert_with(|| NameState::new(now));
         if now.duration_since(state.last) >= window {
             // Quiet for a whole window: the delay starts over.
             state.failures = 0;
@@ -330,7 +368,7 @@ impl Lockout {
                     .is_some_and(|t| now.duration_since(*t) < window)
         });
         self.names
-            .retain(|_, n| now.duration_since(n.last) < window);
+            .retain(|_, n| n.pending > 0 || now.duration_since(n.last) < window);
         self.addresses.retain(|_, a| {
             a.in_flight > 0
                 || a.blocked_until.is_some_and(|u| now < u)
@@ -350,11 +388,56 @@ fn fresh(now: Instant) -> AddressState {
     }
 }
 
-/// A password check in progress from one address; counted out on drop
-/// (also when the session goes away mid-check).
+/// A password check in progress from one address, and once scheduled, on
+/// one account; counted out on drop (also when the session goes away
+/// mid-check). Keep it until the outcome is recorded, so the count never
+/// dips between the check and its failure.
 pub struct InFlight<'a> {
     lockout: &'a Lockout,
     ip: IpAddr,
+    name: Option<Name>,
+}
+
+impl InFlight<'_> {
+    /// Takes this attempt's turn on `user`'s schedule and returns when it
+    /// may be checked. Undelayed accounts go now. A delayed one gets
+    /// `max(now, previous turn or last failure + delay)`, so however many
+    /// addresses guess in parallel, checks of one account are spaced by its
+    /// delay; a turn further off than `account_delay_max_ms` is refused at
+    /// once ([`Throttle::Account`]), so no attempt waits longer than that
+    /// (a Basic login must finish within the handshake timeout). Unknown
+    /// names alike.
+    pub fn schedule(
+        &mut self,
+        user: &str,
+        now: Instant,
+        sec: &Security,
+    ) -> Result<Instant, Throttle> {
+        let lockout = self.lockout;
+        let name = lockout.name(user);
+        if self.name.is_some() || !lockout.room_for_name(name, now, sec) {
+            // A full map (a spread of names) leaves this one unscheduled.
+            return Ok(now);
+        }
+        let mut state = lockout
+            .names
+            .entry(name)
+            .or_insert_with(|| NameState::new(now));
+        let delay = state.delay(now, sec);
+        let slot = if delay.is_zero() {
+            now
+        } else {
+            let previous = state.slot.map_or(state.last, |s| s.max(state.last));
+            previous.checked_add(delay).unwrap_or(now).max(now)
+        };
+        if slot.duration_since(now) > Duration::from_millis(sec.account_delay_max_ms) {
+            return Err(Throttle::Account);
+        }
+        state.slot = Some(slot);
+        state.pending = state.pending.saturating_add(1);
+        self.name = Some(name);
+        Ok(slot)
+    }
 }
 
 impl Drop for InFlight<'_> {
@@ -362,6 +445,11 @@ impl Drop for InFlight<'_> {
         // Entries with checks in flight are never pruned, so this finds it.
         if let Some(mut a) = self.lockout.addresses.get_mut(&self.ip) {
             a.in_flight = a.in_flight.saturating_sub(1);
+        }
+        if let Some(name) = self.name {
+            if let Some(mut n) = self.lockout.names.get_mut(&name) {
+                n.pending = n.pending.saturating_sub(1);
+            }
         }
     }
 }
@@ -476,6 +564,92 @@ mod tests {
         assert!(l.delay("bob", t + Duration::from_secs(60), &s).is_zero());
         l.failed(Some("bob"), ip("10.0.1.1"), t + Duration::from_secs(60), &s);
         assert!(l.delay("bob", t + Duration::from_secs(60), &s).is_zero());
+    }
+
+    /// Parallel attempts on a delayed account from many addresses are given
+    /// turns a delay apart, and refused at once past the maximum delay; an
+    /// unknown name is scheduled exactly alike.
+    #[test]
+    fn a_delayed_account_checks_one_attempt_per_turn_from_any_address() {
+        let l = Lockout::default();
+        let s = Security {
+            ip_reject_limit: 100,
+            ..sec()
+        };
+        let t = Instant::now();
+        let ms = |n: u64| t + Duration::from_millis(n);
+        for user in ["bob", "no such user"] {
+            // Five failures: one past account_delay_after = 4.
+            for i in 0..5 {
+                l.failed(Some(user), ip(&format!("10.0.2.{i}")), t, &s);
+            }
+            let mut turns = Vec::new();
+            let mut held = Vec::new();
+            for i in 0..6 {
+                let mut g = l.begin(ip(&format!("10.0.3.{i}")), t, &s).unwrap();
+                turns.push(g.schedule(user, t, &s));
+                held.push(g);
+            }
+            // 250, then 500 ms apart (the waiting one counts), then the
+            // next turn would be 1750 ms off: over the 1000 ms maximum.
+            assert_eq!(
+                turns,
+                [
+                    Ok(ms(250)),
+                    Ok(ms(750)),
+                    Err(Throttle::Account),
+                    Err(Throttle::Account),
+                    Err(Throttle::Account),
+                    Err(Throttle::Account),
+                ],
+                "{user}"
+            );
+            // Those refused hold no turn; the others do until they drop.
+            drop(held);
+            let mut g = l.begin(ip("10.0.3.9"), ms(500), &s).unwrap();
+            assert_eq!(g.schedule(user, ms(500), &s), Ok(ms(1000)));
+        }
+    }
+
+    /// Attempts in progress count like failures: once more than
+    /// account_delay_after are failed or pending, the schedule starts.
+    #[test]
+    fn attempts_in_progress_count_toward_the_account_delay() {
+        let l = Lockout::default();
+        let s = Security {
+            ip_reject_limit: 100,
+            ..sec()
+        };
+        let t = Instant::now();
+        let mut held = Vec::new();
+        let mut turns = Vec::new();
+        for i in 0..7 {
+            let mut g = l.begin(ip(&format!("10.0.4.{i}")), t, &s).unwrap();
+            turns.push(g.schedule("carol", t, &s).unwrap());
+            held.push(g);
+        }
+        let ms = |n: u64| t + Duration::from_millis(n);
+        assert_eq!(turns, [t, t, t, t, t, ms(250), ms(750)]);
+        // Their failures take the place of their turns (the guard is held
+        // until the failure is recorded, so the count never dips).
+        for (i, g) in held.into_iter().enumerate() {
+            l.failed(Some("carol"), ip(&format!("10.0.4.{i}")), ms(800), &s);
+            drop(g);
+        }
+        assert_eq!(l.delay("carol", ms(800), &s), Duration::from_millis(1000));
+        // A success resets the schedule; delay 0 turns it off.
+        l.succeeded("carol", ip("10.0.4.0"));
+        let mut g = l.begin(ip("10.0.4.7"), ms(800), &s).unwrap();
+        assert_eq!(g.schedule("carol", ms(800), &s), Ok(ms(800)));
+        let off = Security {
+            account_delay_max_ms: 0,
+            ..s
+        };
+        for _ in 0..20 {
+            l.failed(Some("dave"), ip("10.0.4.8"), t, &off);
+        }
+        let mut g = l.begin(ip("10.0.4.9"), t, &off).unwrap();
+        assert_eq!(g.schedule("dave", t, &off), Ok(t));
     }
 
     #[test]

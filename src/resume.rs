@@ -22,6 +22,10 @@ type HmacSha256 = Hmac<Sha256>;
 const PREFIX: &str = "v1";
 /// Longest token accepted; a real one is far shorter.
 const MAX_TOKEN_BYTES: usize = 512;
+/// What a token naming no account is checked against, shaped like a real
+/// stamp (a default-cost PHC string), so the check costs the same and its
+/// time does not tell whether the name exists.
+const UNKNOWN_STAMP: &str = "$argon2id$v=19$m=19456,t=2,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 /// The signing key, kept as a keyed HMAC state (cloned per use: cheaper than
 /// keying again).
@@ -75,7 +79,12 @@ impl ResumeKey {
     /// A token for `account`, valid until `expires` (Unix seconds).
     pub fn issue(&self, account: &Account, expires: u64) -> String {
         let user = URL_SAFE_NO_PAD.encode(account.name.as_bytes());
-        let mac = self.mac(&user, expires, account);
+        let mac = self.mac(
+            &user,
+            expires,
+            account.password_stamp(),
+            account.token_generation,
+        );
         format!(
             "{PREFIX}.{user}.{expires}.{}",
             URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
@@ -107,13 +116,19 @@ impl ResumeKey {
             return None;
         }
         let name = String::from_utf8(URL_SAFE_NO_PAD.decode(user).ok()?).ok()?;
-        let account = directory.get(&name)?;
         let mac_bytes = URL_SAFE_NO_PAD.decode(mac).ok()?;
+        // The MAC is computed and compared whether or not the name exists,
+        // so a forged token's timing does not say which names do.
+        let account = directory.get(&name);
+        let (stamp, generation) = account.map_or((UNKNOWN_STAMP, 0), |a| {
+            (a.password_stamp(), a.token_generation)
+        });
         // Constant-time comparison inside `verify_slice`.
-        self.mac(user, expires, account)
+        let genuine = self
+            .mac(user, expires, stamp, generation)
             .verify_slice(&mac_bytes)
-            .ok()?;
-        Some(account)
+            .is_ok();
+        account.filter(|_| genuine)
     }
 
     /// A stable pseudonym of `text` for `purpose`: 16 hex digits of an HMAC
@@ -132,7 +147,9 @@ impl ResumeKey {
     /// Over the user, the expiry, the password and the token generation: a
     /// token dies with any of them. Generation 0 adds nothing, so tokens
     /// issued before generations existed stay valid until disabled once.
-    fn mac(&self, user_b64: &str, expires: u64, account: &Account) -> HmacSha256 {
+    fn mac(&self, user_b64: &str, expires: u64, stamp: &str, generation: u64) -> HmacSha256 {
+        #[cfg(test)]
+        MACS.with(|n| n.set(n.get() + 1));
         let mut mac = self.keyed.clone();
         mac.update(PREFIX.as_bytes());
         mac.update(b"\n");
@@ -140,10 +157,10 @@ impl ResumeKey {
         mac.update(b"\n");
         mac.update(expires.to_string().as_bytes());
         mac.update(b"\n");
-        mac.update(account.password_stamp().as_bytes());
-        if account.token_generation != 0 {
+        mac.update(stamp.as_bytes());
+        if generation != 0 {
             mac.update(b"\n");
-            mac.update(account.token_generation.to_string().as_bytes());
+            mac.update(generation.to_string().as_bytes());
         }
         mac
     }
@@ -158,8 +175,34 @@ fn canonical_u64(text: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
+thread_local! {
+    /// MACs computed on this thread (tests check that every check computes one).
+    static MACS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A forged token costs one MAC whether or not its name exists: the
+    /// lookup must not end the check early (a timing oracle on names).
+    #[test]
+    fn a_forged_token_computes_its_mac_for_unknown_names_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ResumeKey::load_or_create(&dir.path().join("k")).unwrap();
+        let d = directory(H1);
+        let good = key.issue(d.get("app1").unwrap(), 1_000);
+        let mac = good.rsplit('.').next().unwrap();
+        for user in ["app1", "nobody"] {
+            let forged = format!("v1.{}.1000.{mac}A", URL_SAFE_NO_PAD.encode(user));
+            let before = MACS.with(|n| n.get());
+            assert!(key.check(&forged, &d, 999, 86_400).is_none(), "{user}");
+            assert_eq!(MACS.with(|n| n.get()), before + 1, "{user}");
+        }
+        // A genuine-looking MAC under another name is not a token for it.
+        let moved = format!("v1.{}.1000.{mac}", URL_SAFE_NO_PAD.encode("nobody"));
+        assert!(key.check(&moved, &d, 999, 86_400).is_none());
+    }
 
     fn directory(hash: &str) -> Directory {
         directory_gen(hash, 0)

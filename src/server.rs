@@ -422,6 +422,12 @@ fn refusal(refused: Refused, block_secs: u64) -> Answer {
         Refused::Busy => {
             Answer::text(503, "Service Unavailable", "login queue full").header("Retry-After", "1")
         }
+        Refused::UserThrottled => Answer::text(
+            429,
+            "Too Many Requests",
+            "too many logins waiting for this user name",
+        )
+        .header("Retry-After", "1"),
         Refused::NoConnectionRight => {
             Answer::text(403, "Forbidden", "Adjunct Server Connection right required")
         }

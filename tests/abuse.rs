@@ -161,11 +161,12 @@ impl Target {
     }
 }
 
-/// An argon2id hash whose check takes about a second (t = 60): long enough
-/// to reset the password while a login with the old one is being checked.
+/// An argon2id hash whose check takes about a second (64 MiB, t = 16, the
+/// most time the gateway accepts): long enough to reset the password while
+/// a login with the old one is being checked.
 fn slow_hash(password: &str) -> String {
     use argon2::password_hash::{PasswordHasher, SaltString};
-    let params = argon2::Params::new(19_456, 60, 1, None).unwrap();
+    let params = argon2::Params::new(65_536, 16, 1, None).unwrap();
     let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let salt = SaltString::encode_b64(b"slow-salt-16byte").unwrap();
     a.hash_password(password.as_bytes(), &salt)
@@ -554,6 +555,37 @@ impl Target {
 }
 
 const ATTACKER: &str = "127.0.0.2";
+
+/// One wrong `session.login` for `user` on each connection, all sent
+/// before any answer is read.
+async fn send_guesses(storm: &mut [Client], user: &str) {
+    for c in storm {
+        c.send_text(
+            json!({"jsonrpc":"2.0","id":1,"method":"session.login",
+                   "params":{"user": user,"password":"wrong-Guess-1"}})
+            .to_string(),
+        )
+        .await;
+    }
+}
+
+/// The storm's answers as (checked: -32002, refused: -32029 with
+/// `refusal`); anything else fails the row.
+async fn tally(storm: &mut [Client], refusal: &str) -> (usize, usize) {
+    let (mut checked, mut refused) = (0, 0);
+    for c in storm {
+        let answer = c.recv().await;
+        match code(&answer) {
+            LOGIN_FAILED => checked += 1,
+            -32029 => {
+                assert_eq!(answer["error"]["message"], refusal, "{answer}");
+                refused += 1;
+            }
+            _ => panic!("unexpected answer {answer}"),
+        }
+    }
+    (checked, refused)
+}
 const ADMIN_PW: &str = "admin-Pass-0x";
 const REFUSED_UNAUTH: &str =
     "adjunct_gateway_connections_refused_total{reason=\"unauthenticated_per_address\"}";
@@ -635,32 +667,15 @@ async fn row_parallel_wrong_logins_from_one_address_hold_only_their_share() {
     for _ in 0..PARALLEL {
         storm.push(t.ws_from(ATTACKER, "/portal", &[]).await);
     }
-    for c in &mut storm {
-        c.send_text(
-            json!({"jsonrpc":"2.0","id":1,"method":"session.login",
-                   "params":{"user":"victim","password":"wrong-Guess-1"}})
-            .to_string(),
-        )
-        .await;
-    }
+    send_guesses(&mut storm, "victim").await;
     // Another address logs in while the storm is being checked.
     let mut other = t.login("/portal", "turn1", TURN_PW).await;
     other.ok("session.ping", json!(null)).await;
-    let (mut checked, mut throttled) = (0, 0);
-    for c in &mut storm {
-        let answer = c.recv().await;
-        match code(&answer) {
-            LOGIN_FAILED => checked += 1,
-            -32029 => {
-                assert_eq!(
-                    answer["error"]["message"],
-                    "too many logins in progress from this address; retry shortly"
-                );
-                throttled += 1;
-            }
-            _ => panic!("unexpected answer {answer}"),
-        }
-    }
+    let (checked, throttled) = tally(
+        &mut storm,
+        "too many logins in progress from this address; retry shortly",
+    )
+    .await;
     assert_eq!(checked + throttled, PARALLEL);
     assert!(
         (1..=8).contains(&checked),
@@ -965,5 +980,103 @@ async fn row_a_provider_that_reads_a_little_is_bounded_and_closed() {
         t.log.lock().unwrap()
     );
     reader.abort();
+    t.check(192).await;
+}
+
+/// A hash in the config sizes the verifier's memory and sets its running
+/// time: one asking for 4 TiB (which aborted the process at the first login
+/// naming its user) is refused at reload with its line, the old config
+/// stays, and logins naming that user are answered as before.
+#[tokio::test]
+async fn row_a_hostile_password_hash_is_refused_at_reload() {
+    let t = Target::start("", &admin_user()).await;
+    let text = std::fs::read_to_string(&t.config_path).unwrap();
+    let cheap = cheap_hash(ADMIN_PW);
+    assert!(text.contains(&cheap));
+    std::fs::write(
+        &t.config_path,
+        text.replace(&cheap, &cheap.replace("m=256,", "m=4294967295,")),
+    )
+    .unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &t.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let refused = (0..200).find_map(|_| {
+        let log = t.log.lock().unwrap().clone();
+        if log.contains("configuration reloaded") {
+            panic!("the hostile hash was taken:\n{log}");
+        }
+        let line = log.lines().find(|l| l.contains("configuration refused"));
+        match line {
+            Some(l) => Some(l.to_owned()),
+            None => {
+                std::thread::sleep(Duration::from_millis(25));
+                None
+            }
+        }
+    });
+    let refused = refused.expect("no reload outcome logged");
+    assert!(
+        refused.contains("cost out of bounds") && refused.contains("m = 4294967295"),
+        "{refused}"
+    );
+    assert!(refused.contains("gateway.toml:"), "no file:line: {refused}");
+    // The old hash stays in force: a wrong guess fails, the password works.
+    let mut c = t.ws_from(ATTACKER, "/portal", &[]).await;
+    let (code, _) = c
+        .err(
+            "session.login",
+            json!({"user": "admin", "password": "guess-Pass-9"}),
+        )
+        .await;
+    assert_eq!(code, LOGIN_FAILED);
+    t.login("/portal", "admin", ADMIN_PW).await;
+    t.check(128).await;
+}
+
+/// Forty wrong logins at once for one name, each from its own address (so
+/// no address or pair limit applies): the account's schedule lets
+/// `account_delay_after` + 1 through, then one per turn a delay apart
+/// (250 ms at least), and refuses at once those whose turn would be over
+/// `account_delay_max_ms` off; a real account and an unknown name alike.
+/// The rightful user then still gets in within a turn.
+#[tokio::test]
+async fn row_parallel_guesses_from_many_addresses_are_checked_at_the_scheduled_rate() {
+    const PARALLEL: usize = 40;
+    const AFTER: usize = 2;
+    let extra = format!(
+        "{}\n[security]\naccount_delay_after = {AFTER}\naccount_delay_max_ms = 1000\n",
+        admin_user()
+    );
+    let t = Target::start("", &extra).await;
+    for (subnet, user) in [(1, "admin"), (2, "nobody-here")] {
+        let mut storm = Vec::with_capacity(PARALLEL);
+        for i in 0..PARALLEL {
+            storm.push(
+                t.ws_from(&format!("127.0.{subnet}.{}", i + 10), "/portal", &[])
+                    .await,
+            );
+        }
+        let start = std::time::Instant::now();
+        send_guesses(&mut storm, user).await;
+        let (checked, refused) = tally(
+            &mut storm,
+            "too many logins waiting for this user name; retry later",
+        )
+        .await;
+        let elapsed = start.elapsed();
+        // Free ones, then at most one per 250 ms since the storm began.
+        let allowed = AFTER + 1 + 1 + (elapsed.as_millis() / 250) as usize;
+        assert!(
+            checked <= allowed,
+            "{user}: {checked} of {PARALLEL} guesses checked in {elapsed:?} (at most {allowed})"
+        );
+        assert!(refused >= 1, "{user}: none refused");
+        assert_eq!(checked + refused, PARALLEL);
+    }
+    // The queue has drained: the administrator's next turn is within a delay.
+    t.login("/portal", "admin", ADMIN_PW).await;
     t.check(192).await;
 }

@@ -506,16 +506,19 @@ async fn an_account_failing_from_many_addresses_is_slowed_not_locked() {
         "[security]\nreject_limit = 3\naccount_delay_after = 2\naccount_delay_max_ms = 400\n",
     )
     .await;
+    let mut c = gw.ws("/portal", &[]).await.unwrap();
+    let mut started = Instant::now();
     for i in 2..6 {
         let mut c = ws_from(&gw, &format!("127.0.0.{i}"), "/portal", &[]).await;
+        started = Instant::now();
         let (code, _) = c
             .err("session.login", json!({"user": "cti1", "password": "no"}))
             .await;
         assert_eq!(code, -32002);
     }
     // Four failures, two past account_delay_after: 500 ms, capped at 400.
-    let mut c = gw.ws("/portal", &[]).await.unwrap();
-    let started = Instant::now();
+    // Checks are spaced by the delay: the next comes at least 400 ms after
+    // the last failure, which came after `started`.
     c.ok("session.login", json!({"user": "cti1", "password": CTI_PW}))
         .await;
     assert!(

@@ -89,6 +89,10 @@ fn refusal(ctx: &mut Ctx<'_>, refused: Refused) -> RpcError {
         Refused::Busy => {
             RpcError::with_message(Code::RateLimited, "login queue full; retry shortly")
         }
+        Refused::UserThrottled => RpcError::with_message(
+            Code::RateLimited,
+            "too many logins waiting for this user name; retry later",
+        ),
         Refused::NoConnectionRight => {
             ctx.close = Some((Close::Policy, "Adjunct Server Connection right required"));
             RpcError::forbidden(Right::AdjunctServerConnection)
