@@ -1025,6 +1025,16 @@ mod tests {
         list.iter().copied().collect()
     }
 
+    /// The rights that meet `need` each alone (none when there is no need).
+    fn met_alone(need: Option<Need>) -> RightSet {
+        match need {
+            Some(need) => Right::all()
+                .filter(|r| satisfies(RightSet::of(*r), need))
+                .collect(),
+            None => RightSet::EMPTY,
+        }
+    }
+
     #[test]
     fn routed_namespaces_carry_their_right() {
         let c = Catalog::new(vec![(
@@ -1135,12 +1145,7 @@ mod tests {
     fn topics_need_the_right_that_reads_what_they_concern() {
         let c = Catalog::default();
         use Right::*;
-        let reads = |t: &str| match c.topic_need(t) {
-            Some(need) => Right::all()
-                .filter(|r| satisfies(RightSet::of(*r), need))
-                .collect(),
-            None => RightSet::EMPTY,
-        };
+        let reads = |t: &str| met_alone(c.topic_need(t));
         let vb_vs_va = set(&[
             VoicemailProBasic,
             VoicemailProStandard,
@@ -1179,12 +1184,7 @@ mod tests {
     fn publishing_needs_the_right_that_updates_what_the_topic_concerns() {
         let c = Catalog::default();
         use Right::*;
-        let writes = |t: &str| match c.publish_need(t) {
-            Some(need) => Right::all()
-                .filter(|r| satisfies(RightSet::of(*r), need))
-                .collect(),
-            None => RightSet::EMPTY,
-        };
+        let writes = |t: &str| met_alone(c.publish_need(t));
         assert_eq!(writes("cti.call.201"), RightSet::of(OneXCtiApi));
         assert_eq!(
             writes("voicemail.config.changed"),
