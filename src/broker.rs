@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::bus::Bus;
 use crate::catalog::{self, Need};
 use crate::hub::SessionHandle;
-use crate::outbound::Guard;
+use crate::outbound::{Bound, Guard};
 
 /// Longest topic or pattern accepted: the bound of method names.
 pub const MAX_TOPIC_LEN: usize = catalog::MAX_METHOD_LEN;
@@ -52,6 +52,7 @@ pub fn namespace(topic: &str) -> &str {
 pub struct Delivery {
     pub need: Need,
     pub queue_cap: usize,
+    pub queue_bytes: usize,
     pub stall: Duration,
 }
 
@@ -144,8 +145,11 @@ impl Broker {
                 if sub.outbound.push_event(
                     message.clone(),
                     Guard::Needs(delivery.need),
-                    delivery.queue_cap,
-                    delivery.stall,
+                    Bound {
+                        messages: delivery.queue_cap,
+                        bytes: delivery.queue_bytes,
+                        stall: delivery.stall,
+                    },
                 ) {
                     fanout.delivered += 1;
                 } else {

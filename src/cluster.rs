@@ -19,6 +19,7 @@ use crate::bus::{self, shared, Bus, Closed, Inbound, Origin, Presence};
 use crate::catalog::{Need, Target};
 use crate::config::Config;
 use crate::gateway::Gateway;
+use crate::outbound::Bound;
 use crate::rights::RightSet;
 use crate::rpc::Close;
 
@@ -87,8 +88,11 @@ impl Inbound for Node {
             need,
             from,
             body,
-            l.provider_queue,
-            Duration::from_secs(l.stalled_close_secs),
+            Bound {
+                messages: l.provider_queue,
+                bytes: l.queue_bytes,
+                stall: Duration::from_secs(l.stalled_close_secs),
+            },
         )
     }
 
@@ -98,8 +102,17 @@ impl Inbound for Node {
         };
         let Some(gw) = self.gw() else { return };
         if let Some(need) = routed_need(&gw, ns, &method) {
-            let cap = gw.snapshot().config.limits.outbound_queue;
-            gw.router.notify_remote(ns, need, body, cap);
+            let l = &gw.snapshot().config.limits;
+            gw.router.notify_remote(
+                ns,
+                need,
+                body,
+                Bound {
+                    messages: l.outbound_queue,
+                    bytes: l.queue_bytes,
+                    stall: Duration::MAX,
+                },
+            );
         }
     }
 
@@ -140,6 +153,7 @@ impl Inbound for Node {
             &Delivery {
                 need,
                 queue_cap: l.outbound_queue,
+                queue_bytes: l.queue_bytes,
                 stall: Duration::from_secs(l.stalled_close_secs),
             },
         );

@@ -273,6 +273,9 @@ pub struct Limits {
     pub provider_queue: usize,
     /// Messages waiting to be written to one session (events past it are dropped).
     pub outbound_queue: usize,
+    /// Bytes waiting to be written to one session (events and routed
+    /// requests); past it they are refused like past the message bounds.
+    pub queue_bytes: usize,
     /// A subscriber that keeps dropping events, or a provider whose request
     /// queue stays full, this long is closed (1008).
     pub stalled_close_secs: u64,
@@ -307,6 +310,7 @@ impl Default for Limits {
             max_pending_per_session: 64,
             provider_queue: 4096,
             outbound_queue: 256,
+            queue_bytes: 4 << 20,
             stalled_close_secs: 30,
             write_stall_secs: 30,
             max_subscriptions: 256,
@@ -851,11 +855,12 @@ impl Validator<'_> {
         if l.max_batch == 0
             || l.outbound_queue < 8
             || l.provider_queue < 8
+            || l.queue_bytes < 64 * 1024
             || l.handshake_timeout_secs == 0
             || l.write_stall_secs == 0
             || l.max_header_bytes < 1024
         {
-            return Err(self.err(None, "[limits]: max_batch >= 1, outbound_queue >= 8, provider_queue >= 8, handshake_timeout_secs >= 1, write_stall_secs >= 1, max_header_bytes >= 1024"));
+            return Err(self.err(None, "[limits]: max_batch >= 1, outbound_queue >= 8, provider_queue >= 8, queue_bytes >= 65536, handshake_timeout_secs >= 1, write_stall_secs >= 1, max_header_bytes >= 1024"));
         }
         if l.requests_per_sec == 0 || l.request_burst == 0 || l.max_json_depth < 2 {
             return Err(self.err(

@@ -1,9 +1,12 @@
 //! A session's outbound queue: what other tasks (publishers, providers'
 //! answers, revocation, shutdown) hand to a session for writing.
 //!
-//! Bounded: events past the bound are dropped and counted (the subscriber is
-//! told with `event.lost` once it catches up); replies to the session's own
-//! routed requests are bounded by the pending cap instead and never dropped.
+//! Bounded in messages and in bytes: events past the bound are dropped and
+//! counted (the subscriber is told with `event.lost` once it catches up),
+//! routed requests past it are refused to their callers; replies to the
+//! session's own routed requests are bounded by the pending cap instead and
+//! never dropped. The session takes at most `DRAIN_CHUNK` messages at a time,
+//! so what it holds while a slow peer reads counts against the bound too.
 //! A close request wins over everything queued after it. Costs nothing until
 //! used (an empty `VecDeque` does not allocate).
 //!
@@ -27,17 +30,33 @@ pub enum Guard {
     /// Written whatever happens (answers, notes).
     Always,
     /// A routed request with this gateway id: sent only while still pending
-    /// (not timed out, its caller not gone).
-    Routed(u64),
+    /// (not timed out, its caller not gone) and while the provider still
+    /// holds what the operation needs.
+    Routed(u64, Need),
     /// An event: sent only while the session's rights satisfy this.
     Needs(Need),
+}
+
+/// Messages the session takes from the queue in one go.
+pub const DRAIN_CHUNK: usize = 64;
+
+/// The bounds of one push: messages, bytes, and how long the queue may stay
+/// full before the session is closed.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub messages: usize,
+    pub bytes: usize,
+    pub stall: Duration,
 }
 
 #[derive(Default)]
 struct Queue {
     items: VecDeque<(Guard, Utf8Bytes)>,
+    /// Bytes of the messages in `items`.
+    bytes: usize,
     lost: u64,
-    /// When events started being dropped without the session catching up.
+    /// When messages started being refused without the session emptying
+    /// its queue since.
     dropping_since: Option<Instant>,
     close: Option<(Close, &'static str)>,
 }
@@ -52,48 +71,53 @@ pub struct Drained {
 pub struct Outbound {
     queue: Mutex<Queue>,
     notify: Notify,
+    /// Signalled once a close is asked for: a write blocked on a peer that
+    /// reads nothing gives up then instead of at the write stall.
+    closing: Notify,
 }
 
 impl Outbound {
-    /// Queues an event unless `cap` messages already wait. A session that has
-    /// not caught up for `stall` while events were being dropped is asked to
-    /// close with 1008.
-    pub fn push_event(&self, msg: Utf8Bytes, guard: Guard, cap: usize, stall: Duration) -> bool {
-        self.push_bounded(msg, guard, cap, stall, "subscriber too slow")
+    /// Queues an event unless the queue is at `bound`. A session that has
+    /// not emptied its queue for `bound.stall` while events were being
+    /// dropped is asked to close with 1008.
+    pub fn push_event(&self, msg: Utf8Bytes, guard: Guard, bound: Bound) -> bool {
+        self.push_bounded(msg, guard, bound, "subscriber too slow")
     }
 
-    /// Queues a routed request for a provider unless `cap` messages already
-    /// wait; a provider that stays full for `stall` is closed with 1008.
-    pub fn push_request(&self, msg: Utf8Bytes, gid: u64, cap: usize, stall: Duration) -> bool {
-        self.push_bounded(msg, Guard::Routed(gid), cap, stall, "provider too slow")
+    /// Queues a routed request for a provider unless the queue is at
+    /// `bound`; a provider that stays full for `bound.stall` is closed with
+    /// 1008. `need`: what the provider must still hold when it is written.
+    pub fn push_request(&self, msg: Utf8Bytes, gid: u64, need: Need, bound: Bound) -> bool {
+        self.push_bounded(msg, Guard::Routed(gid, need), bound, "provider too slow")
     }
 
     fn push_bounded(
         &self,
         msg: Utf8Bytes,
         guard: Guard,
-        cap: usize,
-        stall: Duration,
+        bound: Bound,
         too_slow: &'static str,
     ) -> bool {
         let mut q = self.queue.lock();
         if q.close.is_some() {
             return false;
         }
-        if q.items.len() >= cap {
+        if q.items.len() >= bound.messages || q.bytes.saturating_add(msg.len()) > bound.bytes {
             // A refused request is answered to its caller; only events are
             // lost to this session.
-            if !matches!(guard, Guard::Routed(_)) {
+            if !matches!(guard, Guard::Routed(..)) {
                 q.lost += 1;
             }
             let since = *q.dropping_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= stall {
+            if since.elapsed() >= bound.stall {
                 q.close = Some((Close::Policy, too_slow));
                 drop(q);
                 self.notify.notify_one();
+                self.closing.notify_one();
             }
             return false;
         }
+        q.bytes += msg.len();
         q.items.push_back((guard, msg));
         drop(q);
         self.notify.notify_one();
@@ -106,6 +130,7 @@ impl Outbound {
         if q.close.is_some() {
             return;
         }
+        q.bytes += msg.len();
         q.items.push_back((Guard::Always, msg));
         drop(q);
         self.notify.notify_one();
@@ -119,6 +144,18 @@ impl Outbound {
         }
         drop(q);
         self.notify.notify_one();
+        self.closing.notify_one();
+    }
+
+    /// The close asked for, if any.
+    pub fn pending_close(&self) -> Option<(Close, &'static str)> {
+        self.queue.lock().close
+    }
+
+    /// Completes once a close has been asked for (at once if one was asked
+    /// for since the session last checked).
+    pub async fn closing(&self) {
+        self.closing.notified().await;
     }
 
     /// Waits until something is queued or a close is asked for.
@@ -126,20 +163,92 @@ impl Outbound {
         self.notify.notified().await;
     }
 
-    /// Moves everything queued into `out`; the caller checks each guard
-    /// (outside this lock) before writing.
+    /// Moves up to `DRAIN_CHUNK` queued messages into `out`; the caller
+    /// checks each guard (outside this lock) before writing. When more wait,
+    /// the session is woken again at once.
     pub fn drain(&self, out: &mut Vec<(Guard, Utf8Bytes)>) -> Drained {
         let mut q = self.queue.lock();
-        out.extend(q.items.drain(..));
+        let n = q.items.len().min(DRAIN_CHUNK);
+        let before = out.len();
+        out.extend(q.items.drain(..n));
+        let taken: usize = out
+            .get(before..)
+            .map_or(0, |t| t.iter().map(|(_, m)| m.len()).sum());
+        q.bytes = q.bytes.saturating_sub(taken);
+        let more = !q.items.is_empty();
         let lost = std::mem::take(&mut q.lost);
-        // Draining is catching up: the stall clock starts again at the next drop.
-        q.dropping_since = None;
-        if q.items.capacity() > 64 {
-            q.items.shrink_to(16);
+        if !more {
+            // Caught up: the stall clock starts again at the next refusal.
+            q.dropping_since = None;
+            if q.items.capacity() > 64 {
+                q.items.shrink_to(16);
+            }
         }
-        Drained {
-            lost,
-            close: q.close,
+        // A close wins over what is still queued.
+        let close = q.close;
+        drop(q);
+        if more {
+            self.notify.notify_one();
         }
+        Drained { lost, close }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ANY: Need = Need::Authenticated;
+
+    fn bound(messages: usize, bytes: usize) -> Bound {
+        Bound {
+            messages,
+            bytes,
+            stall: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_as_well_as_in_messages() {
+        let q = Outbound::default();
+        let kib = Utf8Bytes::from("x".repeat(1024));
+        for gid in 0..4 {
+            assert!(q.push_request(kib.clone(), gid, ANY, bound(100, 4096)));
+        }
+        assert!(
+            !q.push_request(kib.clone(), 9, ANY, bound(100, 4096)),
+            "past 4 KiB"
+        );
+        assert!(
+            !q.push_event(kib.clone(), Guard::Always, bound(4, 1 << 20)),
+            "past 4 messages"
+        );
+        let mut out = Vec::new();
+        q.drain(&mut out);
+        assert_eq!(out.len(), 4);
+        assert!(q.push_request(kib, 10, ANY, bound(100, 4096)), "room again");
+    }
+
+    #[test]
+    fn the_session_takes_a_chunk_at_a_time_and_the_stall_clock_runs_until_it_catches_up() {
+        let q = Outbound::default();
+        let b = Bound {
+            messages: 1000,
+            bytes: 1 << 20,
+            stall: Duration::ZERO,
+        };
+        for _ in 0..DRAIN_CHUNK + 10 {
+            assert!(q.push_event(Utf8Bytes::from("e"), Guard::Always, b));
+        }
+        let mut out = Vec::new();
+        let first = q.drain(&mut out);
+        assert_eq!(out.len(), DRAIN_CHUNK);
+        assert!(first.close.is_none());
+        // Still behind: a refusal now (stall zero) closes it, though it drained.
+        let full = Bound { messages: 10, ..b };
+        assert!(!q.push_event(Utf8Bytes::from("e"), Guard::Always, full));
+        let second = q.drain(&mut out);
+        assert_eq!(out.len(), DRAIN_CHUNK + 10);
+        assert_eq!(second.close.map(|c| c.1), Some("subscriber too slow"));
     }
 }

@@ -26,7 +26,7 @@ use crate::bus::{Bus, Origin};
 use crate::catalog::{self, Need};
 use crate::hub::SessionHandle;
 use crate::metrics::{NamespaceMetrics, RoutedEnd};
-use crate::outbound::Guard;
+use crate::outbound::{Bound, Guard};
 use crate::rpc::{self, Code, RpcError};
 pub use crate::util::push_json_str;
 
@@ -101,6 +101,8 @@ pub struct Routed<'a> {
     /// Bound of the provider's queue for requests; past it the caller gets
     /// -32004 "provider busy".
     pub provider_cap: usize,
+    /// Bytes bound of the provider's queue (with either cap).
+    pub queue_bytes: usize,
     /// A provider whose queue stays full this long is closed (1008).
     pub stall: Duration,
     /// Where the answer's latency is counted.
@@ -195,8 +197,12 @@ impl Router {
                 let queued = provider.outbound.push_request(
                     Utf8Bytes::from(out),
                     gid,
-                    r.provider_cap,
-                    r.stall,
+                    r.need,
+                    Bound {
+                        messages: r.provider_cap,
+                        bytes: r.queue_bytes,
+                        stall: r.stall,
+                    },
                 );
                 if !queued {
                     // Answered like any routed end, so a batch's array
@@ -210,9 +216,12 @@ impl Router {
                 // without bound, when the provider is behind.
                 provider.outbound.push_event(
                     Utf8Bytes::from(out),
-                    Guard::Always,
-                    r.queue_cap,
-                    Duration::MAX,
+                    Guard::Needs(r.need),
+                    Bound {
+                        messages: r.queue_cap,
+                        bytes: r.queue_bytes,
+                        stall: Duration::MAX,
+                    },
                 );
             }
         }
@@ -294,8 +303,7 @@ impl Router {
         need: Need,
         from: Origin,
         body: &str,
-        cap: usize,
-        stall: Duration,
+        bound: Bound,
     ) -> Result<(), &'static str> {
         let provider = self.pick(ns, need).ok_or("no provider")?;
         let gid = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
@@ -316,7 +324,7 @@ impl Router {
         let message = format!("{{\"jsonrpc\":\"2.0\",\"id\":{gid},{body}");
         if !provider
             .outbound
-            .push_request(Utf8Bytes::from(message), gid, cap, stall)
+            .push_request(Utf8Bytes::from(message), gid, need, bound)
         {
             if let Some((_, p)) = self.pending.remove(&gid) {
                 Self::release(&p);
@@ -327,15 +335,12 @@ impl Router {
     }
 
     /// Another node's routed notification for a provider of `ns` here.
-    pub fn notify_remote(&self, ns: &str, need: Need, body: &str, cap: usize) {
+    pub fn notify_remote(&self, ns: &str, need: Need, body: &str, bound: Bound) {
         if let Some(provider) = self.pick(ns, need) {
             let message = format!("{{\"jsonrpc\":\"2.0\",{body}");
-            provider.outbound.push_event(
-                Utf8Bytes::from(message),
-                Guard::Always,
-                cap,
-                Duration::MAX,
-            );
+            provider
+                .outbound
+                .push_event(Utf8Bytes::from(message), Guard::Needs(need), bound);
         }
     }
 

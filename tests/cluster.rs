@@ -189,7 +189,8 @@ async fn a_request_on_one_node_reaches_a_provider_on_another_and_the_load_is_sha
 
     // A second provider on another node: the queue group shares the load.
     let mut prov_c = provider(c).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Its queue-group subscription reaches the NATS server asynchronously.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     for i in 0..30 {
         caller
             .send_text(
@@ -198,8 +199,8 @@ async fn a_request_on_one_node_reaches_a_provider_on_another_and_the_load_is_sha
             .await;
     }
     let (na, nc) = tokio::join!(
-        serve(&mut prov_a, Duration::from_millis(1500)),
-        serve(&mut prov_c, Duration::from_millis(1500))
+        serve(&mut prov_a, Duration::from_millis(3000)),
+        serve(&mut prov_c, Duration::from_millis(3000))
     );
     assert_eq!(na + nc, 30, "each request reaches exactly one provider");
     assert!(

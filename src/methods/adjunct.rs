@@ -114,6 +114,7 @@ pub fn publish(ctx: &Ctx<'_>, snap: &Snapshot, params: Params<'_>) -> Result<Val
         &Delivery {
             need,
             queue_cap: limits.outbound_queue,
+            queue_bytes: limits.queue_bytes,
             stall: std::time::Duration::from_secs(limits.stalled_close_secs),
         },
     );

@@ -134,6 +134,7 @@ pub fn route(
         max_pending: snap.config.limits.max_pending_per_session,
         queue_cap: snap.config.limits.outbound_queue,
         provider_cap: snap.config.limits.provider_queue,
+        queue_bytes: snap.config.limits.queue_bytes,
         stall: Duration::from_secs(snap.config.limits.stalled_close_secs),
         metrics,
         batch: match (&mut ctx.batch, req.id) {

@@ -154,7 +154,14 @@ impl Session {
                         let still = match guard {
                             Guard::Always => true,
                             // Timed out or its caller gone: not worth sending.
-                            Guard::Routed(gid) => self.gw.router.is_pending(gid),
+                            // And the provider must still hold what it needs.
+                            Guard::Routed(gid, need) => {
+                                self.gw.router.is_pending(gid)
+                                    && self
+                                        .handle
+                                        .rights()
+                                        .is_some_and(|r| catalog::satisfies(r, need))
+                            }
                             Guard::Needs(need) => self
                                 .handle
                                 .rights()
@@ -163,8 +170,18 @@ impl Session {
                         if !still {
                             continue;
                         }
-                        if !write(ws, Message::Text(msg), self.write_stall).await {
-                            return End::Drop;
+                        // A close asked for while the peer reads nothing cannot
+                        // get through either: give up on the write then.
+                        tokio::select! {
+                            biased;
+                            ok = write(ws, Message::Text(msg), self.write_stall) => if !ok {
+                                return End::Drop;
+                            },
+                            () = handle.outbound.closing() => {
+                                let reason = handle.outbound.pending_close().map_or("", |c| c.1);
+                                tracing::info!(reason, "closed while the peer reads nothing; connection dropped");
+                                return End::Drop;
+                            }
                         }
                     }
                     if drained.lost > 0 {
@@ -176,8 +193,16 @@ impl Session {
                     if let Some((code, reason)) = drained.close {
                         return End::Close(code, reason);
                     }
-                    if !flush(ws, self.write_stall).await {
-                        return End::Drop;
+                    tokio::select! {
+                        biased;
+                        ok = flush(ws, self.write_stall) => if !ok {
+                            return End::Drop;
+                        },
+                        () = handle.outbound.closing() => {
+                            let reason = handle.outbound.pending_close().map_or("", |c| c.1);
+                            tracing::info!(reason, "closed while the peer reads nothing; connection dropped");
+                            return End::Drop;
+                        }
                     }
                 }
                 incoming = ws.next() => {
