@@ -15,8 +15,9 @@
 //! command for each of the three.
 //!
 //! It reconnects and resumes like examples/cti_provider.rs (the shared code
-//! is examples/shared/link.rs). Its user needs Adjunct Server Connection and
-//! one voicemail right.
+//! is examples/shared/link.rs). Its user needs Adjunct Server Connection
+//! and the rights of every operation it serves, Voicemail Pro Standard and
+//! Administrator: the gateway sends a provider only what its rights open.
 //!
 //! ```text
 //! ADJUNCT_GATEWAY_PASSWORD=<vmserver's password> \

@@ -20,8 +20,8 @@ use crate::catalog::{self, Need};
 use crate::hub::SessionHandle;
 use crate::outbound::{Bound, Guard};
 
-/// Longest topic or pattern accepted.
-pub const MAX_TOPIC_LEN: usize = 256;
+/// Longest topic or pattern accepted: the bound of method names.
+pub const MAX_TOPIC_LEN: usize = catalog::MAX_METHOD_LEN;
 
 pub struct Broker {
     subscribers: DashMap<Box<str>, Vec<Arc<SessionHandle>>>,
@@ -29,20 +29,18 @@ pub struct Broker {
     bus: Arc<dyn Bus>,
 }
 
-/// Is `topic` well formed? Patterns may end in `.*` when `pattern` is true.
+/// Is `topic` well formed? A topic has the grammar of a method name
+/// (`catalog::canonical`: lowercase segments, at least two); a pattern
+/// (when `pattern` is true) may instead be a prefix of one or more such
+/// segments followed by `.*`.
 pub fn valid_topic(topic: &str, pattern: bool) -> bool {
-    if topic.is_empty() || topic.len() > MAX_TOPIC_LEN {
+    if topic.len() > MAX_TOPIC_LEN {
         return false;
     }
-    let segments: Vec<&str> = topic.split('.').collect();
-    let n = segments.len();
-    segments.iter().enumerate().all(|(i, seg)| {
-        (pattern && i == n - 1 && n >= 2 && *seg == "*")
-            || (!seg.is_empty()
-                && seg
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-    })
+    match topic.strip_suffix(".*") {
+        Some(prefix) if pattern => prefix.split('.').all(catalog::valid_segment),
+        _ => catalog::canonical(topic),
+    }
 }
 
 /// The namespace of a topic (its first segment).
@@ -186,6 +184,16 @@ mod tests {
         assert!(!valid_topic("cti.*.x", true));
         assert!(!valid_topic("cti.call 1", false));
         assert!(!valid_topic(&"a".repeat(300), false));
+        // The grammar of method names: two segments at least, lowercase.
+        assert!(!valid_topic("cti", false));
+        assert!(!valid_topic("cti", true));
+        assert!(!valid_topic("cti.Call.1", false));
+        assert!(!valid_topic("cti.Call.*", true));
+        assert!(!valid_topic("cti.call.", false));
+        assert!(valid_topic("voicemail.security", false));
+        let long = format!("cti.{}", "x".repeat(MAX_TOPIC_LEN - 4));
+        assert!(valid_topic(&long, false));
+        assert!(!valid_topic(&format!("{long}x"), false));
         assert_eq!(namespace("cti.call.1"), "cti");
     }
 }

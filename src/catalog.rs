@@ -647,8 +647,26 @@ pub fn builtin_namespaces() -> impl Iterator<Item = &'static str> {
 /// Namespaces of the gateway's own methods: never routed, never added by config.
 pub const RESERVED: &[&str] = &["session", "turn", "adjunct", "events", "admin", "event"];
 
-/// Longest method pattern accepted.
-pub const MAX_PATTERN_LEN: usize = 256;
+/// Longest method (or topic) accepted; a pattern's body (without `.*`)
+/// is held to the same bound, so every pattern can match something.
+pub const MAX_METHOD_LEN: usize = 128;
+
+/// One segment of a method, topic or pattern: lowercase ASCII letters,
+/// digits, `_` and `-`, at least one. Lowercase only, so one operation has
+/// one spelling and no variant slips past the rule that names it.
+pub fn valid_segment(seg: &str) -> bool {
+    !seg.is_empty()
+        && seg
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Is `name` a canonical method or topic name: at most [`MAX_METHOD_LEN`]
+/// bytes, at least two segments, each a [`valid_segment`]? A routed method
+/// that is not is unknown (-32601), whatever a rule's prefix would say.
+pub fn canonical(name: &str) -> bool {
+    name.len() <= MAX_METHOD_LEN && name.contains('.') && name.split('.').all(valid_segment)
+}
 
 /// A method pattern, parsed.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -660,23 +678,16 @@ pub enum Pattern {
 }
 
 impl Pattern {
-    /// Parses `ns`, `ns.prefix.*` or `ns.method`: dot-separated segments of
-    /// letters, digits, `_` and `-`, the last one possibly `*`.
+    /// Parses `ns`, `ns.prefix.*` or `ns.method`: dot-separated
+    /// [`valid_segment`]s (the grammar of methods), the last one possibly `*`.
     pub fn parse(s: &str) -> Result<Pattern, String> {
         let body = s.strip_suffix(".*");
         let segments = body.unwrap_or(s);
-        let valid = !s.is_empty()
-            && s.len() <= MAX_PATTERN_LEN
-            && segments.split('.').all(|seg| {
-                !seg.is_empty()
-                    && seg
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            });
+        let valid = segments.len() <= MAX_METHOD_LEN && segments.split('.').all(valid_segment);
         if !valid {
             return Err(format!(
                 "{s:?} is not a method pattern: a namespace, a prefix ending in \".*\" or a method, \
-                 made of letters, digits, '_' and '-' between dots"
+                 made of lowercase letters, digits, '_' and '-' between dots (at most {MAX_METHOD_LEN} bytes)"
             ));
         }
         let ns = namespace_of(segments);
@@ -698,21 +709,22 @@ impl Pattern {
         }
     }
 
-    /// Does the pattern cover `method`?
+    /// Does the pattern cover `method`? A class covers the methods below
+    /// it and its own name too: `voicemail.security` is judged by
+    /// `voicemail.security.*`, not by the wider namespace rule.
     pub fn matches(&self, method: &str) -> bool {
         match self {
             Pattern::Exact(m) => **m == *method,
             Pattern::Below(p) => method
                 .strip_prefix(&**p)
-                .and_then(|rest| rest.strip_prefix('.'))
-                .is_some_and(|rest| !rest.is_empty()),
+                .is_some_and(|rest| rest.is_empty() || strictly_below(rest)),
         }
     }
 
     /// Is every method this pattern names strictly below `prefix`?
     fn is_below(&self, prefix: &str) -> bool {
         let (Pattern::Below(p) | Pattern::Exact(p)) = self;
-        Pattern::Below(prefix.into()).matches(p)
+        p.strip_prefix(prefix).is_some_and(strictly_below)
     }
 
     /// Larger is more specific: an exact method, then the longer prefix.
@@ -733,8 +745,23 @@ impl fmt::Display for Pattern {
     }
 }
 
+/// Is `rest` (what follows a prefix) `.` and at least one more character?
+fn strictly_below(rest: &str) -> bool {
+    rest.strip_prefix('.').is_some_and(|r| !r.is_empty())
+}
+
 fn namespace_of(s: &str) -> &str {
     s.split('.').next().unwrap_or_default()
+}
+
+/// What a topic concerns: `a.b.c` concerns `a.b` (its last segment
+/// dropped), and a two-segment topic `a.b` concerns `a.b` itself, never the
+/// whole namespace.
+pub fn subject(topic: &str) -> &str {
+    match topic.rsplit_once('.') {
+        Some((head, _)) if head.contains('.') => head,
+        _ => topic,
+    }
 }
 
 /// The need of a rule: one right by itself (so refusals name just it), else any of them.
@@ -824,8 +851,9 @@ impl Catalog {
         own.or_else(|| default.rule_for(p)).and_then(|r| r.builtin)
     }
 
-    /// The need to serve or publish in `ns`: a right that opens some operation
-    /// of it. `None`: not a routed namespace.
+    /// The need to register for `ns`: a right that opens some operation of
+    /// it. What a provider then receives is judged request by request, by
+    /// each method's own rule (`lookup`). `None`: not a routed namespace.
     pub fn provider_need(&self, ns: &str) -> Option<Need> {
         let mut found = false;
         let set = self
@@ -838,16 +866,13 @@ impl Catalog {
     }
 
     /// The need to receive events on `topic` (a topic, or a pattern ending in
-    /// `.*`). A topic `a.b.c` concerns `a.b`, so it is read like the method
-    /// `a.b.get`. A pattern needs a right that reads some topic below it
+    /// `.*`). A topic concerns its [`subject`], so it is read like the method
+    /// `<subject>.get`. A pattern needs a right that reads some topic below it
     /// (each event is checked again on delivery). `None`: no rule covers it.
     pub fn topic_need(&self, topic: &str) -> Option<Need> {
         let set =
             match topic.strip_suffix(".*") {
-                None => {
-                    let subject = topic.rsplit_once('.').map_or(topic, |(s, _)| s);
-                    self.rule_for(&format!("{subject}.get"))?.any_of
-                }
+                None => self.rule_for(&format!("{}.get", subject(topic)))?.any_of,
                 Some(prefix) => {
                     // Topics right below `prefix`, topics deeper down that no rule
                     // under it covers, and the rules under it.
@@ -875,13 +900,23 @@ impl Catalog {
         Some(need_of(set))
     }
 
-    /// The entry for `method`, or `None`: -32601.
+    /// The need to publish on `topic` (a valid concrete topic): the right
+    /// that updates what it concerns, what the method `<subject>.set` needs
+    /// (`cti.call.201`: `cti.call.set`). `None`: no rule covers it.
+    pub fn publish_need(&self, topic: &str) -> Option<Need> {
+        let rule = self.rule_for(&format!("{}.set", subject(topic)))?;
+        Some(need_of(rule.any_of))
+    }
+
+    /// The entry for `method`, or `None`: -32601. A routed method must be
+    /// [`canonical`]; its need is its own rule's, which is also what the
+    /// provider that serves it must hold.
     pub fn lookup<'m>(&self, method: &'m str) -> Option<Entry<'m>> {
         if let Some((_, entry)) = METHODS.iter().find(|(name, _)| *name == method) {
             return Some(*entry);
         }
         let ns = namespace_of(method);
-        if RESERVED.contains(&ns) {
+        if RESERVED.contains(&ns) || !canonical(method) {
             return None;
         }
         self.rule_for(method).map(|rule| Entry {
@@ -990,6 +1025,16 @@ mod tests {
         list.iter().copied().collect()
     }
 
+    /// The rights that meet `need` each alone (none when there is no need).
+    fn met_alone(need: Option<Need>) -> RightSet {
+        match need {
+            Some(need) => Right::all()
+                .filter(|r| satisfies(RightSet::of(*r), need))
+                .collect(),
+            None => RightSet::EMPTY,
+        }
+    }
+
     #[test]
     fn routed_namespaces_carry_their_right() {
         let c = Catalog::new(vec![(
@@ -1042,7 +1087,27 @@ mod tests {
         );
         assert_eq!(need("voicemail"), None);
         assert_eq!(need("voicemail."), None);
-        assert_eq!(need("voicemail.backup."), need("voicemail.config.set"));
+        // Non-canonical spellings name no operation (they used to fall to
+        // the wider namespace rule).
+        for odd in [
+            "voicemail.backup.",
+            "voicemail.security.",
+            "voicemail.Security.set",
+            "voicemail.BACKUP.create",
+            "voicemail..security.set",
+            "voicemail.security .set",
+            "Voicemail.config.get",
+        ] {
+            assert_eq!(need(odd), None, "{odd:?}");
+        }
+        let long = format!("voicemail.{}", "x".repeat(MAX_METHOD_LEN - 10));
+        assert_eq!(long.len(), MAX_METHOD_LEN);
+        assert!(need(&long).is_some());
+        assert_eq!(need(&format!("{long}x")), None);
+        // A class's own name is judged by the class's rule.
+        assert_eq!(need("voicemail.security"), need("voicemail.security.get"));
+        assert_eq!(need("voicemail.backup"), need("voicemail.backup.create"));
+        assert_eq!(need("voicemail.config"), need("voicemail.config.delete"));
 
         // A configured prefix does not reach past a built-in exact method.
         let c = Catalog::new(vec![(
@@ -1067,8 +1132,10 @@ mod tests {
         assert_eq!(Pattern::parse("cti.*"), Pattern::parse("cti"));
         assert_eq!(Pattern::parse("a.b.*").unwrap().to_string(), "a.b.*");
         assert_eq!(Pattern::parse("a.b").unwrap(), Pattern::Exact("a.b".into()));
+        let long = "a".repeat(MAX_METHOD_LEN + 1);
         for bad in [
-            "", "*", "a.*.b", "a..b", "a.", ".a", "a b", "events.x", "admin",
+            "", "*", "a.*.b", "a..b", "a.", ".a", "a b", "events.x", "admin", "CRM", "crm.List",
+            &long,
         ] {
             assert!(Pattern::parse(bad).is_err(), "{bad:?}");
         }
@@ -1078,12 +1145,7 @@ mod tests {
     fn topics_need_the_right_that_reads_what_they_concern() {
         let c = Catalog::default();
         use Right::*;
-        let reads = |t: &str| match c.topic_need(t) {
-            Some(need) => Right::all()
-                .filter(|r| satisfies(RightSet::of(*r), need))
-                .collect(),
-            None => RightSet::EMPTY,
-        };
+        let reads = |t: &str| met_alone(c.topic_need(t));
         let vb_vs_va = set(&[
             VoicemailProBasic,
             VoicemailProStandard,
@@ -1110,6 +1172,56 @@ mod tests {
             set(&[MediaManagerStandard, MediaManagerAdministrator])
         );
         assert_eq!(reads("nope.x"), RightSet::EMPTY);
+        // A two-segment topic concerns itself, not its namespace.
+        assert_eq!(
+            reads("voicemail.security"),
+            RightSet::of(VoicemailProAdministrator)
+        );
+        assert_eq!(reads("voicemail.config"), vb_vs_va);
+    }
+
+    #[test]
+    fn publishing_needs_the_right_that_updates_what_the_topic_concerns() {
+        let c = Catalog::default();
+        use Right::*;
+        let writes = |t: &str| met_alone(c.publish_need(t));
+        assert_eq!(writes("cti.call.201"), RightSet::of(OneXCtiApi));
+        assert_eq!(
+            writes("voicemail.config.changed"),
+            set(&[VoicemailProStandard, VoicemailProAdministrator])
+        );
+        assert_eq!(
+            writes("voicemail.security.changed"),
+            RightSet::of(VoicemailProAdministrator)
+        );
+        assert_eq!(
+            writes("voicemail.security"),
+            RightSet::of(VoicemailProAdministrator)
+        );
+        assert_eq!(
+            writes("voicemail.backup.done"),
+            set(&[VoicemailProBasic, VoicemailProStandard])
+        );
+        assert_eq!(
+            writes("mediamanager.recordings.new"),
+            set(&[MediaManagerStandard, MediaManagerAdministrator])
+        );
+        assert_eq!(writes("nope.x"), RightSet::EMPTY);
+    }
+
+    #[test]
+    fn canonical_names_and_subjects() {
+        for good in ["cti.x", "a-b.c_d.9", "voicemail.security"] {
+            assert!(canonical(good), "{good:?}");
+        }
+        for bad in [
+            "", "cti", "cti.", ".cti", "cti..x", "Cti.x", "cti.x y", "cti.é",
+        ] {
+            assert!(!canonical(bad), "{bad:?}");
+        }
+        assert_eq!(subject("cti.call.201"), "cti.call");
+        assert_eq!(subject("cti.call.201.leg"), "cti.call.201");
+        assert_eq!(subject("voicemail.security"), "voicemail.security");
     }
 
     #[test]

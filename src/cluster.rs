@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::broker::Delivery;
 use crate::bus::{self, shared, Bus, Closed, Inbound, Origin, Presence};
+use crate::catalog::{Need, Target};
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::outbound::Bound;
@@ -45,6 +46,25 @@ fn well_formed(tail: &str) -> bool {
     serde_json::from_str::<serde::de::IgnoredAny>(&object).is_ok()
 }
 
+/// The method of a routed request's `tail` (as in [`well_formed`]), or
+/// `None` when the tail is not a JSON object with a string `method`.
+fn method_of(tail: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        method: String,
+    }
+    let object = format!("{{{tail}");
+    serde_json::from_str::<Head>(&object).ok().map(|h| h.method)
+}
+
+/// What a provider of `ns` here must hold to be sent `method`: the
+/// method's own rule in this node's catalog. `None`: no routed method of
+/// `ns` (no provider here may take it).
+fn routed_need(gw: &Gateway, ns: &str, method: &str) -> Option<Need> {
+    let entry = gw.snapshot().config.catalog.lookup(method)?;
+    (entry.target == Target::Routed(ns)).then_some(entry.need)
+}
+
 /// The gateway as the bus sees it (weak: the bus must not keep it alive).
 struct Node(Weak<Gateway>);
 
@@ -56,12 +76,12 @@ impl Node {
 
 impl Inbound for Node {
     fn request(&self, ns: &str, from: Origin, body: &str) -> Result<(), &'static str> {
-        if !well_formed(body) {
-            return Err("malformed request");
-        }
+        let method = method_of(body).ok_or("malformed request")?;
         let gw = self.gw().ok_or("no provider")?;
+        // Served here only by a provider that meets the method's own rule,
+        // as on the caller's node.
+        let need = routed_need(&gw, ns, &method).ok_or("no provider")?;
         let snap = gw.snapshot();
-        let need = snap.config.catalog.provider_need(ns).ok_or("no provider")?;
         let l = &snap.config.limits;
         gw.router.serve_remote(
             ns,
@@ -77,19 +97,19 @@ impl Inbound for Node {
     }
 
     fn notify(&self, ns: &str, body: &str) {
-        if !well_formed(body) {
+        let Some(method) = method_of(body) else {
             return;
-        }
+        };
         let Some(gw) = self.gw() else { return };
-        let snap = gw.snapshot();
-        if let Some(need) = snap.config.catalog.provider_need(ns) {
+        if let Some(need) = routed_need(&gw, ns, &method) {
+            let l = &gw.snapshot().config.limits;
             gw.router.notify_remote(
                 ns,
                 need,
                 body,
                 Bound {
-                    messages: snap.config.limits.outbound_queue,
-                    bytes: snap.config.limits.queue_bytes,
+                    messages: l.outbound_queue,
+                    bytes: l.queue_bytes,
                     stall: Duration::MAX,
                 },
             );
@@ -121,7 +141,8 @@ impl Inbound for Node {
     fn event(&self, topic: &str, data: &RawValue) {
         let Some(gw) = self.gw() else { return };
         let snap = gw.snapshot();
-        // This node's catalog decides, as for its own publishes.
+        // Whether the publisher might publish it was decided on its node;
+        // who reads it, by this node's catalog, as for its own publishes.
         let Some(need) = snap.config.catalog.topic_need(topic) else {
             return;
         };

@@ -188,7 +188,7 @@ async fn call(
             let metrics = routed
                 .cloned()
                 .unwrap_or_else(|| ctx.gw.metrics.namespace(ns));
-            methods::route(ctx, snap, ns, req, metrics)
+            methods::route(ctx, snap, ns, entry.need, req, metrics)
         }
     }
 }

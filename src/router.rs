@@ -7,8 +7,10 @@
 //! one namespace share the load, fewest pending first; a request goes to
 //! exactly one. An answer owed to an element of a batch goes into that
 //! batch's one answer array ([`Gather`]), which is sent once its last routed
-//! answer (or -32004/-32005) is in. Must not read sockets or decide rights
-//! beyond "this provider still holds the namespace's need".
+//! answer (or -32004/-32005) is in. Only a provider whose rights meet the
+//! request's own need (the routed method's rule, [`Routed::need`]) is sent
+//! it. Must not read sockets or decide rights beyond "this provider holds
+//! what this request needs".
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,6 +88,8 @@ pub struct Router {
 /// What `route` needs to know about the request.
 pub struct Routed<'a> {
     pub ns: &'a str,
+    /// What the provider must hold for THIS request: the routed method's
+    /// own rule, the need the gate judged the caller by.
     pub need: Need,
     pub method: &'a str,
     pub id: Option<&'a RawValue>,
@@ -164,8 +168,8 @@ impl Router {
         v
     }
 
-    /// Sends a caller's request to one provider. Errors: no provider (-32004),
-    /// too many pending (-32006).
+    /// Sends a caller's request to one provider. Errors: no provider holding
+    /// `r.need` (-32004), too many pending (-32006).
     pub fn route(&self, caller: &Arc<SessionHandle>, r: Routed<'_>) -> Result<(), RpcError> {
         // In a cluster every request goes through the namespace's queue
         // group, so providers on every node share the load; while the
@@ -263,7 +267,8 @@ impl Router {
         Ok(gid)
     }
 
-    /// This node's provider of `ns` with the fewest pending requests.
+    /// This node's provider of `ns` that meets `need` with the fewest
+    /// pending requests.
     fn pick(&self, ns: &str, need: Need) -> Option<Arc<SessionHandle>> {
         let map = self.providers.read();
         map.get(ns)

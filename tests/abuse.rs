@@ -907,6 +907,187 @@ async fn row_a_request_head_that_never_ends_is_cut_off() {
     t.check(128).await;
 }
 
+/// Voicemail users and servers for the catalog rows: one group per right
+/// (the servers add Adjunct Server Connection), one user per group.
+fn voicemail_directory() -> String {
+    let hash = cheap_hash(VM_PW);
+    let mut s = String::new();
+    for (name, rights) in [
+        (
+            "vm-basic-server",
+            &["Adjunct Server Connection", "Voicemail Pro Basic"][..],
+        ),
+        (
+            "vm-admin-server",
+            &["Adjunct Server Connection", "Voicemail Pro Administrator"],
+        ),
+        (
+            "vm-all-server",
+            &[
+                "Adjunct Server Connection",
+                "Voicemail Pro Basic",
+                "Voicemail Pro Standard",
+                "Voicemail Pro Administrator",
+            ],
+        ),
+        ("vm-standard", &["Voicemail Pro Standard"]),
+        ("vm-admin", &["Voicemail Pro Administrator"]),
+    ] {
+        let list: Vec<String> = rights.iter().map(|r| format!("\"{r}\"")).collect();
+        s += &format!(
+            "\n[[rights_group]]\nname = \"{name}\"\nrights = [{}]\n\n[[service_user]]\nname = \"{name}\"\npassword = \"{hash}\"\ngroups = [\"{name}\"]\n",
+            list.join(", ")
+        );
+    }
+    s
+}
+
+const VM_PW: &str = "voice-Mail-3x";
+
+/// The routed requests (with a `method`) that reached `provider` so far:
+/// a ping's answer comes after anything queued to it before.
+async fn routed_to(provider: &mut Client) -> Vec<serde_json::Value> {
+    provider.ok("session.ping", json!(null)).await;
+    provider
+        .events
+        .drain(..)
+        .filter(|m| m.get("id").is_some() && m.get("method").is_some())
+        .collect()
+}
+
+/// A provider that holds only the weakest right of `voicemail` (Basic) is
+/// never sent an Administrator's `voicemail.security.set` (nor its params):
+/// the caller gets -32004 at once. It cannot publish
+/// `voicemail.security.changed` either (-32003 naming Administrator), while
+/// `voicemail.backup.done`, which Basic may update, still goes out. A
+/// provider holding Administrator is sent the request.
+#[tokio::test]
+async fn row_a_provider_with_a_weaker_right_gets_no_stronger_request_and_forges_no_event() {
+    let t = Target::start("", &voicemail_directory()).await;
+    let mut weak = t.login("/adjunct", "vm-basic-server", VM_PW).await;
+    weak.ok("adjunct.register", json!({"namespaces": ["voicemail"]}))
+        .await;
+    let mut admin = t.login("/portal", "vm-admin", VM_PW).await;
+    admin
+        .ok("events.subscribe", json!({"topics": ["voicemail.*"]}))
+        .await;
+    let secret = json!({"settings": {"pin": "4711"}});
+    let (code, e) = admin.err("voicemail.security.set", secret.clone()).await;
+    assert_eq!((code, e["message"].as_str()), (-32004, Some("no provider")));
+    assert_eq!(routed_to(&mut weak).await, Vec::<serde_json::Value>::new());
+
+    let (code, e) = weak
+        .err(
+            "adjunct.publish",
+            json!({"topic": "voicemail.security.changed", "data": {"pin": "0000"}}),
+        )
+        .await;
+    assert_eq!(code, -32003, "{e}");
+    assert_eq!(e["data"]["right"], "Voicemail Pro Administrator");
+    assert_eq!(e["data"]["topic"], "voicemail.security.changed");
+    let (code, _) = weak
+        .err(
+            "adjunct.publish",
+            json!({"topic": "voicemail.config.changed"}),
+        )
+        .await;
+    assert_eq!(
+        code, -32003,
+        "Basic reads the configuration, not updates it"
+    );
+    let r = weak
+        .ok("adjunct.publish", json!({"topic": "voicemail.backup.done"}))
+        .await;
+    assert_eq!(r["delivered"], 0, "Administrator does not read backups");
+    admin.ok("session.ping", json!(null)).await;
+    assert!(
+        admin.events.iter().all(|m| m["method"] != "event"),
+        "{:?}",
+        admin.events
+    );
+
+    // The right provider is sent it, params and all.
+    let mut strong = t.login("/adjunct", "vm-admin-server", VM_PW).await;
+    strong
+        .ok("adjunct.register", json!({"namespaces": ["voicemail"]}))
+        .await;
+    admin
+        .send_text(
+            json!({"jsonrpc":"2.0","id":"s1","method":"voicemail.security.set","params":secret})
+                .to_string(),
+        )
+        .await;
+    let req = strong.recv().await;
+    assert_eq!(req["method"], "voicemail.security.set");
+    assert_eq!(req["params"], secret);
+    strong
+        .send_text(json!({"jsonrpc":"2.0","id":req["id"],"result":{"ok":true}}).to_string())
+        .await;
+    let answer = admin.recv().await;
+    assert_eq!(answer["result"], json!({"ok": true}), "{answer}");
+    assert_eq!(routed_to(&mut weak).await, Vec::<serde_json::Value>::new());
+    t.check(128).await;
+}
+
+/// Other spellings of a protected method do not slip past its rule: a
+/// class's own name is judged by the class's rule, and a name that is not
+/// canonical (empty last segment, capitals) is no method (-32601). None of
+/// them reaches the provider, which holds every voicemail right.
+#[tokio::test]
+async fn row_non_canonical_method_names_do_not_get_past_the_specific_rules() {
+    let t = Target::start("", &voicemail_directory()).await;
+    let mut provider = t.login("/adjunct", "vm-all-server", VM_PW).await;
+    provider
+        .ok("adjunct.register", json!({"namespaces": ["voicemail"]}))
+        .await;
+    for (user, method, want, right) in [
+        (
+            "vm-standard",
+            "voicemail.security",
+            -32003,
+            Some("Voicemail Pro Administrator"),
+        ),
+        ("vm-standard", "voicemail.security.", -32601, None),
+        ("vm-standard", "voicemail.Security.set", -32601, None),
+        ("vm-standard", "voicemail..security.set", -32601, None),
+        (
+            "vm-admin",
+            "voicemail.backup",
+            -32003,
+            Some("Voicemail Pro Basic"),
+        ),
+        ("vm-admin", "voicemail.backup.", -32601, None),
+        ("vm-admin", "voicemail.BACKUP.create", -32601, None),
+        ("vm-admin", "Voicemail.backup.create", -32601, None),
+    ] {
+        let mut c = t.login("/portal", user, VM_PW).await;
+        let (code, e) = c.err(method, json!({})).await;
+        assert_eq!(code, want, "{user} {method}: {e}");
+        assert_eq!(e["data"]["right"].as_str(), right, "{user} {method}: {e}");
+    }
+    // Topics: the same grammar; a two-segment topic concerns itself.
+    let mut standard = t.login("/portal", "vm-standard", VM_PW).await;
+    let (code, e) = standard
+        .err(
+            "events.subscribe",
+            json!({"topics": ["voicemail.security"]}),
+        )
+        .await;
+    assert_eq!(code, -32003, "{e}");
+    let (code, _) = standard
+        .err(
+            "events.subscribe",
+            json!({"topics": ["voicemail.Security.changed"]}),
+        )
+        .await;
+    assert_eq!(code, -32602);
+    assert_eq!(
+        routed_to(&mut provider).await,
+        Vec::<serde_json::Value>::new()
+    );
+    t.check(128).await;
+}
+
 /// A provider that reads a little (one message a second) while callers keep
 /// sending: its queue is bounded in bytes as well as messages, the callers
 /// get -32004 provider busy, and since it never catches up it is closed

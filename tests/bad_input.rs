@@ -669,7 +669,64 @@ fn rows() -> Vec<Row> {
             "a routed method name with a newline, without the right",
             TurnOnly,
             &request(3, "cti.x\nINFO FORGED forbidden\u{1b}[2J", &json!({})),
-            Err(-32003),
+            Err(-32601),
+        ),
+        // --- Routed method names must be canonical (PROTOCOL.md §5.2):
+        // another spelling never reaches a rule's wider parent, even for a
+        // caller who holds the namespace's right.
+        rpc(
+            "a routed method with capitals",
+            Portal,
+            &request(3, "cti.Make_call", &json!({})),
+            Err(-32601),
+        ),
+        rpc(
+            "a routed method with an empty last segment",
+            Portal,
+            &request(3, "cti.call.", &json!({})),
+            Err(-32601),
+        ),
+        rpc(
+            "a routed method with an empty middle segment",
+            Portal,
+            &request(3, "cti..call", &json!({})),
+            Err(-32601),
+        ),
+        rpc(
+            "a routed method with a space",
+            Portal,
+            &request(3, "cti.make call", &json!({})),
+            Err(-32601),
+        ),
+        rpc(
+            "a routed method with a non-ASCII letter",
+            Portal,
+            &request(3, "cti.m\u{e9}thode", &json!({})),
+            Err(-32601),
+        ),
+        rpc(
+            "a routed method of 129 bytes",
+            Portal,
+            &request(3, &format!("cti.{}", "m".repeat(125)), &json!({})),
+            Err(-32601),
+        ),
+        rpc(
+            "a topic with capitals",
+            Adjunct,
+            &request(3, "adjunct.publish", &json!({"topic": "cti.Call.1"})),
+            Err(-32602),
+        ),
+        rpc(
+            "a topic of one segment",
+            Portal,
+            &request(3, "events.subscribe", &json!({"topics": ["cti"]})),
+            Err(-32602),
+        ),
+        rpc(
+            "a topic of 129 bytes",
+            Portal,
+            &request(3, "events.subscribe", &json!({"topics": [format!("cti.{}", "c".repeat(125))]})),
+            Err(-32602),
         ),
         rpc(
             "a 60 KB method name",
@@ -1349,7 +1406,9 @@ fn assert_no_log_injection(log: &str) {
         );
         if let Some(at) = line.find("FORGED") {
             assert!(
-                line[..at].contains("user=\"") || line[..at].contains("method=\""),
+                ["user=\"", "method=\"", "reason=\""]
+                    .iter()
+                    .any(|field| line[..at].contains(field)),
                 "forged text outside a quoted field: {line:?}"
             );
         }
@@ -1395,6 +1454,23 @@ async fn every_bad_input_gets_its_documented_answer_and_everyone_else_is_served(
     let mut fresh = gw.login("/adjunct", "app1", APP_PW).await;
     assert_eq!(fresh.ok("session.ping", json!(null)).await, json!({}));
     eprintln!("{} rows passed", rows.len());
+    // A method name can no longer carry control characters to the audit
+    // log (routed names are canonical); a close reason still can, and
+    // must reach it escaped.
+    let mut admin = gw.login("/portal", "admin", ADMIN_PW).await;
+    let victim = admin
+        .ok("admin.sessions.list", json!({"user": "app1"}))
+        .await;
+    let id = victim["sessions"][0]["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    admin
+        .ok(
+            "admin.sessions.close",
+            json!({"sessionId": id, "reason": EVIL_USER}),
+        )
+        .await;
     gw.shutdown().await;
 
     let log = String::from_utf8(log.lock().unwrap().clone()).unwrap();

@@ -745,3 +745,47 @@ async fn cluster_export_and_status_read_the_cluster() {
         n.shutdown().await;
     }
 }
+
+/// The serving node sends a routed request only to a provider that meets
+/// the method's own rule: a Voicemail Pro Basic server on node a is never
+/// sent an Administrator's `voicemail.security.set` from node b (the caller
+/// gets -32004 at once, not the provider's silence), nor the same call as a
+/// notification; a Basic operation still reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_serving_node_sends_a_provider_only_what_its_rights_open() {
+    const PW: &str = "voice-Mail-3x";
+    let nats = NatsServer::single();
+    let prefix = format!("t{}", free_port());
+    let users = format!(
+        "\n[[rights_group]]\nname = \"vm basic server\"\nrights = [\"Adjunct Server Connection\", \"Voicemail Pro Basic\"]\n\n[[rights_group]]\nname = \"vm admin\"\nrights = [\"Voicemail Pro Administrator\"]\n\n[[service_user]]\nname = \"vmserver\"\npassword = \"{hash}\"\ngroups = [\"vm basic server\"]\n\n[[service_user]]\nname = \"vm-admin\"\npassword = \"{hash}\"\ngroups = [\"vm admin\"]\n",
+        hash = cheap_hash(PW)
+    );
+    let mut nodes = Vec::new();
+    for node in ["a", "b"] {
+        let extra = format!("{}{users}", node_extra(node, &[nats.url()], &prefix));
+        nodes.push(TestGateway::start_with("", &extra).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut weak = a.login("/adjunct", "vmserver", PW).await;
+    weak.ok("adjunct.register", json!({"namespaces": ["voicemail"]}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut admin = b.login("/portal", "vm-admin", PW).await;
+    admin
+        .send_text(r#"{"jsonrpc":"2.0","method":"voicemail.security.set","params":{"pin":"4711"}}"#)
+        .await;
+    let v = admin
+        .call("voicemail.security.set", json!({"pin": "4711"}))
+        .await;
+    assert_eq!(code(&v), NO_PROVIDER, "{v}");
+    // What the weak provider is sent next is the Basic operation, nothing before it.
+    admin
+        .send_text(r#"{"jsonrpc":"2.0","id":"read","method":"voicemail.config.get"}"#)
+        .await;
+    let req = weak.recv().await;
+    assert_eq!(req["method"], "voicemail.config.get", "{req}");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

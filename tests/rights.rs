@@ -55,6 +55,9 @@ const OPERATIONS: &[(&str, &str, &[&str])] = &[
     ("voicemail.config.set", "voicemail.config.set", &[VS, VA]),
     ("voicemail.security.*", "voicemail.security.get", &[VA]),
     ("voicemail.security.*", "voicemail.security.set", &[VA]),
+    // A class's own name is judged by the class's rule.
+    ("voicemail.security.*", "voicemail.security", &[VA]),
+    ("voicemail.backup.*", "voicemail.backup", &[VB, VS]),
     ("voicemail.backup.*", "voicemail.backup.create", &[VB, VS]),
     ("voicemail.backup.*", "voicemail.backup.restore", &[VB, VS]),
     ("voicemail.upgrade.*", "voicemail.upgrade.start", &[VB, VS]),
@@ -115,6 +118,8 @@ const TOPICS: &[(&str, &[&str])] = &[
     ("cti.call.201", &[CTI]),
     ("voicemail.config.changed", &[VB, VS, VA]),
     ("voicemail.security.changed", &[VA]),
+    // Two segments: it concerns voicemail.security, not the namespace.
+    ("voicemail.security", &[VA]),
     ("onex-portal.backup.done", &[OXS]),
     ("onex-portal.config.changed", &[OXA]),
     ("webcontrol.security.changed", &[WCS]),
@@ -364,8 +369,8 @@ async fn a_provider_must_hold_a_right_that_opens_some_operation_of_each_namespac
     assert_eq!(c, -32003, "{e}");
     assert_eq!(e["data"]["right"], VB);
 
-    // Basic opens some voicemail operation, so it may serve all of them; the
-    // gate still judges each caller by the operation's own rule.
+    // Basic opens some voicemail operation, so it may register; it is then
+    // sent only what Basic opens itself, whoever calls.
     let mut vm = gw.login("/adjunct", "vmserver", PW).await;
     let (c, e) = vm
         .err(
@@ -379,10 +384,51 @@ async fn a_provider_must_hold_a_right_that_opens_some_operation_of_each_namespac
     let _served = serve(vm);
     let standard = ALL.iter().position(|r| *r == VS).unwrap();
     let mut caller = gw.login("/portal", &user_name(standard), PW).await;
-    let r = caller.ok("voicemail.config.set", json!({})).await;
-    assert_eq!(r, json!({"served": "voicemail.config.set"}));
+    let r = caller.ok("voicemail.config.get", json!({})).await;
+    assert_eq!(r, json!({"served": "voicemail.config.get"}));
+    let (c, e) = caller.err("voicemail.config.set", json!({})).await;
+    assert_eq!((c, e["message"].as_str()), (-32004, Some("no provider")));
     let (c, _) = caller.err("voicemail.security.set", json!({})).await;
     assert_eq!(c, -32003);
+
+    // A provider holding every right serves the rest.
+    let mut all = gw.login("/adjunct", "prov", PW).await;
+    all.ok("adjunct.register", json!({"namespaces": ["voicemail"]}))
+        .await;
+    let _all = serve(all);
+    let r = caller.ok("voicemail.config.set", json!({})).await;
+    assert_eq!(r, json!({"served": "voicemail.config.set"}));
+    gw.shutdown().await;
+}
+
+/// Publishing needs the right that updates what the topic concerns, not
+/// just some right of its namespace.
+#[tokio::test]
+async fn a_publisher_must_hold_the_right_that_updates_what_the_topic_concerns() {
+    let gw = TestGateway::start_with("", &directory()).await;
+    let asc = ALL.iter().position(|r| *r == ASC).unwrap();
+    let mut bare = gw.login("/adjunct", &user_name(asc), PW).await;
+    // (topic, rights that may publish it)
+    for (topic, opens) in [
+        ("cti.call.201", &[CTI][..]),
+        ("voicemail.config.changed", &[VS, VA]),
+        ("voicemail.security.changed", &[VA]),
+        ("voicemail.security", &[VA]),
+        ("voicemail.backup.done", &[VB, VS]),
+        ("onex-portal.backup.done", &[OXS]),
+        ("mediamanager.recordings.new", &[MMS, MMA]),
+    ] {
+        let a = bare.call("adjunct.publish", json!({"topic": topic})).await;
+        judge("Adjunct Server Connection", topic, &a, &[ASC], opens);
+        assert_eq!(a["error"]["data"]["topic"], topic);
+    }
+    let (c, _) = bare
+        .err(
+            "adjunct.publish",
+            json!({"topic": "voicemail.Config.changed"}),
+        )
+        .await;
+    assert_eq!(c, -32602);
     gw.shutdown().await;
 }
 
@@ -490,8 +536,10 @@ fn configured_rules_show_in_the_catalog_and_check_config_refuses_a_closed_operat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_voicemail_example_shows_basic_standard_and_administrator_apart() {
     let hash = cheap_hash(PW);
+    // A provider is sent only what its own rights open: the server holds
+    // Standard (configuration, backup) and Administrator (security).
     let mut extra = format!(
-        "[[rights_group]]\nname = \"VM Server\"\nrights = [\"{ASC}\", \"{VB}\"]\n\n[[service_user]]\nname = \"vmserver\"\npassword = \"{hash}\"\ngroups = [\"VM Server\"]\n"
+        "[[rights_group]]\nname = \"VM Server\"\nrights = [\"{ASC}\", \"{VS}\", \"{VA}\"]\n\n[[service_user]]\nname = \"vmserver\"\npassword = \"{hash}\"\ngroups = [\"VM Server\"]\n"
     );
     for (user, right) in [("vm-basic", VB), ("vm-standard", VS), ("vm-admin", VA)] {
         extra += &format!(

@@ -143,11 +143,13 @@ pub fn text(catalog: &Catalog) -> String {
          `session.login` and `session.resume` come before authentication.\n\n\
          \"Anywhere\" is `/adjunct` and `/portal`. A routed operation is sent to an\n\
          application server registered for its namespace (PROTOCOL.md §7). A\n\
-         pattern `x.*` names every method below `x` that no more specific rule\n\
-         names: the most specific rule wins (the rules are at the end). An event\n\
-         on topic `a.b.c` concerns `a.b` and reaches those who may call `a.b.get`.\n\
-         Serving a namespace (`adjunct.register`, `adjunct.publish`) needs Adjunct\n\
-         Server Connection and a right that opens some operation of it.",
+         pattern `x.*` names `x` and every method below it that no more specific\n\
+         rule names: the most specific rule wins (the rules are at the end). An event\n\
+         on topic `a.b.c` (or `a.b`) concerns `a.b`: it reaches those who may call\n\
+         `a.b.get`, and only those who may call `a.b.set` publish it.\n\
+         Registering for a namespace (`adjunct.register`) needs Adjunct Server\n\
+         Connection and a right that opens some operation of it (\"Serves\" below);\n\
+         a provider is then sent only the operations its own rights open.",
         code_list(&authenticated())
     );
     for right in Right::all() {

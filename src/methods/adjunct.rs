@@ -17,20 +17,31 @@ pub(super) struct Namespaces {
     namespaces: Vec<String>,
 }
 
-/// The need of a routed namespace the session itself must meet to serve or
-/// publish in it: a right that opens some operation of it.
-fn namespace_need(ctx: &Ctx<'_>, snap: &Snapshot, ns: &str) -> Result<Need, RpcError> {
-    let need = snap.config.catalog.provider_need(ns).ok_or_else(|| {
+/// The need to register for a routed namespace, which the session itself
+/// must meet: a right that opens some operation of it. (What it is then
+/// sent is judged per request: only what its rights open.)
+fn namespace_need(ctx: &Ctx<'_>, snap: &Snapshot, ns: &str) -> Result<(), RpcError> {
+    let need = in_catalog(snap, ns)?;
+    require(ctx, need)
+}
+
+/// `ns`'s registration need, or -32602 when it is not a routed namespace.
+fn in_catalog(snap: &Snapshot, ns: &str) -> Result<Need, RpcError> {
+    snap.config.catalog.provider_need(ns).ok_or_else(|| {
         RpcError::invalid_params(format!(
             "namespace {:?} is not in the catalog",
             truncate(ns)
         ))
-    })?;
+    })
+}
+
+/// -32003 naming the missing right unless the session meets `need`.
+fn require(ctx: &Ctx<'_>, need: Need) -> Result<(), RpcError> {
     let rights = ctx.session.rights().unwrap_or_default();
     if !catalog::satisfies(rights, need) {
         return Err(catalog::Denied::Missing(need).to_error());
     }
-    Ok(need)
+    Ok(())
 }
 
 pub fn register(ctx: &Ctx<'_>, snap: &Snapshot, params: Params<'_>) -> Result<Value, RpcError> {
@@ -74,14 +85,27 @@ pub fn publish(ctx: &Ctx<'_>, snap: &Snapshot, params: Params<'_>) -> Result<Val
             truncate(&p.topic)
         )));
     }
-    namespace_need(ctx, snap, broker::namespace(&p.topic))?;
-    // Delivered to those who read what the topic concerns.
-    let need = snap.config.catalog.topic_need(&p.topic).ok_or_else(|| {
+    in_catalog(snap, broker::namespace(&p.topic))?;
+    let uncovered = || {
         RpcError::invalid_params(format!(
             "no catalog rule covers topic {:?}",
             truncate(&p.topic)
         ))
-    })?;
+    };
+    // An event speaks for what it concerns: only a right that may update
+    // that (not merely some right of the namespace) may announce it.
+    let may_publish = snap
+        .config
+        .catalog
+        .publish_need(&p.topic)
+        .ok_or_else(uncovered)?;
+    require(ctx, may_publish).map_err(|e| e.with_topic(&p.topic))?;
+    // Delivered to those who read what the topic concerns.
+    let need = snap
+        .config
+        .catalog
+        .topic_need(&p.topic)
+        .ok_or_else(uncovered)?;
     let null = RawValue::NULL;
     let limits = &snap.config.limits;
     let fanout = ctx.gw.broker.publish(

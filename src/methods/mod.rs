@@ -112,22 +112,21 @@ pub async fn call(
 }
 
 /// Sends a request to a provider of `ns`; the answer arrives later.
+/// `need` is the method's own rule, the one the gate judged the caller by:
+/// only a provider that meets it too is sent the request (a provider
+/// holding a weaker right of the namespace never sees a stronger
+/// operation's request or params).
 pub fn route(
     ctx: &mut Ctx<'_>,
     snap: &Snapshot,
     ns: &str,
+    need: Need,
     req: &Request<'_>,
     metrics: std::sync::Arc<crate::metrics::NamespaceMetrics>,
 ) -> Reply {
     let routed = Routed {
         ns,
-        // Providers are chosen by what registering needs, not by the
-        // method's own rule: the caller's rights were judged by the gate.
-        need: snap
-            .config
-            .catalog
-            .provider_need(ns)
-            .unwrap_or(Need::Anonymous),
+        need,
         method: &req.method,
         id: req.id,
         params: req.params,
