@@ -81,74 +81,48 @@ pub async fn run(
     let normal_ok = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
 
+    // `spawn(n, make)` starts n tasks of one kind.
+    let mut spawn = |count: usize, make: &dyn Fn() -> tokio::task::JoinHandle<()>| {
+        tasks.extend((0..count).map(|_| make()));
+    };
+    let (t, c, app, portal) = (&target, &clock, &auth.app, &auth.portal);
+    let calls = |method: &'static str, every_ms: u64, ok: &Arc<AtomicU64>| {
+        let ok = ok.clone();
+        move || {
+            let every = Duration::from_millis(every_ms);
+            tokio::spawn(caller(
+                t.clone(),
+                portal.clone(),
+                c.clone(),
+                method,
+                every,
+                ok.clone(),
+            ))
+        }
+    };
+    let uncounted = Arc::new(AtomicU64::new(0));
+
     // Normal: two providers that answer, callers, a publisher, subscribers.
-    for _ in 0..2 {
-        tasks.push(tokio::spawn(provider(
-            target.clone(),
-            auth.app.clone(),
-            clock.clone(),
-            true,
-        )));
-    }
-    for _ in 0..8 {
-        tasks.push(tokio::spawn(caller(
-            target.clone(),
-            auth.portal.clone(),
-            clock.clone(),
-            "session.ping",
-            Duration::from_millis(10),
-            normal_ok.clone(),
-        )));
-    }
-    for _ in 0..4 {
-        tasks.push(tokio::spawn(caller(
-            target.clone(),
-            auth.portal.clone(),
-            clock.clone(),
-            "cti.make_call",
-            Duration::from_millis(20),
-            normal_ok.clone(),
-        )));
-    }
-    for _ in 0..50 {
-        tasks.push(tokio::spawn(subscriber(
-            target.clone(),
-            auth.portal.clone(),
-            clock.clone(),
-            true,
-        )));
-    }
-    tasks.push(tokio::spawn(publisher(
-        target.clone(),
-        auth.app.clone(),
-        clock.clone(),
-    )));
+    spawn(2, &|| {
+        tokio::spawn(provider(t.clone(), app.clone(), c.clone(), true))
+    });
+    spawn(8, &calls("session.ping", 10, &normal_ok));
+    spawn(4, &calls("cti.make_call", 20, &normal_ok));
+    spawn(50, &|| {
+        tokio::spawn(subscriber(t.clone(), portal.clone(), c.clone(), true))
+    });
+    spawn(1, &|| {
+        tokio::spawn(publisher(t.clone(), app.clone(), c.clone()))
+    });
 
     // Attackers.
-    tasks.push(tokio::spawn(provider(
-        target.clone(),
-        auth.app.clone(),
-        clock.clone(),
-        false,
-    )));
-    for _ in 0..4 {
-        tasks.push(tokio::spawn(caller(
-            target.clone(),
-            auth.portal.clone(),
-            clock.clone(),
-            "cti.make_call",
-            Duration::from_millis(1),
-            Arc::new(AtomicU64::new(0)),
-        )));
-    }
-    for _ in 0..5 {
-        tasks.push(tokio::spawn(subscriber(
-            target.clone(),
-            auth.portal.clone(),
-            clock.clone(),
-            false,
-        )));
-    }
+    spawn(1, &|| {
+        tokio::spawn(provider(t.clone(), app.clone(), c.clone(), false))
+    });
+    spawn(4, &calls("cti.make_call", 1, &uncounted));
+    spawn(5, &|| {
+        tokio::spawn(subscriber(t.clone(), portal.clone(), c.clone(), false))
+    });
     for _ in 0..20 {
         tasks.push(tokio::spawn(admin_writer(
             target.clone(),

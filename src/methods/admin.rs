@@ -510,21 +510,41 @@ async fn write<T: Send + 'static>(
     revision: String,
     edit: impl FnOnce(&mut DocumentMut, &Config) -> Result<T, EditError> + Send + 'static,
 ) -> Result<Committed<T>, RpcError> {
+    on_writer(ctx, method, revision, move |gw, req| {
+        admin::change(gw, req, edit)
+    })
+    .await
+}
+
+/// Runs `step` on the one configuration writer (`Gateway::writes`: -32029
+/// when too many wait), off the async workers: the config lock may be held
+/// by another change's fsync.
+async fn on_writer<T: Send + 'static>(
+    ctx: &Ctx<'_>,
+    method: Method,
+    revision: String,
+    step: impl FnOnce(
+            &std::sync::Arc<crate::gateway::Gateway>,
+            &admin::Request<'_>,
+        ) -> Result<T, ChangeError>
+        + Send
+        + 'static,
+) -> Result<T, RpcError> {
     let gw = ctx.gw.clone();
     let session = ctx.session.clone();
     let turn = ctx.gw.writes.enter().await.ok_or_else(writer_busy)?;
-    let done = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let _turn = turn;
         let req = admin::Request {
             session: &session,
             method,
             revision: &revision,
         };
-        admin::change(&gw, &req, edit)
+        step(&gw, &req)
     })
     .await
-    .map_err(|_| RpcError::new(Code::Internal))?;
-    done.map_err(|e| change_error(e, method))
+    .map_err(|_| RpcError::new(Code::Internal))?
+    .map_err(|e| change_error(e, method))
 }
 
 /// -32029 when too many writes (or new-password hashes) already wait.
@@ -809,22 +829,11 @@ pub async fn users_unlock(
 ) -> Result<Value, RpcError> {
     let p: Named = params.decode()?;
     existing_user(snap, &p.name)?;
-    let gw = ctx.gw.clone();
-    let session = ctx.session.clone();
-    let turn = ctx.gw.writes.enter().await.ok_or_else(writer_busy)?;
-    // Off the async workers: the config lock may be held by a write's fsync.
-    let done = tokio::task::spawn_blocking(move || {
-        let _turn = turn;
-        let req = admin::Request {
-            session: &session,
-            method: Method::AdminUsersUnlock,
-            revision: &p.revision,
-        };
-        admin::unlock(&gw, &req, &p.name)
+    let name = p.name;
+    let done = on_writer(ctx, Method::AdminUsersUnlock, p.revision, move |gw, req| {
+        admin::unlock(gw, req, &name)
     })
-    .await
-    .map_err(|_| RpcError::new(Code::Internal))?
-    .map_err(|e| change_error(e, Method::AdminUsersUnlock))?;
+    .await?;
     Ok(json!({ "revision": done.revision, "revoked": 0, "unlocked": done.cleared }))
 }
 
