@@ -91,6 +91,9 @@ pub struct Report {
     pub cross_node: Routed,
     /// Publisher on node a, subscribers on node b.
     pub events: Option<Fanout>,
+    /// Events published times subscribers: what full delivery would be.
+    /// `delivered + lost` below it is what vanished unreported on the way.
+    pub events_offered: u64,
     /// From sending `admin.groups.update` on node a until sessions on both
     /// nodes see the change.
     pub admin_change: Delays,
@@ -146,8 +149,10 @@ async fn run_in(bin: &Path, plan: &Plan, machine: String, dir: &Path) -> anyhow:
         "cluster events: 1 publisher on a, {} subscribers on b",
         plan.subscribers
     );
-    report.events =
-        Some(scenarios::fanout_across(&ta, &tb, &auth, plan.subscribers, 8, plan.measure).await?);
+    let events =
+        scenarios::fanout_across(&ta, &tb, &auth, plan.subscribers, 8, plan.measure).await?;
+    report.events_offered = events.published * events.subscribers as u64;
+    report.events = Some(events);
 
     eprintln!(
         "cluster admin: {} changes on a, seen on a and b",
@@ -267,8 +272,7 @@ async fn admin_changes(
     let listed = net::call(&mut admin, 2, "admin.groups.list", "{}").await?;
     let mut revision = net::string_field(&listed, &["result", "revision"])?;
     let (mut reach, mut write) = (Vec::new(), Vec::new());
-    let mut id = 10u64;
-    for i in 0..changes {
+    for (i, id) in (0..changes).zip(10u64..) {
         let revoke = i % 2 == 0;
         let rights: &[&str] = if revoke {
             &["one-X CTI API"]
@@ -278,7 +282,6 @@ async fn admin_changes(
         let params =
             serde_json::json!({"revision": revision, "name": VICTIM_GROUP, "rights": rights})
                 .to_string();
-        id += 1;
         let t0 = Instant::now();
         let (written, seen_a, seen_b) = tokio::join!(
             async {

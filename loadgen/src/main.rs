@@ -608,11 +608,12 @@ fn print_cluster(r: &cluster::Report) {
     );
     if let Some(f) = &r.events {
         println!(
-            "{:<44} {:>12.0} /s  ({} published, {} delivered, {} lost)",
+            "{:<44} {:>12.0} /s  ({} published, {} of {} delivered, {} reported lost)",
             format!("events a -> {} subscribers on b", f.subscribers),
             f.deliveries_per_sec,
             f.published,
             f.delivered,
+            r.events_offered,
             f.lost
         );
     }
