@@ -78,15 +78,8 @@ struct RunArgs {
     /// Idle session counts for `hold`, ascending.
     #[arg(long, value_delimiter = ',', default_value = "1000,5000,19000")]
     steps: Vec<usize>,
-    /// Connections for rpc and routed.
-    #[arg(long, default_value_t = 50)]
-    conns: usize,
-    /// Requests in flight per connection (closed loop).
-    #[arg(long, default_value_t = 16)]
-    depth: usize,
-    /// Providers for `routed`.
-    #[arg(long, default_value_t = 4)]
-    providers: usize,
+    #[command(flatten)]
+    load: LoadArgs,
     /// Subscribers for `fanout`.
     #[arg(long, default_value_t = 1000)]
     subscribers: usize,
@@ -134,20 +127,28 @@ struct SoakArgs {
     json: Option<PathBuf>,
 }
 
+/// The request load of `rpc` and `routed` (and of `cluster`'s routed rows).
+#[derive(clap::Args, Clone)]
+struct LoadArgs {
+    /// Connections for rpc and routed callers (cluster: on node a, then on
+    /// node b).
+    #[arg(long, default_value_t = 50)]
+    conns: usize,
+    /// Requests in flight per connection (closed loop).
+    #[arg(long, default_value_t = 16)]
+    depth: usize,
+    /// Providers of `cti` for routed (cluster: on node a).
+    #[arg(long, default_value_t = 4)]
+    providers: usize,
+}
+
 #[derive(clap::Args, Clone)]
 struct ClusterArgs {
     /// The gateway binary (build it with `cargo build --release`).
     #[arg(long, default_value = "target/release/adjunct-gateway")]
     gateway_bin: PathBuf,
-    /// Routed callers (on node a, then on node b).
-    #[arg(long, default_value_t = 50)]
-    conns: usize,
-    /// Requests in flight per caller (closed loop).
-    #[arg(long, default_value_t = 16)]
-    depth: usize,
-    /// Providers of `cti`, on node a.
-    #[arg(long, default_value_t = 4)]
-    providers: usize,
+    #[command(flatten)]
+    load: LoadArgs,
     /// Event subscribers on node b (the publisher is on node a).
     #[arg(long, default_value_t = 1000)]
     subscribers: usize,
@@ -238,9 +239,9 @@ async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     net::raise_fd_limit();
     let gateway_bin = release_bin(&args.gateway_bin)?;
     let plan = cluster::Plan {
-        conns: args.conns,
-        depth: args.depth,
-        providers: args.providers,
+        conns: args.load.conns,
+        depth: args.load.depth,
+        providers: args.load.providers,
         subscribers: args.subscribers,
         changes: args.changes,
         kills: args.kills,
@@ -308,24 +309,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if want("rpc") {
         eprintln!(
             "rpc: {} connections x {} in flight, {} rounds",
-            args.conns, args.depth, args.rounds
+            args.load.conns, args.load.depth, args.rounds
         );
         let (mut g, mut b) = (Vec::new(), Vec::new());
         for _ in 0..args.rounds {
-            let load = Load::Closed { depth: args.depth };
-            g.push(scenarios::rpc(&gateway, &gw_auth, args.conns, load, warmup, measure).await?);
-            b.push(scenarios::rpc(&baseline, &none, args.conns, load, warmup, measure).await?);
+            let load = Load::Closed {
+                depth: args.load.depth,
+            };
+            g.push(
+                scenarios::rpc(&gateway, &gw_auth, args.load.conns, load, warmup, measure).await?,
+            );
+            b.push(scenarios::rpc(&baseline, &none, args.load.conns, load, warmup, measure).await?);
         }
         let gateway_row = RateRow::of(&g);
-        let half = gateway_row.per_sec / 2.0 / args.conns as f64;
+        let half = gateway_row.per_sec / 2.0 / args.load.conns as f64;
         eprintln!(
             "rpc: open loop at half the peak ({:.0}/s)",
-            half * args.conns as f64
+            half * args.load.conns as f64
         );
         let open = scenarios::rpc(
             &gateway,
             &gw_auth,
-            args.conns,
+            args.load.conns,
             Load::Open { rate: half },
             warmup,
             measure,
@@ -340,25 +345,27 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if want("routed") {
         eprintln!(
             "routed: {} clients x {} in flight, {} providers",
-            args.conns, args.depth, args.providers
+            args.load.conns, args.load.depth, args.load.providers
         );
         let peak = scenarios::routed(
             &gateway,
             &gw_auth,
-            args.providers,
-            args.conns,
-            Load::Closed { depth: args.depth },
+            args.load.providers,
+            args.load.conns,
+            Load::Closed {
+                depth: args.load.depth,
+            },
             warmup,
             measure,
         )
         .await?;
         let row = RateRow::of(std::slice::from_ref(&peak));
-        let half = row.per_sec / 2.0 / args.conns as f64;
+        let half = row.per_sec / 2.0 / args.load.conns as f64;
         let open = scenarios::routed(
             &gateway,
             &gw_auth,
-            args.providers,
-            args.conns,
+            args.load.providers,
+            args.load.conns,
             Load::Open { rate: half },
             warmup,
             measure,

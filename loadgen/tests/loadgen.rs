@@ -23,47 +23,62 @@ fn gateway_bin() -> PathBuf {
     bin
 }
 
-#[test]
-fn every_scenario_runs_at_a_tiny_scale() {
+/// The routed and event load both tests use.
+const TINY_LOAD: &[&str] = &[
+    "--conns",
+    "2",
+    "--depth",
+    "4",
+    "--providers",
+    "2",
+    "--subscribers",
+    "5",
+];
+
+/// Runs the load generator with `args` and `--json`; its stdout and report.
+fn loadgen(args: &[&str]) -> (String, serde_json::Value) {
     let json = tempfile::NamedTempFile::new().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_adjunct-loadgen"))
-        .args([
-            "run",
-            "--gateway-bin",
-            gateway_bin().to_str().unwrap(),
-            "--steps",
-            "10,30",
-            "--storm",
-            "20",
-            "--secs",
-            "0.5",
-            "--warmup",
-            "0.2",
-            "--rounds",
-            "1",
-            "--conns",
-            "2",
-            "--depth",
-            "4",
-            "--providers",
-            "2",
-            "--subscribers",
-            "5",
-            "--portal-workers",
-            "2",
-            "--logins",
-            "5",
-            "--json",
-        ])
+        .args(args)
+        .arg("--gateway-bin")
+        .arg(gateway_bin())
+        .arg("--json")
         .arg(json.path())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
+    let r = serde_json::from_str(&std::fs::read_to_string(json.path()).unwrap()).unwrap();
+    (stdout, r)
+}
+
+#[test]
+fn every_scenario_runs_at_a_tiny_scale() {
+    let (stdout, r) = loadgen(
+        &[
+            &[
+                "run",
+                "--steps",
+                "10,30",
+                "--storm",
+                "20",
+                "--secs",
+                "0.5",
+                "--warmup",
+                "0.2",
+                "--rounds",
+                "1",
+                "--portal-workers",
+                "2",
+                "--logins",
+                "5",
+            ],
+            TINY_LOAD,
+        ]
+        .concat(),
+    );
     assert!(stdout.contains("scenario"), "{stdout}");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json.path()).unwrap()).unwrap();
     let hold = r["hold"]["gateway"].as_array().unwrap();
     assert_eq!(hold.len(), 2);
     assert_eq!(hold[1]["sessions"], 30);
@@ -93,41 +108,26 @@ fn require_nats_server() {
 #[test]
 fn the_cluster_scenario_runs_at_a_tiny_scale() {
     require_nats_server();
-    let json = tempfile::NamedTempFile::new().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_adjunct-loadgen"))
-        .args([
-            "cluster",
-            "--gateway-bin",
-            gateway_bin().to_str().unwrap(),
-            "--conns",
-            "2",
-            "--depth",
-            "4",
-            "--providers",
-            "2",
-            "--subscribers",
-            "5",
-            "--changes",
-            "2",
-            "--kills",
-            "1",
-            "--pending",
-            "3",
-            "--secs",
-            "0.5",
-            "--warmup",
-            "0.3",
-            "--json",
-        ])
-        .arg(json.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let (stdout, r) = loadgen(
+        &[
+            &[
+                "cluster",
+                "--changes",
+                "2",
+                "--kills",
+                "1",
+                "--pending",
+                "3",
+                "--secs",
+                "0.5",
+                "--warmup",
+                "0.3",
+            ],
+            TINY_LOAD,
+        ]
+        .concat(),
+    );
     assert!(stdout.contains("cross node"), "{stdout}");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json.path()).unwrap()).unwrap();
     for side in ["same_node", "cross_node"] {
         assert!(r[side]["peak_per_sec"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r[side]["half_p99_ms"].as_f64().unwrap() > 0.0, "{r}");
