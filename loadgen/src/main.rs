@@ -8,9 +8,12 @@
 //! (one publisher, many subscribers), portal (connect + TLS + upgrade + one
 //! request + close), logins (wrong-password logins at once while a session
 //! pings), storm (a restart; every session reconnects with its resume
-//! token). It reports; it never asserts. See BENCHMARKS.md.
+//! token). `cluster`, its own subcommand since it needs nats-server: two
+//! nodes and one NATS (see cluster.rs). It reports; it never asserts. See
+//! BENCHMARKS.md.
 
 mod baseline;
+mod cluster;
 mod drive;
 mod net;
 mod scenarios;
@@ -45,6 +48,10 @@ enum Cmd {
     /// Normal load and every known attacker at once on the default limits,
     /// sampled each second (RSS, bystander p99, refusals); see BENCHMARKS.md.
     Soak(SoakArgs),
+    /// Cluster mode (issue 14): one nats-server (from PATH) and two gateway
+    /// nodes on this machine; routed latency same-node and cross-node,
+    /// cross-node events, admin change propagation, a killed node.
+    Cluster(ClusterArgs),
     /// The baseline echo server (started by `run`).
     BaselineServer {
         #[arg(long)]
@@ -71,15 +78,8 @@ struct RunArgs {
     /// Idle session counts for `hold`, ascending.
     #[arg(long, value_delimiter = ',', default_value = "1000,5000,19000")]
     steps: Vec<usize>,
-    /// Connections for rpc and routed.
-    #[arg(long, default_value_t = 50)]
-    conns: usize,
-    /// Requests in flight per connection (closed loop).
-    #[arg(long, default_value_t = 16)]
-    depth: usize,
-    /// Providers for `routed`.
-    #[arg(long, default_value_t = 4)]
-    providers: usize,
+    #[command(flatten)]
+    load: LoadArgs,
     /// Subscribers for `fanout`.
     #[arg(long, default_value_t = 1000)]
     subscribers: usize,
@@ -123,6 +123,51 @@ struct SoakArgs {
     warmup: u64,
     /// Also write the samples and the summary as JSON here (for
     /// scripts/plot_soak.py).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// The request load of `rpc` and `routed` (and of `cluster`'s routed rows).
+#[derive(clap::Args, Clone)]
+struct LoadArgs {
+    /// Connections for rpc and routed callers (cluster: on node a, then on
+    /// node b).
+    #[arg(long, default_value_t = 50)]
+    conns: usize,
+    /// Requests in flight per connection (closed loop).
+    #[arg(long, default_value_t = 16)]
+    depth: usize,
+    /// Providers of `cti` for routed (cluster: on node a).
+    #[arg(long, default_value_t = 4)]
+    providers: usize,
+}
+
+#[derive(clap::Args, Clone)]
+struct ClusterArgs {
+    /// The gateway binary (build it with `cargo build --release`).
+    #[arg(long, default_value = "target/release/adjunct-gateway")]
+    gateway_bin: PathBuf,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Event subscribers on node b (the publisher is on node a).
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Admin changes made on node a (each timed until both nodes have it).
+    #[arg(long, default_value_t = 20)]
+    changes: usize,
+    /// Times node b is SIGKILLed with requests pending on its provider.
+    #[arg(long, default_value_t = 5)]
+    kills: usize,
+    /// Requests pending on node b's provider at each kill.
+    #[arg(long, default_value_t = 20)]
+    pending: usize,
+    /// Seconds measured per run.
+    #[arg(long, default_value_t = 5.0)]
+    secs: f64,
+    /// Seconds of warm-up before each measured run.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -186,7 +231,37 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Run(args) => rt.block_on(run(args)),
         Cmd::Soak(args) => rt.block_on(soak(args)),
+        Cmd::Cluster(args) => rt.block_on(cluster(args)),
     }
+}
+
+async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    net::raise_fd_limit();
+    let gateway_bin = release_bin(&args.gateway_bin)?;
+    let plan = cluster::Plan {
+        conns: args.load.conns,
+        depth: args.load.depth,
+        providers: args.load.providers,
+        subscribers: args.subscribers,
+        changes: args.changes,
+        kills: args.kills,
+        pending: args.pending,
+        warmup: Duration::from_secs_f64(args.warmup),
+        measure: Duration::from_secs_f64(args.secs),
+    };
+    let report = cluster::run(&gateway_bin, &plan, machine()).await?;
+    print_cluster(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The gateway binary, or a clear error saying how to build it.
+fn release_bin(path: &std::path::Path) -> anyhow::Result<PathBuf> {
+    path.canonicalize()
+        .map_err(|e| anyhow::anyhow!("{}: {e} (cargo build --release first)", path.display()))
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -203,12 +278,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if (fd_limit as usize) < biggest + 200 {
         eprintln!("note: the descriptor limit ({fd_limit}) caps sessions below {biggest}; counts above it will fail to open");
     }
-    let gateway_bin = args.gateway_bin.canonicalize().map_err(|e| {
-        anyhow::anyhow!(
-            "{}: {e} (cargo build --release first)",
-            args.gateway_bin.display()
-        )
-    })?;
+    let gateway_bin = release_bin(&args.gateway_bin)?;
     let dir = std::env::temp_dir().join(format!("adjunct-loadgen-{}", std::process::id()));
     let work = Workdir::create(&dir, servers::Profile::Bench)?;
     let mut gateway = work.start_gateway(&gateway_bin).await?;
@@ -239,24 +309,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if want("rpc") {
         eprintln!(
             "rpc: {} connections x {} in flight, {} rounds",
-            args.conns, args.depth, args.rounds
+            args.load.conns, args.load.depth, args.rounds
         );
         let (mut g, mut b) = (Vec::new(), Vec::new());
         for _ in 0..args.rounds {
-            let load = Load::Closed { depth: args.depth };
-            g.push(scenarios::rpc(&gateway, &gw_auth, args.conns, load, warmup, measure).await?);
-            b.push(scenarios::rpc(&baseline, &none, args.conns, load, warmup, measure).await?);
+            let load = Load::Closed {
+                depth: args.load.depth,
+            };
+            g.push(
+                scenarios::rpc(&gateway, &gw_auth, args.load.conns, load, warmup, measure).await?,
+            );
+            b.push(scenarios::rpc(&baseline, &none, args.load.conns, load, warmup, measure).await?);
         }
         let gateway_row = RateRow::of(&g);
-        let half = gateway_row.per_sec / 2.0 / args.conns as f64;
+        let half = gateway_row.per_sec / 2.0 / args.load.conns as f64;
         eprintln!(
             "rpc: open loop at half the peak ({:.0}/s)",
-            half * args.conns as f64
+            half * args.load.conns as f64
         );
         let open = scenarios::rpc(
             &gateway,
             &gw_auth,
-            args.conns,
+            args.load.conns,
             Load::Open { rate: half },
             warmup,
             measure,
@@ -271,25 +345,27 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if want("routed") {
         eprintln!(
             "routed: {} clients x {} in flight, {} providers",
-            args.conns, args.depth, args.providers
+            args.load.conns, args.load.depth, args.load.providers
         );
         let peak = scenarios::routed(
             &gateway,
             &gw_auth,
-            args.providers,
-            args.conns,
-            Load::Closed { depth: args.depth },
+            args.load.providers,
+            args.load.conns,
+            Load::Closed {
+                depth: args.load.depth,
+            },
             warmup,
             measure,
         )
         .await?;
         let row = RateRow::of(std::slice::from_ref(&peak));
-        let half = row.per_sec / 2.0 / args.conns as f64;
+        let half = row.per_sec / 2.0 / args.load.conns as f64;
         let open = scenarios::routed(
             &gateway,
             &gw_auth,
-            args.providers,
-            args.conns,
+            args.load.providers,
+            args.load.conns,
             Load::Open { rate: half },
             warmup,
             measure,
@@ -347,12 +423,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 async fn soak(args: SoakArgs) -> anyhow::Result<()> {
     net::raise_fd_limit();
-    let gateway_bin = args.gateway_bin.canonicalize().map_err(|e| {
-        anyhow::anyhow!(
-            "{}: {e} (cargo build --release first)",
-            args.gateway_bin.display()
-        )
-    })?;
+    let gateway_bin = release_bin(&args.gateway_bin)?;
     let dir = std::env::temp_dir().join(format!("adjunct-loadgen-soak-{}", std::process::id()));
     let work = Workdir::create(&dir, servers::Profile::Soak)?;
     let gateway = work.start_gateway(&gateway_bin).await?;
@@ -511,4 +582,65 @@ fn print_table(r: &Report) {
             "storm: all sessions back after restart", s.secs, s.reconnected, s.sessions, s.p99_ms
         );
     }
+}
+
+fn print_cluster(r: &cluster::Report) {
+    println!(
+        "machine: {}; two gateway nodes and one nats-server on it",
+        r.machine
+    );
+    println!("{:<44} {:>12} {:>12}", "cluster", "same node", "cross node");
+    let (s, c) = (&r.same_node, &r.cross_node);
+    println!(
+        "{:<44} {:>8.0} req {:>8.0} req",
+        "routed peak /s (closed loop)", s.peak_per_sec, c.peak_per_sec
+    );
+    println!(
+        "{:<44} {:>8.0} req {:>8.0} req",
+        "routed per CPU-second (a + b + NATS)",
+        s.peak_per_server_cpu_sec,
+        c.peak_per_server_cpu_sec
+    );
+    println!(
+        "{:<44} {:>8.0} req {:>8.0} req",
+        "open loop at half the peak /s", s.half_rate_per_sec, c.half_rate_per_sec
+    );
+    println!(
+        "{:<44} {:>9.2} ms {:>9.2} ms",
+        "  p50 at half the peak", s.half_p50_ms, c.half_p50_ms
+    );
+    println!(
+        "{:<44} {:>9.2} ms {:>9.2} ms",
+        "  p99 at half the peak", s.half_p99_ms, c.half_p99_ms
+    );
+    if let Some(f) = &r.events {
+        println!(
+            "{:<44} {:>12.0} /s  ({} published, {} of {} delivered, {} reported lost)",
+            format!("events a -> {} subscribers on b", f.subscribers),
+            f.deliveries_per_sec,
+            f.published,
+            f.delivered,
+            r.events_offered,
+            f.lost
+        );
+    }
+    println!(
+        "{:<44} {:>9.1} ms  (max {:.1} ms, {} changes; the write itself {:.1} ms)",
+        "admin change on a seen on a and b (median)",
+        r.admin_change.median_ms,
+        r.admin_change.max_ms,
+        r.admin_change.samples,
+        r.admin_write.median_ms
+    );
+    let k = &r.node_killed;
+    println!(
+        "{:<44} {:>9.0} ms  (max {:.0} ms; {} requests over {} kills; {} other answers, {} unanswered)",
+        "node b killed: pending -> -32004 (median)",
+        k.failed.median_ms,
+        k.failed.max_ms,
+        k.failed.samples,
+        k.kills,
+        k.other_answers,
+        k.unanswered
+    );
 }

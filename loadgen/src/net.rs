@@ -117,28 +117,44 @@ impl Target {
     }
 }
 
-/// Sends one request and waits for the answer with the same numeric id.
+/// Sends one request and waits for the answer with the same numeric id;
+/// an error answer is an error.
 pub async fn call(ws: &mut Ws, id: u64, method: &str, params: &str) -> anyhow::Result<String> {
+    let answer = ask(ws, id, method, params).await?;
+    anyhow::ensure!(!answer.contains("\"error\""), "{method} failed: {answer}");
+    Ok(answer)
+}
+
+/// Sends one request and returns the answer with the same numeric id,
+/// whether a result or an error.
+pub async fn ask(ws: &mut Ws, id: u64, method: &str, params: &str) -> anyhow::Result<String> {
     ws.send(Message::text(format!(
         r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#
     )))
     .await?;
+    answer(ws, id, Duration::from_secs(30)).await
+}
+
+/// Waits up to `within` for the message with numeric id `id`.
+pub async fn answer(ws: &mut Ws, id: u64, within: Duration) -> anyhow::Result<String> {
+    let deadline = tokio::time::Instant::now() + within;
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
+        let msg = tokio::time::timeout_at(deadline, ws.next())
             .await
-            .context("no answer in 30 s")?
+            .with_context(|| format!("no answer in {within:?}"))?
             .context("connection closed")??;
         if let Message::Text(t) = msg {
             if id_of(t.as_str()) == Some(id) {
-                anyhow::ensure!(
-                    !t.as_str().contains("\"error\""),
-                    "{method} failed: {}",
-                    t.as_str()
-                );
                 return Ok(t.as_str().to_owned());
             }
         }
     }
+}
+
+/// The `error.code` of a JSON-RPC answer, if it is an error.
+pub fn error_code(answer: &str) -> Option<i64> {
+    let v: serde_json::Value = serde_json::from_str(answer).ok()?;
+    v.get("error")?.get("code")?.as_i64()
 }
 
 /// The numeric `"id"` of a JSON-RPC message, found without parsing it all.

