@@ -34,7 +34,10 @@ pub async fn join(config: Config) -> anyhow::Result<Arc<Gateway>> {
     let bus: Arc<dyn Bus> = nats;
     let gw = Gateway::with_bus(config, bus.clone())?;
     gw.metrics.cluster_up(bus.up());
-    bus.start(Arc::new(Node(Arc::downgrade(&gw))));
+    bus.start(Arc::new(Node(
+        Arc::downgrade(&gw),
+        std::sync::atomic::AtomicU64::new(0),
+    )));
     Ok(gw)
 }
 
@@ -66,7 +69,10 @@ fn routed_need(gw: &Gateway, ns: &str, method: &str) -> Option<Need> {
 }
 
 /// The gateway as the bus sees it (weak: the bus must not keep it alive).
-struct Node(Weak<Gateway>);
+/// The gateway, and when a slow-consumer warning was last logged (Unix
+/// seconds): NATS reports every dropped message, the log gets one line per
+/// 10 s.
+struct Node(Weak<Gateway>, std::sync::atomic::AtomicU64);
 
 impl Node {
     fn gw(&self) -> Option<Arc<Gateway>> {
@@ -236,6 +242,23 @@ impl Inbound for Node {
             sessions: sessions.len(),
             revision: gw.snapshot().config.source.revision().to_owned(),
             users,
+        }
+    }
+
+    fn dropped(&self, subscription: u64) {
+        use std::sync::atomic::Ordering;
+        if let Some(gw) = self.gw() {
+            gw.metrics.cluster_dropped();
+        }
+        let now = crate::util::unix_now();
+        let last = self.1.load(Ordering::Relaxed);
+        if now >= last.saturating_add(10)
+            && self
+                .1
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(subscription, "this node reads NATS too slowly: messages for it are being dropped (adjunct_gateway_cluster_dropped_total counts them)");
         }
     }
 

@@ -229,6 +229,7 @@ struct Inner {
     /// Logins of the last minute, for `admin.status`.
     recent_logins: window::LastMinute,
     cluster_up: Gauge,
+    cluster_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -370,6 +371,12 @@ impl Metrics {
             "1 while this node reaches the cluster through NATS; 0 while it does not, or when it runs alone",
             cluster_up.clone(),
         );
+        let cluster_dropped = Counter::default();
+        registry.register(
+            "cluster_dropped",
+            "NATS messages for this node dropped because it read them too slowly (cross-node events past its capacity)",
+            cluster_dropped.clone(),
+        );
 
         let metrics = Metrics(Arc::new(Inner {
             registry: root,
@@ -390,6 +397,7 @@ impl Metrics {
             reloads,
             recent_logins: window::LastMinute::default(),
             cluster_up,
+            cluster_dropped,
         }));
         for ns in catalog::builtin_namespaces() {
             metrics.namespace(ns);
@@ -522,6 +530,11 @@ impl Metrics {
     }
 
     /// The cluster became reachable or not.
+    /// NATS dropped messages for this node (a slow consumer).
+    pub fn cluster_dropped(&self) {
+        self.0.cluster_dropped.inc();
+    }
+
     pub fn cluster_up(&self, up: bool) {
         self.0.cluster_up.set(i64::from(up));
     }

@@ -96,6 +96,10 @@ pub trait Inbound: Send + Sync {
     fn presence(&self) -> Presence;
     /// The cluster became reachable (true) or not.
     fn cluster_up(&self, up: bool);
+    /// NATS messages for this node were dropped because it read them too
+    /// slowly (its subscription's buffer was full): counted and logged,
+    /// never silent.
+    fn dropped(&self, subscription: u64);
 }
 
 /// What crosses nodes. Every call returns at once; what needs an answer

@@ -562,6 +562,12 @@ impl Inner {
             let up = match e {
                 async_nats::Event::Connected => true,
                 async_nats::Event::Disconnected | async_nats::Event::Closed => false,
+                async_nats::Event::SlowConsumer(sid) => {
+                    if let Some(i) = self.inbound() {
+                        i.dropped(sid);
+                    }
+                    continue;
+                }
                 _ => continue,
             };
             if self.up.swap(up, Ordering::AcqRel) != up {
