@@ -172,16 +172,8 @@ impl Session {
                         }
                         // A close asked for while the peer reads nothing cannot
                         // get through either: give up on the write then.
-                        tokio::select! {
-                            biased;
-                            ok = write(ws, Message::Text(msg), self.write_stall) => if !ok {
-                                return End::Drop;
-                            },
-                            () = handle.outbound.closing() => {
-                                let reason = handle.outbound.pending_close().map_or("", |c| c.1);
-                                tracing::info!(reason, "closed while the peer reads nothing; connection dropped");
-                                return End::Drop;
-                            }
+                        if !unless_closing(write(ws, Message::Text(msg), self.write_stall), &handle).await {
+                            return End::Drop;
                         }
                     }
                     if drained.lost > 0 {
@@ -193,16 +185,8 @@ impl Session {
                     if let Some((code, reason)) = drained.close {
                         return End::Close(code, reason);
                     }
-                    tokio::select! {
-                        biased;
-                        ok = flush(ws, self.write_stall) => if !ok {
-                            return End::Drop;
-                        },
-                        () = handle.outbound.closing() => {
-                            let reason = handle.outbound.pending_close().map_or("", |c| c.1);
-                            tracing::info!(reason, "closed while the peer reads nothing; connection dropped");
-                            return End::Drop;
-                        }
+                    if !unless_closing(flush(ws, self.write_stall), &handle).await {
+                        return End::Drop;
                     }
                 }
                 incoming = ws.next() => {
@@ -335,6 +319,24 @@ async fn linger(tls: &mut Transport) {
         match tcp.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
+/// Runs a write or flush (`io`), giving up as soon as a close is asked for
+/// while it waits: a peer that reads nothing would never take the close
+/// frame either. Ready writes never see the close (biased).
+async fn unless_closing(
+    io: impl std::future::Future<Output = bool>,
+    handle: &SessionHandle,
+) -> bool {
+    tokio::select! {
+        biased;
+        ok = io => ok,
+        () = handle.outbound.closing() => {
+            let reason = handle.outbound.pending_close().map_or("", |c| c.1);
+            tracing::info!(reason, "closed while the peer reads nothing; connection dropped");
+            false
         }
     }
 }
