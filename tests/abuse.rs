@@ -7,35 +7,24 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::proc::Proc;
 use common::*;
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_adjunct-gateway");
 const LOGIN_FAILED: i64 = -32002;
 
 /// A gateway process on a generated config, its log kept in memory.
 struct Target {
-    child: Child,
+    proc: Proc,
     _dir: tempfile::TempDir,
     config_path: PathBuf,
     ca_pem: String,
     addr: SocketAddr,
-    log: Arc<Mutex<String>>,
     bystander: Option<Client>,
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Target {
@@ -44,47 +33,24 @@ impl Target {
     async fn start(server: &str, extra: &str) -> Target {
         let dir = tempfile::tempdir().unwrap();
         let (config_path, ca_pem) = write_config(dir.path(), server, extra);
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line
-                    .contains("listening")
-                    .then(|| line.split("addr=").nth(1))
-                    .flatten()
-                {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("the gateway never listened:\n{}", log.lock().unwrap()));
-        let addr: SocketAddr = addr.parse().unwrap();
+        let config = config_path.to_str().unwrap();
+        let proc = Proc::spawn(&["serve", "--config", config], dir.path(), None);
+        let addr = proc.listening().await;
         let mut target = Target {
-            child,
+            proc,
             _dir: dir,
             config_path,
             ca_pem,
             addr,
-            log,
             bystander: None,
         };
         target.bystander = Some(target.login("/portal", "portal1", PORTAL_PW).await);
         target
+    }
+
+    /// Everything the gateway logged so far.
+    fn log(&self) -> String {
+        self.proc.stderr()
     }
 
     async fn ws(&self, path: &str) -> Client {
@@ -105,36 +71,20 @@ impl Target {
     fn edit_and_reload(&self, f: impl FnOnce(String) -> String) {
         let text = std::fs::read_to_string(&self.config_path).unwrap();
         std::fs::write(&self.config_path, f(text)).unwrap();
-        let before = self
-            .log
-            .lock()
-            .unwrap()
-            .matches("configuration reloaded")
-            .count();
-        let hup = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(hup.success());
+        let before = self.log().matches("configuration reloaded").count();
+        self.proc.signal("HUP");
         for _ in 0..200 {
-            if self
-                .log
-                .lock()
-                .unwrap()
-                .matches("configuration reloaded")
-                .count()
-                > before
-            {
+            if self.log().matches("configuration reloaded").count() > before {
                 return;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("no reload logged:\n{}", self.log.lock().unwrap());
+        panic!("no reload logged:\n{}", self.log());
     }
 
     /// Resident memory of the gateway process, in MiB.
     fn rss_mib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.pid())).unwrap();
         let kib: u64 = status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -154,10 +104,7 @@ impl Target {
             rss <= rss_bound_mib,
             "gateway RSS {rss} MiB over the row's bound {rss_bound_mib} MiB"
         );
-        assert!(
-            self.child.try_wait().unwrap().is_none(),
-            "the gateway exited"
-        );
+        assert!(self.proc.running(), "the gateway exited");
     }
 }
 
@@ -315,7 +262,7 @@ async fn row_concurrent_password_writes_are_bounded() {
     assert_eq!(done + stale + busy, 300);
     assert!(done >= 1, "one write must land");
     assert!(busy >= 1, "the hashing line must have refused some");
-    let threads: u64 = std::fs::read_to_string(format!("/proc/{}/status", t.child.id()))
+    let threads: u64 = std::fs::read_to_string(format!("/proc/{}/status", t.proc.pid()))
         .unwrap()
         .lines()
         .find_map(|l| l.strip_prefix("Threads:"))
@@ -469,7 +416,7 @@ async fn row_a_stalled_subscriber_is_closed_with_1008() {
     // full at that moment (it reads slowly). Either way for this reason.
     let closed = reader.await.unwrap();
     assert!(closed.is_none() || closed == Some(1008), "{closed:?}");
-    assert!(t.log.lock().unwrap().contains("subscriber too slow"));
+    assert!(t.log().contains("subscriber too slow"));
     t.check(256).await;
 }
 
@@ -511,11 +458,7 @@ async fn row_a_silent_peer_is_dropped_after_two_heartbeats() {
         }
     }
     assert!(!answered, "a dropped session answered");
-    assert!(t
-        .log
-        .lock()
-        .unwrap()
-        .contains("peer silent for two heartbeats"));
+    assert!(t.log().contains("peer silent for two heartbeats"));
     t.check(128).await;
 }
 
@@ -524,7 +467,7 @@ async fn row_a_silent_peer_is_dropped_after_two_heartbeats() {
 /// The metrics listener of a [`Target`] and its scrape.
 impl Target {
     fn metrics_addr(&self) -> SocketAddr {
-        let log = self.log.lock().unwrap();
+        let log = self.log();
         let addr = log
             .lines()
             .find(|l| l.contains("serving GET /metrics"))
@@ -737,7 +680,7 @@ async fn row_guesses_from_one_address_do_not_lock_the_administrator_out() {
             json!({"user": "admin", "password": ADMIN_PW}),
         )
         .await;
-    assert!(t.log.lock().unwrap().contains("admin_unlock"));
+    assert!(t.log().contains("admin_unlock"));
     t.check(128).await;
 }
 
@@ -819,7 +762,7 @@ async fn row_a_browser_origin_on_adjunct_needs_to_be_listed() {
         .await
         .unwrap();
     server.ok("session.ping", json!(null)).await;
-    assert!(t.log.lock().unwrap().contains("origin_refused"));
+    assert!(t.log().contains("origin_refused"));
     t.check(128).await;
 }
 
@@ -851,7 +794,7 @@ async fn row_unknown_names_are_pseudonymous_and_lock_like_real_ones() {
         locked, 2.0,
         "an unknown name and a real one must count alike"
     );
-    let log = t.log.lock().unwrap().clone();
+    let log = t.log();
     assert!(!log.contains(TYPED), "the typed name reached the log");
     let pseudonyms: std::collections::HashSet<&str> = log
         .match_indices("unknown:")
@@ -1134,7 +1077,7 @@ async fn row_a_provider_that_reads_a_little_is_bounded_and_closed() {
                 }
             }
         }
-        let log = t.log.lock().unwrap().clone();
+        let log = t.log();
         if busy > 0 && log.contains("connection dropped") || log.contains("provider too slow") {
             break;
         }
@@ -1146,7 +1089,7 @@ async fn row_a_provider_that_reads_a_little_is_bounded_and_closed() {
     // would only see that after reading through its socket buffers).
     let mut dropped = false;
     for _ in 0..200 {
-        let log = t.log.lock().unwrap().clone();
+        let log = t.log();
         if log.contains("provider too slow")
             || log.contains("closed while the peer reads nothing; connection dropped")
         {
@@ -1155,11 +1098,7 @@ async fn row_a_provider_that_reads_a_little_is_bounded_and_closed() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        dropped,
-        "the slow provider was never closed:\n{}",
-        t.log.lock().unwrap()
-    );
+    assert!(dropped, "the slow provider was never closed:\n{}", t.log());
     reader.abort();
     t.check(192).await;
 }
@@ -1179,13 +1118,9 @@ async fn row_a_hostile_password_hash_is_refused_at_reload() {
         text.replace(&cheap, &cheap.replace("m=256,", "m=4294967295,")),
     )
     .unwrap();
-    let hup = Command::new("kill")
-        .args(["-HUP", &t.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    t.proc.signal("HUP");
     let refused = (0..200).find_map(|_| {
-        let log = t.log.lock().unwrap().clone();
+        let log = t.log();
         if log.contains("configuration reloaded") {
             panic!("the hostile hash was taken:\n{log}");
         }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 mod prereq;
+pub mod proc;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
