@@ -127,7 +127,10 @@ async fn one(
             // caller waits for it) and never answered back. An answer to
             // nothing pending spends the budget like any other element.
             let delivered = ctx.session.rights().is_some()
-                && ctx.gw.router.answer(ctx.session, answer.id, answer.outcome);
+                && ctx
+                    .gw
+                    .router
+                    .answer(ctx.session, answer.id, answer.outcome, ctx.read_at());
             if !delivered {
                 let _ = ctx.admit(snap);
             }

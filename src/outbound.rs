@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::catalog::Need;
+use crate::metrics::Leg;
 use crate::rpc::Close;
 
 /// What must still hold when a queued message is written.
@@ -29,12 +30,28 @@ use crate::rpc::Close;
 pub enum Guard {
     /// Written whatever happens (answers, notes).
     Always,
+    /// A routed provider's answer, written whatever happens; it was read
+    /// from the provider at this instant (the answer leg of the time the
+    /// gateway adds, `routed_added_seconds`).
+    Answer(Instant),
     /// A routed request with this gateway id: sent only while still pending
     /// (not timed out, its caller not gone) and while the provider still
-    /// holds what the operation needs.
-    Routed(u64, Need),
+    /// holds what the operation needs. Its caller's frame was read at the
+    /// instant (the request leg of `routed_added_seconds`).
+    Routed(u64, Need, Instant),
     /// An event: sent only while the session's rights satisfy this.
     Needs(Need),
+}
+
+impl Guard {
+    /// The leg this message ends and when it started, if it is timed.
+    pub fn timed(&self) -> Option<(Leg, Instant)> {
+        match *self {
+            Guard::Routed(_, _, read) => Some((Leg::Request, read)),
+            Guard::Answer(read) => Some((Leg::Answer, read)),
+            Guard::Always | Guard::Needs(_) => None,
+        }
+    }
 }
 
 /// Messages the session takes from the queue in one go.
@@ -86,9 +103,22 @@ impl Outbound {
 
     /// Queues a routed request for a provider unless the queue is at
     /// `bound`; a provider that stays full for `bound.stall` is closed with
-    /// 1008. `need`: what the provider must still hold when it is written.
-    pub fn push_request(&self, msg: Utf8Bytes, gid: u64, need: Need, bound: Bound) -> bool {
-        self.push_bounded(msg, Guard::Routed(gid, need), bound, "provider too slow")
+    /// 1008. `need`: what the provider must still hold when it is written;
+    /// `read`: when the caller's frame was read.
+    pub fn push_request(
+        &self,
+        msg: Utf8Bytes,
+        gid: u64,
+        need: Need,
+        read: Instant,
+        bound: Bound,
+    ) -> bool {
+        self.push_bounded(
+            msg,
+            Guard::Routed(gid, need, read),
+            bound,
+            "provider too slow",
+        )
     }
 
     fn push_bounded(
@@ -124,14 +154,16 @@ impl Outbound {
         true
     }
 
-    /// Queues an answer the session is owed (never dropped).
-    pub fn push_reply(&self, msg: Utf8Bytes) {
+    /// Queues an answer the session is owed (never dropped); `read`: when
+    /// a routed provider's answer was read, to time the answer leg.
+    pub fn push_reply(&self, msg: Utf8Bytes, read: Option<Instant>) {
         let mut q = self.queue.lock();
         if q.close.is_some() {
             return;
         }
         q.bytes += msg.len();
-        q.items.push_back((Guard::Always, msg));
+        q.items
+            .push_back((read.map_or(Guard::Always, Guard::Answer), msg));
         drop(q);
         self.notify.notify_one();
     }
@@ -213,10 +245,10 @@ mod tests {
         let q = Outbound::default();
         let kib = Utf8Bytes::from("x".repeat(1024));
         for gid in 0..4 {
-            assert!(q.push_request(kib.clone(), gid, ANY, bound(100, 4096)));
+            assert!(q.push_request(kib.clone(), gid, ANY, Instant::now(), bound(100, 4096)));
         }
         assert!(
-            !q.push_request(kib.clone(), 9, ANY, bound(100, 4096)),
+            !q.push_request(kib.clone(), 9, ANY, Instant::now(), bound(100, 4096)),
             "past 4 KiB"
         );
         assert!(
@@ -226,7 +258,10 @@ mod tests {
         let mut out = Vec::new();
         q.drain(&mut out);
         assert_eq!(out.len(), 4);
-        assert!(q.push_request(kib, 10, ANY, bound(100, 4096)), "room again");
+        assert!(
+            q.push_request(kib, 10, ANY, Instant::now(), bound(100, 4096)),
+            "room again"
+        );
     }
 
     #[test]

@@ -110,6 +110,9 @@ pub struct Routed<'a> {
     /// A batch element: the batch's answer array and where in its local
     /// part this element's answer belongs (see [`Gather`]).
     pub batch: Option<(Arc<Gather>, usize)>,
+    /// When the caller's frame was read: the start of the request leg of
+    /// the time the gateway adds (`routed_added_seconds`).
+    pub read_at: Instant,
 }
 
 impl Router {
@@ -198,6 +201,7 @@ impl Router {
                     Utf8Bytes::from(out),
                     gid,
                     r.need,
+                    r.read_at,
                     Bound {
                         messages: r.provider_cap,
                         bytes: r.queue_bytes,
@@ -324,7 +328,7 @@ impl Router {
         let message = format!("{{\"jsonrpc\":\"2.0\",\"id\":{gid},{body}");
         if !provider
             .outbound
-            .push_request(Utf8Bytes::from(message), gid, need, bound)
+            .push_request(Utf8Bytes::from(message), gid, need, started, bound)
         {
             if let Some((_, p)) = self.pending.remove(&gid) {
                 Self::release(&p);
@@ -374,7 +378,14 @@ impl Router {
             Provider::Local(_) => false,
         };
         if let Some((_, p)) = self.pending.remove_if(&gid, |_, p| from_node(p)) {
-            self.finish(p, Outcome::Answer(fragment), RoutedEnd::Answered);
+            // On this node the answer leg starts as the bus hands it over.
+            let read = Instant::now();
+            self.finish(
+                p,
+                Outcome::Answer(fragment),
+                RoutedEnd::Answered,
+                Some(read),
+            );
         }
     }
 
@@ -405,13 +416,15 @@ impl Router {
         self.pending.contains_key(&gid)
     }
 
-    /// A provider answered; true if it answered a request pending with it.
-    /// Answers to ids it was not asked are ignored.
+    /// A provider answered (its frame read at `read_at`); true if it
+    /// answered a request pending with it. Answers to ids it was not asked
+    /// are ignored.
     pub fn answer(
         &self,
         provider: &SessionHandle,
         id: &RawValue,
         outcome: Result<&RawValue, &RawValue>,
+        read_at: Instant,
     ) -> bool {
         let Ok(gid) = id.get().parse::<u64>() else {
             tracing::debug!("answer with an id the gateway never sent");
@@ -431,7 +444,12 @@ impl Router {
         let mut fragment = String::with_capacity(key.len() + value.get().len());
         fragment.push_str(key);
         fragment.push_str(value.get());
-        self.finish(p, Outcome::Answer(&fragment), RoutedEnd::Answered);
+        self.finish(
+            p,
+            Outcome::Answer(&fragment),
+            RoutedEnd::Answered,
+            Some(read_at),
+        );
         true
     }
 
@@ -446,7 +464,8 @@ impl Router {
     }
 
     /// Hands the outcome to the caller: its session here, or its node.
-    fn finish(&self, p: Pending, outcome: Outcome<'_>, end: RoutedEnd) {
+    /// `read`: when a provider's answer was read (the answer leg starts).
+    fn finish(&self, p: Pending, outcome: Outcome<'_>, end: RoutedEnd, read: Option<Instant>) {
         Self::release(&p);
         match p.caller {
             Caller::Local {
@@ -469,7 +488,7 @@ impl Router {
                 }
                 match batch {
                     Some((gather, slot)) => gather.fill(slot, out),
-                    None => push_message(&session, out),
+                    None => push_message(&session, out, read),
                 }
             }
             Caller::Remote { node, gid } => {
@@ -484,7 +503,7 @@ impl Router {
 
     fn fail(&self, gid: u64, error: &RpcError, end: RoutedEnd) {
         if let Some((_, p)) = self.pending.remove(&gid) {
-            self.finish(p, Outcome::Error(error), end);
+            self.finish(p, Outcome::Error(error), end, None);
         }
     }
 
@@ -564,9 +583,9 @@ fn error_fragment(e: &RpcError) -> String {
         .to_owned()
 }
 
-fn push_message(caller: &SessionHandle, message: Vec<u8>) {
+fn push_message(caller: &SessionHandle, message: Vec<u8>, read: Option<Instant>) {
     if let Ok(text) = String::from_utf8(message) {
-        caller.outbound.push_reply(Utf8Bytes::from(text));
+        caller.outbound.push_reply(Utf8Bytes::from(text), read);
     }
 }
 
@@ -623,7 +642,9 @@ impl Gather {
             if let Some(local) = s.local.take() {
                 let array = assemble(&local, &s.routed);
                 drop(s);
-                push_message(&self.caller, array);
+                // A batch's array is not timed: its answers were read at
+                // different instants.
+                push_message(&self.caller, array, None);
             }
         }
     }

@@ -162,6 +162,15 @@ async fn scraped_values_move_with_logins_requests_refusals_routing_and_events() 
             "adjunct_gateway_routed_request_duration_seconds_count{namespace=\"cti\",outcome=\"answered\"}",
             1.0,
         ),
+        // Both legs of the one routed request were timed.
+        (
+            "adjunct_gateway_routed_added_seconds_count{leg=\"request\"}",
+            1.0,
+        ),
+        (
+            "adjunct_gateway_routed_added_seconds_count{leg=\"answer\"}",
+            1.0,
+        ),
         ("adjunct_gateway_events_delivered_total", 1.0),
         ("adjunct_gateway_events_dropped_total", 0.0),
         ("adjunct_gateway_config_reloads_total{outcome=\"ok\"}", 1.0),
@@ -170,6 +179,19 @@ async fn scraped_values_move_with_logins_requests_refusals_routing_and_events() 
         assert_eq!(value(&text, series), want, "{series}");
     }
     assert!(value(&text, "adjunct_gateway_outbound_queue_depth_count") >= 2.0);
+    // The gateway's own part is a part of the whole routed time.
+    let added = value(
+        &text,
+        "adjunct_gateway_routed_added_seconds_sum{leg=\"request\"}",
+    ) + value(
+        &text,
+        "adjunct_gateway_routed_added_seconds_sum{leg=\"answer\"}",
+    );
+    let whole = value(
+        &text,
+        "adjunct_gateway_routed_request_duration_seconds_sum{namespace=\"cti\",outcome=\"answered\"}",
+    );
+    assert!(added > 0.0 && added <= whole, "{added} of {whole}");
     // What a peer chose never becomes a label.
     assert!(!text.contains("Injected_Label") && !text.contains("make_call_xyz"));
 

@@ -37,6 +37,9 @@ pub struct Ctx<'a> {
     pub close: Option<(Close, &'static str)>,
     /// Set while the elements of a batch are handled.
     pub batch: Option<Batching>,
+    /// When the frame was read (the session's wake-up); `None`: now.
+    /// Routed requests and answers time the gateway's own part from it.
+    pub read_at: Option<std::time::Instant>,
 }
 
 /// A batch being answered: where a forwarded element's answer belongs.
@@ -56,6 +59,13 @@ impl Batching {
     }
 }
 
+impl Ctx<'_> {
+    /// When the frame being handled was read.
+    pub fn read_at(&self) -> std::time::Instant {
+        self.read_at.unwrap_or_else(std::time::Instant::now)
+    }
+}
+
 impl<'a> Ctx<'a> {
     pub fn new(
         gw: &'a Arc<Gateway>,
@@ -68,6 +78,7 @@ impl<'a> Ctx<'a> {
             rate,
             close: None,
             batch: None,
+            read_at: None,
         }
     }
 }
@@ -141,6 +152,7 @@ pub fn route(
             (Some(b), Some(_)) => Some((b.gather(ctx.session), b.at)),
             _ => None,
         },
+        read_at: ctx.read_at(),
     };
     match ctx.gw.router.route(ctx.session, routed) {
         Ok(()) => Reply::Later,

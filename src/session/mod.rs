@@ -67,6 +67,7 @@ pub async fn run(gw: Arc<Gateway>, ws: Ws, handle: Arc<SessionHandle>, ticket: T
         out: Vec::with_capacity(256),
         rate: rate::RateLimit::new(burst, std::time::Instant::now()),
         write_stall,
+        read_at: std::time::Instant::now(),
     };
     // Ends the session everywhere even if its task unwinds: a leaked hub
     // entry would hold the user's session count forever.
@@ -88,6 +89,8 @@ struct Session {
     rate: rate::RateLimit,
     /// How long a write may wait on a peer that reads nothing.
     write_stall: Duration,
+    /// When the frames being answered were read (this wake-up).
+    read_at: std::time::Instant,
 }
 
 /// Why the loop ended.
@@ -104,6 +107,7 @@ impl Session {
         if let End::Close(code, reason) = end {
             if code == Close::ShuttingDown {
                 // Answer what the peer already sent before saying goodbye.
+                self.read_at = std::time::Instant::now();
                 let _ = self.burst(&mut ws, None).await;
             }
             let frame = CloseFrame {
@@ -141,6 +145,7 @@ impl Session {
         let timer = tokio::time::sleep_until(self.next_wake(next_ping, auth_deadline));
         tokio::pin!(timer);
         let mut queued = Vec::new();
+        let mut timed = Vec::new();
         let handle = self.handle.clone();
         loop {
             tokio::select! {
@@ -152,10 +157,10 @@ impl Session {
                         // Checked as each is written: a write may wait on the
                         // peer, and a revocation may land meanwhile.
                         let still = match guard {
-                            Guard::Always => true,
+                            Guard::Always | Guard::Answer(_) => true,
                             // Timed out or its caller gone: not worth sending.
                             // And the provider must still hold what it needs.
-                            Guard::Routed(gid, need) => {
+                            Guard::Routed(gid, need, _) => {
                                 self.gw.router.is_pending(gid)
                                     && self
                                         .handle
@@ -169,6 +174,9 @@ impl Session {
                         };
                         if !still {
                             continue;
+                        }
+                        if let Some(t) = guard.timed() {
+                            timed.push(t);
                         }
                         // A close asked for while the peer reads nothing cannot
                         // get through either: give up on the write then.
@@ -188,10 +196,19 @@ impl Session {
                     if !unless_closing(flush(ws, self.write_stall), &handle).await {
                         return End::Drop;
                     }
+                    // Written means flushed to the socket: one clock read
+                    // for the chunk.
+                    if !timed.is_empty() {
+                        let now = std::time::Instant::now();
+                        for (leg, read) in timed.drain(..) {
+                            self.gw.metrics.routed_added(leg, now.saturating_duration_since(read).as_secs_f64());
+                        }
+                    }
                 }
                 incoming = ws.next() => {
                     let Some(first) = incoming else { return End::Drop };
                     last_seen = Instant::now();
+                    self.read_at = last_seen.into_std();
                     // The request budget refills once per wake-up, on the
                     // clock already read: not once per frame.
                     {
@@ -281,6 +298,7 @@ impl Session {
         let was_authenticated = self.handle.rights().is_some();
         self.out.clear();
         let mut ctx = Ctx::new(&self.gw, &self.handle, &mut self.rate);
+        ctx.read_at = Some(self.read_at);
         dispatch::frame(&mut ctx, text.as_str(), &mut self.out).await;
         let close = ctx.close;
         if !was_authenticated && self.handle.rights().is_some() {
