@@ -224,7 +224,7 @@ async fn routed(
     let run = |load| {
         scenarios::routed_from(
             callers_at,
-            pids,
+            scenarios::Watched { pids, admin: None },
             auth,
             plan.conns,
             load,

@@ -1,7 +1,10 @@
 //! One connection under load: requests pipelined closed-loop (a fixed
 //! number in flight) or sent open-loop at a fixed rate (latency counted
-//! from when each request was due, so a stalled server cannot hide its
-//! queueing), answers matched by id, latency into a histogram.
+//! from when each request was due, so a stalled server or a late generator
+//! cannot hide queueing: no coordinated omission), answers matched by id,
+//! latency into a histogram. In the open loop it also records how late each
+//! request left after it was due (the generator's own lag: the 1 ms tick and
+//! any stall of this process), so a reader can tell it from the server's.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,6 +31,9 @@ pub struct Stats {
     pub secs: f64,
     /// Latency in microseconds.
     pub hist: Histogram<u64>,
+    /// Open loop: how late each request measured was sent after it was due,
+    /// in microseconds (already part of `hist`).
+    pub lag: Histogram<u64>,
 }
 
 impl Stats {
@@ -36,12 +42,14 @@ impl Stats {
             answered: 0,
             secs,
             hist: new_hist(),
+            lag: new_hist(),
         }
     }
 
     pub fn merge(&mut self, other: &Stats) {
         self.answered += other.answered;
         let _ = self.hist.add(&other.hist);
+        let _ = self.lag.add(&other.lag);
     }
 
     pub fn rate(&self) -> f64 {
@@ -51,6 +59,11 @@ impl Stats {
     /// A latency quantile in milliseconds.
     pub fn ms(&self, q: f64) -> f64 {
         self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    /// A quantile of the open loop's send lag in milliseconds.
+    pub fn lag_ms(&self, q: f64) -> f64 {
+        self.lag.value_at_quantile(q) as f64 / 1000.0
     }
 }
 
@@ -108,6 +121,10 @@ pub async fn drive(
                 while next_id <= due {
                     // Request k falls due at k / rate.
                     let intended = start + Duration::from_secs_f64(next_id as f64 / rate);
+                    if intended >= from && intended < until {
+                        let late = Instant::now().saturating_duration_since(intended);
+                        let _ = stats.lag.record((late.as_micros() as u64).clamp(1, 600_000_000));
+                    }
                     if ws.feed(Message::text(request(next_id))).await.is_err() {
                         return stats;
                     }

@@ -3,8 +3,10 @@
 //! WebSockets, and prints what they sustain: a table, and JSON with --json.
 //!
 //! Scenarios: hold (RSS per idle session, with a latency probe), rpc
-//! (pipelined session.ping, closed loop, then open loop at half the peak),
-//! routed (cti.* through the gateway to providers in this process), fanout
+//! (pipelined session.ping, closed loop for the peak, then open loop at
+//! shares of it: the latency-against-load curve), routed (cti.* through the
+//! gateway to providers in this process; the same curve, with the time the
+//! gateway itself added, from its /metrics), fanout
 //! (one publisher, many subscribers), portal (connect + TLS + upgrade + one
 //! request + close), logins (wrong-password logins at once while a session
 //! pings), storm (a restart; every session reconnects with its resume
@@ -17,6 +19,7 @@ mod cluster;
 mod drive;
 mod net;
 mod scenarios;
+mod scrape;
 mod servers;
 mod soak;
 
@@ -98,6 +101,18 @@ struct RunArgs {
     /// Seconds of warm-up before each measured run (and of settling in `hold`).
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Open-loop points of the latency-against-load curve of rpc and routed,
+    /// in percent of the measured closed-loop peak (each in (0, 100]).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10,25,50,75,90",
+        conflicts_with = "no_curve"
+    )]
+    curve: Vec<f64>,
+    /// Skip the curve: rpc and routed run one open loop at half the peak only.
+    #[arg(long)]
+    no_curve: bool,
     /// Interleaved gateway/baseline rounds for rpc and portal (medians reported).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -178,9 +193,12 @@ struct Report {
     fd_limit: u64,
     hold: Option<Pair<Vec<HoldStep>>>,
     rpc: Option<Pair<RateRow>>,
+    /// The p99 of the curve's 50 % point (kept for older readers).
     rpc_half_rate_p99_ms: Option<f64>,
+    rpc_curve: Option<Vec<CurvePoint>>,
     routed: Option<RateRow>,
     routed_half_rate_p99_ms: Option<f64>,
+    routed_curve: Option<Vec<CurvePoint>>,
     fanout: Option<Fanout>,
     portal: Option<Pair<RateRow>>,
     logins: Option<LoginStorm>,
@@ -217,6 +235,110 @@ impl RateRow {
             p999_ms: med(runs.iter().map(|r| r.stats.ms(0.999)).collect()),
         }
     }
+}
+
+/// One open-loop run at a share of the closed-loop peak.
+#[derive(Serialize, Clone)]
+struct CurvePoint {
+    /// Percent of the peak offered.
+    percent: f64,
+    /// Requests per second offered (the schedule).
+    target_per_sec: f64,
+    /// Answers per second received in the measured window; below the target
+    /// the server (or the generator, see the send lag) fell behind.
+    per_sec: f64,
+    /// Latency from when each request was due (not when it left).
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    /// How late the generator sent requests after they were due; part of
+    /// the latency above.
+    send_lag_p50_ms: f64,
+    send_lag_p99_ms: f64,
+    /// routed only: the time the gateway itself added in the window, from
+    /// its /metrics (`adjunct_gateway_routed_added_seconds`); null when the
+    /// gateway does not expose it.
+    gateway_added: Option<scrape::Added>,
+}
+
+/// The open-loop points to run: the curve's, plus 50 % for the half-rate
+/// figures if the curve lacks it (only 50 % with --no-curve).
+fn curve_percents(args: &RunArgs) -> anyhow::Result<Vec<f64>> {
+    if args.no_curve {
+        return Ok(vec![50.0]);
+    }
+    if let Some(bad) = args
+        .curve
+        .iter()
+        .find(|p| !(p.is_finite() && **p > 0.0 && **p <= 100.0))
+    {
+        anyhow::bail!("--curve: {bad} is not a percentage of the peak in (0, 100]");
+    }
+    let mut percents = args.curve.clone();
+    if !percents.contains(&50.0) {
+        percents.push(50.0);
+    }
+    Ok(percents)
+}
+
+/// Open-loop runs of `scenario` at `percents` of `peak` requests/s, spread
+/// over `conns` connections.
+async fn curve<F, Fut>(
+    name: &str,
+    peak: f64,
+    conns: usize,
+    percents: &[f64],
+    mut scenario: F,
+) -> anyhow::Result<Vec<CurvePoint>>
+where
+    F: FnMut(Load) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<scenarios::Run>>,
+{
+    if peak <= 0.0 {
+        eprintln!("{name}: no peak measured, so no open-loop runs");
+        return Ok(Vec::new());
+    }
+    let mut points = Vec::with_capacity(percents.len());
+    for &percent in percents {
+        let target = peak * percent / 100.0;
+        eprintln!("{name}: open loop at {percent} % of the peak ({target:.0}/s)");
+        let run = scenario(Load::Open {
+            rate: target / conns.max(1) as f64,
+        })
+        .await?;
+        let s = &run.stats;
+        let point = CurvePoint {
+            percent,
+            target_per_sec: target,
+            per_sec: s.rate(),
+            p50_ms: s.ms(0.5),
+            p99_ms: s.ms(0.99),
+            p999_ms: s.ms(0.999),
+            send_lag_p50_ms: s.lag_ms(0.5),
+            send_lag_p99_ms: s.lag_ms(0.99),
+            gateway_added: run.added,
+        };
+        if point.per_sec < 0.95 * target {
+            eprintln!(
+                "{name}: at {percent} % only {:.0} of {target:.0}/s answered (send lag p99 {:.2} ms: a high lag means the generator fell behind)",
+                point.per_sec, point.send_lag_p99_ms
+            );
+        }
+        points.push(point);
+    }
+    Ok(points)
+}
+
+/// The half-rate p99 and the curve proper (without an added 50 % point).
+fn split_curve(args: &RunArgs, points: Vec<CurvePoint>) -> (Option<f64>, Option<Vec<CurvePoint>>) {
+    let half = points.iter().find(|p| p.percent == 50.0).map(|p| p.p99_ms);
+    let curve = (!args.no_curve).then(|| {
+        points
+            .into_iter()
+            .filter(|p| args.curve.contains(&p.percent))
+            .collect()
+    });
+    (half, curve)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -266,6 +388,7 @@ fn release_bin(path: &std::path::Path) -> anyhow::Result<PathBuf> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let want = |s: &str| args.scenarios.iter().any(|x| x == s);
+    let percents = curve_percents(&args)?;
     let fd_limit = net::raise_fd_limit();
     let biggest = args
         .steps
@@ -322,21 +445,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             b.push(scenarios::rpc(&baseline, &none, args.load.conns, load, warmup, measure).await?);
         }
         let gateway_row = RateRow::of(&g);
-        let half = gateway_row.per_sec / 2.0 / args.load.conns as f64;
-        eprintln!(
-            "rpc: open loop at half the peak ({:.0}/s)",
-            half * args.load.conns as f64
-        );
-        let open = scenarios::rpc(
-            &gateway,
-            &gw_auth,
+        let points = curve(
+            "rpc",
+            gateway_row.per_sec,
             args.load.conns,
-            Load::Open { rate: half },
-            warmup,
-            measure,
+            &percents,
+            |load| scenarios::rpc(&gateway, &gw_auth, args.load.conns, load, warmup, measure),
         )
         .await?;
-        report.rpc_half_rate_p99_ms = Some(open.stats.ms(0.99));
+        (report.rpc_half_rate_p99_ms, report.rpc_curve) = split_curve(&args, points);
         report.rpc = Some(Pair {
             gateway: gateway_row,
             baseline: Some(RateRow::of(&b)),
@@ -347,31 +464,30 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "routed: {} clients x {} in flight, {} providers",
             args.load.conns, args.load.depth, args.load.providers
         );
-        let peak = scenarios::routed(
-            &gateway,
-            &gw_auth,
-            args.load.providers,
-            args.load.conns,
-            Load::Closed {
-                depth: args.load.depth,
-            },
-            warmup,
-            measure,
-        )
+        let routed = |load| {
+            scenarios::routed(
+                &gateway,
+                &gw_auth,
+                args.load.providers,
+                args.load.conns,
+                load,
+                warmup,
+                measure,
+            )
+        };
+        let peak = routed(Load::Closed {
+            depth: args.load.depth,
+        })
         .await?;
         let row = RateRow::of(std::slice::from_ref(&peak));
-        let half = row.per_sec / 2.0 / args.load.conns as f64;
-        let open = scenarios::routed(
-            &gateway,
-            &gw_auth,
-            args.load.providers,
-            args.load.conns,
-            Load::Open { rate: half },
-            warmup,
-            measure,
-        )
-        .await?;
-        report.routed_half_rate_p99_ms = Some(open.stats.ms(0.99));
+        let points = curve("routed", row.per_sec, args.load.conns, &percents, routed).await?;
+        if points.iter().any(|p| p.gateway_added.is_none()) {
+            eprintln!(
+                "routed: the gateway's /metrics has no {} in some windows: its columns read n/a",
+                scrape::ROUTED_ADDED
+            );
+        }
+        (report.routed_half_rate_p99_ms, report.routed_curve) = split_curve(&args, points);
         report.routed = Some(row);
     }
     if want("fanout") {
@@ -553,6 +669,7 @@ fn print_table(r: &Report) {
             "routed p99 at half the peak (open)", p99
         );
     }
+    print_curve(r);
     if let Some(f) = &r.fanout {
         println!(
             "{:<34} {:>12.0} /s  ({} published, {} lost)",
@@ -582,6 +699,45 @@ fn print_table(r: &Report) {
             "storm: all sessions back after restart", s.secs, s.reconnected, s.sessions, s.p99_ms
         );
     }
+}
+
+/// The latency-against-load curve of rpc and routed, one line per point.
+fn print_curve(r: &Report) {
+    let rows = [("rpc", &r.rpc_curve), ("routed", &r.routed_curve)];
+    if rows
+        .iter()
+        .all(|(_, c)| c.as_ref().is_none_or(Vec::is_empty))
+    {
+        return;
+    }
+    println!(
+        "{:<14} {:>10} {:>10} {:>7} {:>7} {:>7} {:>8}  gateway adds, p50/p99 ms: request | answer",
+        "open loop", "offered/s", "answered", "p50 ms", "p99 ms", "p999 ms", "lag p99",
+    );
+    for (name, points) in rows {
+        for p in points.iter().flatten() {
+            let added = match (&p.gateway_added, name) {
+                (_, "rpc") => "-".to_owned(),
+                (None, _) => "n/a".to_owned(),
+                (Some(a), _) => format!("{} | {}", leg(&a.request), leg(&a.answer)),
+            };
+            println!(
+                "{:<14} {:>10.0} {:>10.0} {:>7.2} {:>7.2} {:>7.2} {:>8.2}  {added}",
+                format!("{name} {} %", p.percent),
+                p.target_per_sec,
+                p.per_sec,
+                p.p50_ms,
+                p.p99_ms,
+                p.p999_ms,
+                p.send_lag_p99_ms
+            );
+        }
+    }
+}
+
+fn leg(l: &Option<scrape::Leg>) -> String {
+    l.as_ref()
+        .map_or("n/a".into(), |l| format!("{:.3}/{:.3}", l.p50_ms, l.p99_ms))
 }
 
 fn print_cluster(r: &cluster::Report) {

@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::drive::{drive, new_hist, Load, Stats};
 use crate::net::{self, id_of, Target, Ws};
+use crate::scrape;
 use crate::servers::{Server, Users};
 
 /// Handshakes in flight at once while opening many sessions.
@@ -193,6 +194,9 @@ pub async fn hold(
 pub struct Run {
     pub stats: Stats,
     pub server_cpu_secs: f64,
+    /// The time the gateway added to routed requests in the measured window,
+    /// from its /metrics; None when not scraped or not exposed.
+    pub added: Option<scrape::Added>,
 }
 
 impl Run {
@@ -216,28 +220,52 @@ pub async fn rpc(
     for _ in 0..conns {
         sockets.push(target.connect("/adjunct", auth.app.as_deref()).await?);
     }
-    measure_requests(&[server.pid()], sockets, PING, load, warmup, measure).await
+    let watched = Watched {
+        pids: &[server.pid()],
+        admin: None,
+    };
+    measure_requests(watched, sockets, PING, load, warmup, measure).await
 }
 
-/// Drives every socket and sums the results; the CPU of the server
-/// processes `pids` is sampled over the measured window only.
+/// The server processes a request scenario watches: their CPU use, and the
+/// gateway's metrics listener (`[admin] listen`) if it is to be scraped.
+#[derive(Clone, Copy)]
+pub struct Watched<'a> {
+    pub pids: &'a [u32],
+    pub admin: Option<u16>,
+}
+
+/// Drives every socket and sums the results; the CPU of the `watched`
+/// processes is sampled over the measured window only, and so is the
+/// gateway's /metrics when its port is given.
 async fn measure_requests(
-    pids: &[u32],
+    watched: Watched<'_>,
     sockets: Vec<Ws>,
     request: fn(u64) -> String,
     load: Load,
     warmup: Duration,
     measure: Duration,
 ) -> anyhow::Result<Run> {
-    let cpu = || pids.iter().map(|&p| cpu_secs(p)).sum::<f64>();
+    let cpu = || watched.pids.iter().map(|&p| cpu_secs(p)).sum::<f64>();
     let tasks: Vec<_> = sockets
         .into_iter()
         .map(|ws| tokio::spawn(drive(ws, request, load, warmup, measure)))
         .collect();
+    let scrape = || async {
+        match watched.admin {
+            Some(port) => scrape::fetch(port).await,
+            None => None,
+        }
+    };
     tokio::time::sleep(warmup).await;
     let cpu0 = cpu();
+    let before = scrape().await;
     tokio::time::sleep(measure).await;
     let cpu1 = cpu();
+    let after = scrape().await;
+    let added = before
+        .zip(after)
+        .and_then(|(before, after)| scrape::routed_added(&before, &after));
     let mut stats = Stats::new(measure.as_secs_f64());
     for t in tasks {
         if let Ok(s) = t.await {
@@ -247,11 +275,13 @@ async fn measure_requests(
     Ok(Run {
         stats,
         server_cpu_secs: cpu1 - cpu0,
+        added,
     })
 }
 
 /// cti.* from `conns` clients through the gateway to `providers` providers
-/// (in this process) and back.
+/// (in this process) and back; the gateway's /metrics, if it has the
+/// listener, tells the time it added ([`Run::added`]).
 pub async fn routed(
     server: &Server,
     auth: &Auth,
@@ -263,7 +293,11 @@ pub async fn routed(
 ) -> anyhow::Result<Run> {
     let target = server.target()?;
     let provider_tasks = start_providers(&target, auth, providers).await?;
-    let run = routed_from(&target, &[server.pid()], auth, conns, load, warmup, measure).await;
+    let watched = Watched {
+        pids: &[server.pid()],
+        admin: server.admin_port,
+    };
+    let run = routed_from(&target, watched, auth, conns, load, warmup, measure).await;
     for t in provider_tasks {
         t.abort();
     }
@@ -291,10 +325,10 @@ pub async fn start_providers(
 }
 
 /// cti.* from `conns` clients on `target` to whatever providers serve `cti`
-/// (on this node or, in a cluster, another); CPU summed over `pids`.
+/// (on this node or, in a cluster, another); what `watched` says is sampled.
 pub async fn routed_from(
     target: &Target,
-    pids: &[u32],
+    watched: Watched<'_>,
     auth: &Auth,
     conns: usize,
     load: Load,
@@ -305,7 +339,7 @@ pub async fn routed_from(
     for _ in 0..conns {
         sockets.push(target.connect("/portal", auth.portal.as_deref()).await?);
     }
-    measure_requests(pids, sockets, ROUTED, load, warmup, measure).await
+    measure_requests(watched, sockets, ROUTED, load, warmup, measure).await
 }
 
 /// A provider that answers every routed request with `{}` at once.
@@ -482,6 +516,7 @@ pub async fn portal(
     Ok(Run {
         stats,
         server_cpu_secs: cpu1 - cpu0,
+        added: None,
     })
 }
 

@@ -24,6 +24,8 @@ pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
     pub ca_pem: String,
+    /// Its metrics listener (`[admin] listen`), if it has one.
+    pub admin_port: Option<u16>,
 }
 
 impl Server {
@@ -77,7 +79,8 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// Which configuration a work directory gets.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
-    /// Limits opened up so the load generator measures throughput.
+    /// Limits opened up so the load generator measures throughput, and the
+    /// metrics listener (the time the gateway adds to routed requests).
     Bench,
     /// The gateway's own default limits and lockout, an administrator and
     /// the metrics listener: what a deployment faces (the soak).
@@ -108,15 +111,12 @@ ip_reject_limit = 1000000
 reject_limit = 1000000
 max_verifying_per_ip = 1000000
 account_delay_max_ms = 0
-
-[admin]
-listen = \"\"
 ";
 
 pub struct Workdir {
     pub dir: PathBuf,
     pub port: u16,
-    /// `[admin] listen` (Soak only).
+    /// `[admin] listen` (Bench and Soak).
     pub admin_port: Option<u16>,
     /// The built-in administrator's password (Soak and Cluster).
     pub admin_password: String,
@@ -146,14 +146,20 @@ impl Workdir {
         let admin_password = adjunct_gateway::directory::random_secret(20);
         let victim_password = adjunct_gateway::directory::random_secret(20);
         let (limits, admin_port) = match profile {
-            Profile::Bench => (BENCH_LIMITS.to_owned(), None),
+            Profile::Bench => {
+                let admin_port = free_port()?;
+                let admin = format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n");
+                (format!("{BENCH_LIMITS}\n{admin}"), Some(admin_port))
+            }
             Profile::Cluster => {
                 let cluster = format!(
                     "[[service_user]]\nname = \"admin\"\npassword = \"{}\"\ngroups = []\n\n[[rights_group]]\nname = \"{VICTIM_GROUP}\"\nrights = [\"TURN Server Connection\", \"one-X CTI API\"]\n\n[[service_user]]\nname = \"bench-victim\"\npassword = \"{}\"\ngroups = [\"{VICTIM_GROUP}\"]\n\n",
                     hash(&admin_password)?,
                     hash(&victim_password)?
                 );
-                (format!("{BENCH_LIMITS}\n{cluster}"), None)
+                // Nodes share this file but not a port: no metrics listener.
+                let admin = "[admin]\nlisten = \"\"\n";
+                (format!("{BENCH_LIMITS}\n{admin}\n{cluster}"), None)
             }
             Profile::Soak => {
                 let admin_port = free_port()?;
@@ -268,6 +274,8 @@ groups = ["Bench Portal"]
             child,
             addr,
             ca_pem: self.ca_pem.clone(),
+            // Only the Bench and Soak profiles have one (cluster nodes share the file).
+            admin_port: self.admin_port,
         })
     }
 
@@ -292,6 +300,7 @@ groups = ["Bench Portal"]
             child,
             addr,
             ca_pem: self.ca_pem.clone(),
+            admin_port: None,
         })
     }
 

@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::drive::new_hist;
 use crate::net::{self, Target, Ws};
 use crate::scenarios::Auth;
+use crate::scrape;
 use crate::servers::{Server, Workdir};
 
 /// One second of the soak.
@@ -206,31 +207,12 @@ async fn answer(ws: &mut Ws, id: u64) -> anyhow::Result<()> {
 async fn counters(admin_port: Option<u16>) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     let Some(port) = admin_port else { return out };
-    let text = async {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()?;
-        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .ok()?;
-        let mut body = String::new();
-        tcp.read_to_string(&mut body).await.ok()?;
-        Some(body)
-    };
-    let Ok(Some(text)) = tokio::time::timeout(Duration::from_secs(2), text).await else {
+    let Some(text) = scrape::fetch(port).await else {
         return out;
     };
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let family = series.split('{').next().unwrap_or(series);
-        if !family.ends_with("_total") || family.starts_with("process_") {
-            continue;
-        }
-        if let Ok(v) = value.parse::<f64>() {
-            *out.entry(family.to_owned()).or_insert(0.0) += v;
+    for s in scrape::samples(&text) {
+        if s.name.ends_with("_total") && !s.name.starts_with("process_") {
+            *out.entry(s.name.to_owned()).or_insert(0.0) += s.value;
         }
     }
     out
