@@ -1,10 +1,15 @@
 //! One connection under load: requests pipelined closed-loop (a fixed
-//! number in flight) or sent open-loop at a fixed rate (latency counted
-//! from when each request was due, so a stalled server or a late generator
-//! cannot hide queueing: no coordinated omission), answers matched by id,
-//! latency into a histogram. In the open loop it also records how late each
-//! request left after it was due (the generator's own lag: the 1 ms tick and
-//! any stall of this process), so a reader can tell it from the server's.
+//! number in flight) or sent open-loop at a fixed rate, answers matched by
+//! id, latency into a histogram.
+//!
+//! The open loop has no coordinated omission: request k is due at k / rate
+//! whatever the answers do, and its latency counts from when it was due if
+//! it left later (a stalled server or generator cannot hide queueing). The
+//! timer ticks every 1 ms and fires up to a tick late, so each tick sends
+//! what falls due before the *next* tick; one that leaves early counts from
+//! when it left. The load is the same 1 ms batches either way; the timer's
+//! lateness is just not charged to the server. How late requests left
+//! (the generator's own stalls) is recorded as the send lag.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -32,7 +37,7 @@ pub struct Stats {
     /// Latency in microseconds.
     pub hist: Histogram<u64>,
     /// Open loop: how late each request measured was sent after it was due,
-    /// in microseconds (already part of `hist`).
+    /// in microseconds (1 when on time or early; already part of `hist`).
     pub lag: Histogram<u64>,
 }
 
@@ -88,7 +93,8 @@ pub async fn drive(
     // id -> when the request was due.
     let mut pending: HashMap<u64, Instant> = HashMap::new();
     let mut next_id: u64 = 1;
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    const TICK: Duration = Duration::from_millis(1);
+    let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
     if let Load::Closed { depth } = load {
@@ -116,19 +122,22 @@ pub async fn drive(
                 if now >= until {
                     continue;
                 }
-                let due = (now.duration_since(start).as_secs_f64() * rate) as u64;
+                // Everything due before the next tick.
+                let due = ((now + TICK).duration_since(start).as_secs_f64() * rate) as u64;
                 let mut sent_any = false;
                 while next_id <= due {
                     // Request k falls due at k / rate.
                     let intended = start + Duration::from_secs_f64(next_id as f64 / rate);
+                    let leaves = Instant::now();
                     if intended >= from && intended < until {
-                        let late = Instant::now().saturating_duration_since(intended);
+                        let late = leaves.saturating_duration_since(intended);
                         let _ = stats.lag.record((late.as_micros() as u64).clamp(1, 600_000_000));
                     }
                     if ws.feed(Message::text(request(next_id))).await.is_err() {
                         return stats;
                     }
-                    pending.insert(next_id, intended);
+                    // Late: from when it was due; early: from when it left.
+                    pending.insert(next_id, intended.min(leaves));
                     next_id += 1;
                     sent_any = true;
                 }

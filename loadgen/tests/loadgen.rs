@@ -73,6 +73,8 @@ fn every_scenario_runs_at_a_tiny_scale() {
                 "2",
                 "--logins",
                 "5",
+                "--curve",
+                "25,90",
             ],
             TINY_LOAD,
         ]
@@ -88,12 +90,58 @@ fn every_scenario_runs_at_a_tiny_scale() {
     assert!(r["rpc"]["baseline"]["per_sec"].as_f64().unwrap() > 0.0);
     assert!(r["rpc_half_rate_p99_ms"].as_f64().unwrap() > 0.0);
     assert!(r["routed"]["per_sec"].as_f64().unwrap() > 0.0);
+    // The curve: the points asked for, in order; 50 % ran for the half-rate
+    // figures but is not one of them.
+    for scenario in ["rpc_curve", "routed_curve"] {
+        let points = r[scenario].as_array().unwrap();
+        let percents: Vec<f64> = points
+            .iter()
+            .map(|p| p["percent"].as_f64().unwrap())
+            .collect();
+        assert_eq!(percents, [25.0, 90.0], "{scenario}: {r}");
+        for p in points {
+            assert!(p["target_per_sec"].as_f64().unwrap() > 0.0, "{p}");
+            assert!(p["per_sec"].as_f64().unwrap() > 0.0, "{p}");
+            assert!(p["p99_ms"].as_f64().unwrap() >= p["p50_ms"].as_f64().unwrap());
+            assert!(p["send_lag_p99_ms"].as_f64().unwrap() > 0.0, "{p}");
+        }
+    }
+    assert!(r["routed_half_rate_p99_ms"].as_f64().unwrap() > 0.0);
+    // The gateway's own share of each routed request, from its /metrics.
+    for p in r["routed_curve"].as_array().unwrap() {
+        for leg in ["request", "answer"] {
+            let leg = &p["gateway_added"][leg];
+            assert!(leg["count"].as_u64().unwrap() > 0, "{p}");
+            let (p50, p99) = (
+                leg["p50_ms"].as_f64().unwrap(),
+                leg["p99_ms"].as_f64().unwrap(),
+            );
+            assert!(p50 > 0.0 && p99 >= p50, "{p}");
+        }
+    }
+    assert!(stdout.contains("routed 90 %"), "{stdout}");
     assert!(r["fanout"]["delivered"].as_u64().unwrap() > 0);
     assert!(r["portal"]["gateway"]["per_sec"].as_f64().unwrap() > 0.0);
     assert_eq!(r["logins"]["logins"], 5);
     assert!(r["logins"]["pings"].as_u64().unwrap() > 0);
     assert_eq!(r["storm"]["sessions"], 20);
     assert_eq!(r["storm"]["reconnected"], 20);
+}
+
+#[test]
+fn a_curve_point_outside_the_peak_is_refused_before_anything_starts() {
+    for bad in ["0", "150", "NaN"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_adjunct-loadgen"))
+            .args(["run", "--gateway-bin", "/nonexistent", "--curve", bad])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("--curve") && stderr.contains("(0, 100]"),
+            "{bad}: {stderr}"
+        );
+    }
 }
 
 /// nats-server on PATH, or one line saying how to get it.
