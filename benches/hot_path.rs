@@ -1,6 +1,7 @@
 //! The per-request path without sockets: envelope parse, the rights gate,
 //! parse + gate + dispatch + serialize of session.ping through the real
-//! dispatcher, the metrics count per request, response serialization, TURN
+//! dispatcher, a routed-shaped request (parse, and dispatch refused with
+//! no provider), the metrics count per request, response serialization, TURN
 //! credential derivation and the resume-token check.
 //! `cargo bench --bench hot_path`.
 
@@ -17,6 +18,12 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use futures_util::FutureExt;
 
 const PING: &str = r#"{"jsonrpc":"2.0","id":17,"method":"session.ping"}"#;
+/// A routed request as a CTI client sends it: a params object of five members.
+const MAKE_CALL: &str = r#"{"jsonrpc":"2.0","id":4711,"method":"cti.call.make","params":{"from":"201","to":"+4930123456","callerId":"Sales","autoAnswer":false,"tag":{"crm":"A-17"}}}"#;
+const BOUNDS: rpc::Bounds = rpc::Bounds {
+    max_batch: 32,
+    max_depth: 32,
+};
 
 fn gateway() -> (tempfile::TempDir, std::sync::Arc<Gateway>) {
     adjunct_gateway::tls::install_provider();
@@ -36,15 +43,10 @@ fn gateway() -> (tempfile::TempDir, std::sync::Arc<Gateway>) {
 
 fn bench(c: &mut Criterion) {
     c.bench_function("rpc_parse_ping", |b| {
-        b.iter(|| {
-            black_box(rpc::parse(
-                black_box(PING),
-                rpc::Bounds {
-                    max_batch: 32,
-                    max_depth: 32,
-                },
-            ))
-        })
+        b.iter(|| black_box(rpc::parse(black_box(PING), BOUNDS)))
+    });
+    c.bench_function("rpc_parse_make_call", |b| {
+        b.iter(|| black_box(rpc::parse(black_box(MAKE_CALL), BOUNDS)))
     });
 
     let catalog = Catalog::default();
@@ -72,17 +74,24 @@ fn bench(c: &mut Criterion) {
     gw.hub.bind(&session, &granted, 1).unwrap();
     let mut out = Vec::with_capacity(256);
     let mut rate = RateLimit::new(u32::MAX, std::time::Instant::now());
-    c.bench_function("dispatch_session_ping", |b| {
-        b.iter(|| {
-            out.clear();
-            let mut ctx = Ctx::new(&gw, &session, &mut rate);
-            // session.ping never waits: the future completes on first poll.
-            dispatch::frame(&mut ctx, black_box(PING), &mut out)
-                .now_or_never()
-                .unwrap();
-            black_box(out.len())
-        })
-    });
+    // session.ping; and a routed request with no provider registered:
+    // lookup, gate, the router's refusal (-32004) and the error answer.
+    for (name, frame) in [
+        ("dispatch_session_ping", PING),
+        ("dispatch_routed_no_provider", MAKE_CALL),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                out.clear();
+                let mut ctx = Ctx::new(&gw, &session, &mut rate);
+                // Neither waits: the future completes on first poll.
+                dispatch::frame(&mut ctx, black_box(frame), &mut out)
+                    .now_or_never()
+                    .unwrap();
+                black_box(out.len())
+            })
+        });
+    }
 
     // What dispatch adds per request for the metrics (one atomic add).
     let ping = gw.snapshot().config.catalog.lookup("session.ping");

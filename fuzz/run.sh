@@ -16,7 +16,7 @@ seconds="${1:-600}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-  targets=(request_path config_parse http_head)
+  targets=(request_path config_parse http_head rpc_envelope)
 fi
 
 mkdir -p logs

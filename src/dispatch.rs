@@ -197,12 +197,16 @@ async fn call(
 }
 
 fn audit_forbidden(session: &SessionHandle, method: &str, right: Right) {
-    let shown: String = method.chars().take(128).collect();
+    // The first 128 characters, borrowed rather than copied.
+    let shown = match method.char_indices().nth(128) {
+        Some((end, _)) => method.get(..end).unwrap_or(method),
+        None => method,
+    };
     tracing::warn!(
         target: "audit",
         event = "forbidden",
         user = session.user().map_or("", |u| &**u),
-        method = shown.as_str(),
+        method = shown,
         right = right.name(),
         "request refused"
     );

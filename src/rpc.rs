@@ -215,6 +215,145 @@ struct Call<'a> {
     params: Option<&'a RawValue>,
 }
 
+/// The fastest path: the canonical envelope a well-behaved client sends,
+/// scanned by hand, or `None` when the frame is anything else.
+///
+/// Accepted: one object whose members are exactly `jsonrpc` (`"2.0"`),
+/// `method` (a string without escapes or control characters), and
+/// optionally `id` (a string, a number or `null`) and `params` (an object or
+/// an array), each once, in any order, with JSON whitespace between tokens.
+/// Keys with escapes, duplicate or extra members, and any other shape return
+/// `None`, and the frame takes the typed and loose paths, which stay the
+/// reference: whatever this returns, they would return too
+/// (`the_scanner_agrees_with_the_loose_path`, the `rpc_envelope` fuzz target).
+///
+/// The `id` and `params` values are read by serde itself, one value from
+/// where they start (no copy, no allocation): the same code that reads them
+/// inside the whole document, so a value is valid here exactly when it is
+/// there. Its raw-value reader keeps no depth count, so reading `params`
+/// alone cannot be let through where the whole document is not.
+fn canonical(text: &str) -> Option<Request<'_>> {
+    let b = text.as_bytes();
+    let mut at = skip_ws(b, 0);
+    if b.get(at) != Some(&b'{') {
+        return None;
+    }
+    let (mut jsonrpc, mut id, mut method, mut params) = (false, None, None, None);
+    loop {
+        // The key, recognised by its first letter and then in full with
+        // its closing quote: any other key (escaped ones too) ends the scan.
+        at = skip_ws(b, at + 1);
+        let (member, key): (Member, &[u8]) = match b.get(at..at + 2)? {
+            b"\"j" => (Member::Jsonrpc, b"\"jsonrpc\""),
+            b"\"i" => (Member::Id, b"\"id\""),
+            b"\"m" => (Member::Method, b"\"method\""),
+            b"\"p" => (Member::Params, b"\"params\""),
+            _ => return None,
+        };
+        if !b.get(at..)?.starts_with(key) {
+            return None;
+        }
+        at = skip_ws(b, at + key.len());
+        if b.get(at) != Some(&b':') {
+            return None;
+        }
+        at = skip_ws(b, at + 1);
+        let rest = text.get(at..)?;
+        let len = match member {
+            Member::Jsonrpc if !jsonrpc && rest.starts_with("\"2.0\"") => {
+                jsonrpc = true;
+                5
+            }
+            Member::Method if method.is_none() => {
+                let m = plain_string(rest)?;
+                method = Some(m);
+                m.len() + 2
+            }
+            Member::Id if id.is_none() => {
+                let raw = match rest.as_bytes().first()? {
+                    b'n' if rest.starts_with("null") => RawValue::NULL,
+                    b'"' | b'-' | b'0'..=b'9' => raw_prefix(rest)?,
+                    _ => return None,
+                };
+                id = Some(raw);
+                raw.get().len()
+            }
+            Member::Params
+                if params.is_none() && matches!(rest.as_bytes().first(), Some(b'{' | b'[')) =>
+            {
+                let raw = raw_prefix(rest)?;
+                params = Some(raw);
+                raw.get().len()
+            }
+            _ => return None,
+        };
+        at = skip_ws(b, at + len);
+        match b.get(at)? {
+            b',' => {}
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    let method = method.filter(|_| jsonrpc && skip_ws(b, at + 1) == b.len())?;
+    Some(Request {
+        id,
+        method: Cow::Borrowed(method),
+        params,
+    })
+}
+
+/// The members of the canonical envelope.
+#[derive(Clone, Copy)]
+enum Member {
+    Jsonrpc,
+    Id,
+    Method,
+    Params,
+}
+
+/// The JSON whitespace serde skips, from `at`.
+fn skip_ws(b: &[u8], mut at: usize) -> usize {
+    while matches!(b.get(at), Some(b' ' | b'\n' | b'\t' | b'\r')) {
+        at += 1;
+    }
+    at
+}
+
+/// Bytes that end a string's plain run: the quote, a backslash, and the
+/// control characters JSON does not allow raw.
+const STOPS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// The contents of the string `text` starts with, when it needs no
+/// decoding (no escape, no control character).
+fn plain_string(text: &str) -> Option<&str> {
+    let b = text.as_bytes();
+    if b.first() != Some(&b'"') {
+        return None;
+    }
+    // A u8 always indexes the 256 entries.
+    let len = b.get(1..)?.iter().position(|&c| STOPS[usize::from(c)])?;
+    (b.get(1 + len) == Some(&b'"')).then_some(text.get(1..1 + len)?)
+}
+
+/// The one JSON value `text` starts with, borrowed: serde reads it and
+/// stops, leaving what follows to the caller.
+fn raw_prefix(text: &str) -> Option<&RawValue> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let raw = <&RawValue>::deserialize(&mut de).ok()?;
+    // The value starts at `text`'s first byte (no whitespace was skipped).
+    (raw.get().as_ptr() == text.as_ptr()).then_some(raw)
+}
+
 /// The fast path: a well-formed call in one typed pass, or `None`.
 fn strict(text: &str) -> Option<Request<'_>> {
     let call = serde_json::from_str::<Call>(text).ok()?;
@@ -254,7 +393,44 @@ pub struct Bounds {
 
 /// Parses one text frame within `bounds`.
 pub fn parse(text: &str, bounds: Bounds) -> Incoming<'_> {
+    parse_with::<true>(text, bounds)
+}
+
+/// `parse` without the canonical-envelope scanner: the reference the
+/// scanner is checked against (the `rpc_envelope` fuzz target).
+#[doc(hidden)]
+pub fn parse_reference(text: &str, bounds: Bounds) -> Incoming<'_> {
+    parse_with::<false>(text, bounds)
+}
+
+/// The canonical-envelope scanner alone (for the `rpc_envelope` fuzz target).
+#[doc(hidden)]
+pub fn scan_canonical(text: &str) -> Option<Request<'_>> {
+    canonical(text)
+}
+
+/// The scanner, when `SCAN` (the reference runs without it).
+fn scan<const SCAN: bool>(text: &str) -> Option<Request<'_>> {
+    if SCAN {
+        canonical(text)
+    } else {
+        None
+    }
+}
+
+fn parse_with<const SCAN: bool>(text: &str, bounds: Bounds) -> Incoming<'_> {
     let max_batch = bounds.max_batch;
+    // A canonical envelope nests one level above its params: only the
+    // params need the depth count.
+    if let Some(req) = scan::<SCAN>(text) {
+        let fits = bounds.max_depth >= 1
+            && req
+                .params
+                .is_none_or(|p| !nested_deeper_than(p.get().as_bytes(), bounds.max_depth - 1));
+        if fits {
+            return Incoming::Single(Ok(Item::Call(req)));
+        }
+    }
     if nested_deeper_than(text.as_bytes(), bounds.max_depth) {
         return Incoming::Unusable(RpcError::with_message(
             Code::InvalidRequest,
@@ -271,28 +447,32 @@ pub fn parse(text: &str, bounds: Bounds) -> Incoming<'_> {
                 Code::InvalidRequest,
                 format!("batch larger than {max_batch}"),
             )),
-            Ok(items) => {
-                Incoming::Batch(items.into_iter().map(|raw| parse_one(raw.get())).collect())
-            }
+            Ok(items) => Incoming::Batch(
+                items
+                    .into_iter()
+                    .map(|raw| parse_one::<SCAN>(raw.get()))
+                    .collect(),
+            ),
             Err(e) => Incoming::Unusable(classify(e)),
         },
-        // The common case in one pass: a well-formed call, typed strictly.
-        // Anything else takes the loose path, which names what is wrong.
+        // Not the canonical envelope (tried above): a well-formed call
+        // typed strictly, in one pass. Anything else takes the loose path,
+        // which names what is wrong.
         Some(b'{') => match strict(text) {
             Some(req) => Incoming::Single(Ok(Item::Call(req))),
             None => match serde_json::from_str::<Envelope>(text) {
                 Ok(env) => Incoming::Single(from_envelope(env)),
-                Err(_) => single(text),
+                Err(_) => single::<SCAN>(text),
             },
         },
-        _ => single(text),
+        _ => single::<SCAN>(text),
     }
 }
 
 /// A frame that is not an array, classified the slow way.
-fn single(text: &str) -> Incoming<'_> {
+fn single<const SCAN: bool>(text: &str) -> Incoming<'_> {
     match serde_json::from_str::<&RawValue>(text) {
-        Ok(raw) => Incoming::Single(parse_one(raw.get())),
+        Ok(raw) => Incoming::Single(parse_one::<SCAN>(raw.get())),
         Err(e) => Incoming::Unusable(classify(e)),
     }
 }
@@ -300,9 +480,18 @@ fn single(text: &str) -> Incoming<'_> {
 /// One pass over the bytes, strings skipped: is any array or object nested
 /// deeper than `max`? Runs before serde so a deep document costs no recursion.
 fn nested_deeper_than(bytes: &[u8], max: usize) -> bool {
-    // Fewer openers than the bound cannot nest past it (the common case,
-    // and a count the compiler vectorizes).
-    let openers = bytes.iter().filter(|b| matches!(b, b'[' | b'{')).count();
+    // Fewer openers than the bound cannot nest past it (the common case).
+    // `[` and `{` differ in one bit; counted per 255 bytes in a u8, the
+    // compiler vectorizes it.
+    let openers: usize = bytes
+        .chunks(255)
+        .map(|c| {
+            let n = c
+                .iter()
+                .fold(0u8, |n, &b| n.wrapping_add(u8::from(b | 0x20 == b'{')));
+            usize::from(n)
+        })
+        .sum();
     if openers <= max {
         return false;
     }
@@ -342,7 +531,7 @@ fn classify(e: serde_json::Error) -> RpcError {
     }
 }
 
-fn parse_one(text: &str) -> Result<Item<'_>, Invalid<'_>> {
+fn parse_one<const SCAN: bool>(text: &str) -> Result<Item<'_>, Invalid<'_>> {
     let invalid = |id, why: &'static str| Invalid {
         id,
         error: RpcError::with_message(Code::InvalidRequest, why),
@@ -350,7 +539,7 @@ fn parse_one(text: &str) -> Result<Item<'_>, Invalid<'_>> {
     if !text.starts_with('{') {
         return Err(invalid(None, "request must be an object"));
     }
-    if let Some(req) = strict(text) {
+    if let Some(req) = scan::<SCAN>(text).or_else(|| strict(text)) {
         return Ok(Item::Call(req));
     }
     let env: Envelope =
@@ -418,7 +607,8 @@ pub fn write_error(out: &mut Vec<u8>, id: Option<&RawValue>, err: &RpcError) {
     out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
     out.extend_from_slice(id.map_or(NULL_ID, RawValue::get).as_bytes());
     out.extend_from_slice(b",\"error\":{\"code\":");
-    out.extend_from_slice(err.code.code().to_string().as_bytes());
+    // Written in place: no String per error answer.
+    let _ = serde_json::to_writer(&mut *out, &err.code.code());
     out.extend_from_slice(b",\"message\":");
     let _ = serde_json::to_writer(&mut *out, &err.message);
     if let Some(data) = &err.data {
@@ -551,7 +741,7 @@ mod tests {
         for text in inputs {
             let loose = match serde_json::from_str::<Envelope>(text) {
                 Ok(env) => Incoming::Single(from_envelope(env)),
-                Err(_) => super::single(text),
+                Err(_) => super::single::<false>(text),
             };
             assert_eq!(
                 format!("{:?}", parse(text, B)),
@@ -559,6 +749,180 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    /// Frames the scanner must take, each with what it must find.
+    const CANONICAL: &[&str] = &[
+        r#"{"jsonrpc":"2.0","id":1,"method":"session.ping"}"#,
+        r#"{"method":"x","params":{"a":[1,{"b":"}"}]},"id":"7","jsonrpc":"2.0"}"#,
+        r#"{"jsonrpc":"2.0","method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":null,"method":"x","params":[]}"#,
+        r#"{"jsonrpc":"2.0","id":"a\"b\u00e9","method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":-0.5e+3,"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"","params":{}}"#,
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"caf\u{e9}\u{1f600}\u{7f}\"}",
+        r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"s":"\ud800\"\\]}"}}"#,
+        " \t\r\n{ \"jsonrpc\" : \"2.0\" ,\n\"id\"\t:\r1 , \"method\":\"x\" ,\"params\" : [ ] } \n",
+    ];
+
+    /// Frames the scanner must leave to the typed and loose paths.
+    const NOT_CANONICAL: &[&str] = &[
+        // Escapes in a key or the method, duplicates, extra members.
+        r#"{"jsonrpc":"2.0","id":1,"m\u0065thod":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"a\u0062"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"a\/b"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"x","method":"y"}"#,
+        r#"{"jsonrpc":"2.0","jsonrpc":"2.0","id":1,"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{},"params":[]}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"x","result":{}}"#,
+        r#"{"jsonrpc":"2.0","id":1.5e3,"method":"x","extra":{"a":1}}"#,
+        // Wrong values: each is refused by the loose path, naming why.
+        r#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"x","params":null}"#,
+        r#"{"jsonrpc":"2.0","id":true,"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":[1],"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":{},"method":"x"}"#,
+        r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#,
+        r#"{"jsonrpc":"2\u002e0","id":1,"method":"x"}"#,
+        r#"{"jsonrpc":2.0,"id":1,"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":7}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":null}"#,
+        r#"{"id":1,"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":1}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+        r#"{}"#,
+        // Not JSON, or not one value.
+        r#"{"jsonrpc":"2.0","id":01,"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":1.,"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":-,"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":1-2,"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":nul,"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":nullx,"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":"\x","method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":"\u12","method":"x"}"#,
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"a\tb\"}",
+        "{\"jsonrpc\":\"2.0\",\"id\":\"a\u{1}\",\"method\":\"x\"}",
+        r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":1,}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"x","params":[1 2]}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":"]"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"x",}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"x""#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"x"} x"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"x"}{}"#,
+        r#"{"jsonrpc":"2.0" "id":1,"method":"x"}"#,
+        r#"{"jsonrpc"="2.0","id":1,"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"x"}}"#,
+        "\u{a0}{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\"}",
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\"}\u{a0}",
+        "\u{c}{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\"}",
+        r#"[{"jsonrpc":"2.0","id":1,"method":"x"}]"#,
+        r#""{\"jsonrpc\":\"2.0\"}""#,
+        "",
+        "{",
+    ];
+
+    /// Whatever the scanner finds, the reference finds the same call; and
+    /// every frame gets the same answer with or without the scanner.
+    fn agrees(text: &str, bounds: Bounds) -> bool {
+        let reference = format!("{:?}", parse_reference(text, bounds));
+        assert_eq!(format!("{:?}", parse(text, bounds)), reference, "{text}");
+        let scanned = canonical(text);
+        // Past the depth check (which comes first), the same call.
+        let deep = matches!(parse_reference(text, bounds), Incoming::Unusable(_));
+        if let Some(req) = scanned.filter(|_| !deep) {
+            let call = format!("{:?}", Incoming::Single(Ok(Item::Call(req))));
+            assert_eq!(call, reference, "{text}");
+            return true;
+        }
+        false
+    }
+
+    #[test]
+    fn the_scanner_agrees_with_the_loose_path() {
+        for text in CANONICAL {
+            assert!(agrees(text, B), "not scanned: {text}");
+            // Batch elements take the scanner too (the whole array does not).
+            assert!(!agrees(&format!("[{text},{text}]"), B));
+        }
+        for text in NOT_CANONICAL {
+            assert!(!agrees(text, B), "scanned: {text}");
+            assert!(!agrees(&format!("[{text}]"), B));
+        }
+        // Ids and params come back as the exact bytes sent.
+        let r = canonical(r#"{"params" : {"a":1} ,"jsonrpc":"2.0","id":"x\u0041","method":"m.n"}"#)
+            .unwrap();
+        assert_eq!(r.id.map(RawValue::get), Some(r#""x\u0041""#));
+        assert_eq!(r.params.map(RawValue::get), Some(r#"{"a":1}"#));
+        assert_eq!(r.method, "m.n");
+        // Params nested deeper than serde's own limit for whole documents
+        // (128): the raw value reader counts no depth, on either path.
+        let deep = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{}{}}}"#,
+            "[".repeat(300),
+            "]".repeat(300)
+        );
+        let wide = Bounds {
+            max_batch: 32,
+            max_depth: 1000,
+        };
+        assert!(agrees(&deep, wide));
+        // Depth bounds around the envelope's own level: the scanner counts
+        // only the params, the reference the whole frame.
+        for max_depth in 0..5 {
+            let bounds = Bounds {
+                max_batch: 32,
+                max_depth,
+            };
+            for text in CANONICAL.iter().chain(NOT_CANONICAL) {
+                agrees(text, bounds);
+            }
+        }
+    }
+
+    /// Mutations of the frames above (a byte dropped, doubled, or replaced
+    /// by one that matters to JSON), each checked against the reference: the
+    /// fuzz target's check, run on every `cargo test`.
+    #[test]
+    fn the_scanner_agrees_on_mutated_frames() {
+        const BYTES: &[u8] = b"{}[]\",:\\ \t\n0123456789-+.eEnulltrfasx\x01\x7f";
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let (mut scanned, mut tried) = (0, 0);
+        for text in CANONICAL.iter().chain(NOT_CANONICAL) {
+            for _ in 0..2_000 {
+                let mut bytes = text.as_bytes().to_vec();
+                for _ in 0..1 + next(3) {
+                    if bytes.is_empty() {
+                        break;
+                    }
+                    let at = next(bytes.len());
+                    match next(3) {
+                        0 => {
+                            bytes.remove(at);
+                        }
+                        1 => bytes.insert(at, bytes[at]),
+                        _ => bytes[at] = BYTES[next(BYTES.len())],
+                    }
+                }
+                if let Ok(text) = std::str::from_utf8(&bytes) {
+                    tried += 1;
+                    scanned += usize::from(agrees(text, B));
+                }
+            }
+        }
+        // Both kinds were reached: the check could have failed.
+        assert!(
+            scanned > 1_000 && tried - scanned > 1_000,
+            "{scanned} of {tried}"
+        );
     }
 
     #[test]
