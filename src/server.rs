@@ -142,9 +142,11 @@ struct Conn {
     refusing: Arc<AtomicUsize>,
 }
 
-/// What the handshake phase produced.
+/// What the handshake phase produced. The stream is boxed: a future keeps
+/// room for every value it ever moved, so a 1.5 KiB stream passed by value
+/// from here to the session loop would be held three times while idle.
 struct Upgraded {
-    ws: Ws,
+    ws: Box<Ws>,
     endpoint: Endpoint,
     user: Option<Granted>,
 }
@@ -161,8 +163,12 @@ impl Conn {
             Ok(t) => t,
             Err(refusal) => return self.refuse(tcp, refusal, deadline).await,
         };
+        // Boxed: a task is as big as its biggest state, and the handshake's
+        // (TLS, HTTP, authentication) is several KiB an idle session need
+        // not keep. Freed when the handshake ends.
+        let handshake = Box::pin(self.handshake(tcp, &limits, ws_config));
         let upgraded = tokio::select! {
-            r = tokio::time::timeout(deadline, self.handshake(tcp, &limits, ws_config)) => r,
+            r = tokio::time::timeout(deadline, handshake) => r,
             () = self.cancel.cancelled() => return,
         };
         let Ok(Some(up)) = upgraded else { return };
@@ -265,7 +271,11 @@ impl Conn {
         http::switch_protocols(&mut tls, key).await.ok()?;
         let ws =
             WebSocketStream::from_partially_read(tls, rest, Role::Server, Some(ws_config)).await;
-        Some(Upgraded { ws, endpoint, user })
+        Some(Upgraded {
+            ws: Box::new(ws),
+            endpoint,
+            user,
+        })
     }
 
     /// Decides what a request head gets: an endpoint to upgrade to (with the

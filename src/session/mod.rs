@@ -43,7 +43,9 @@ pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 pub const LINGER_BYTES: usize = 4 << 20;
 
 /// Runs a session to its end and removes it from the hub.
-pub async fn run(gw: Arc<Gateway>, ws: Ws, handle: Arc<SessionHandle>, ticket: Ticket) {
+/// `ws` comes boxed: moved by value through `run` and `drive`, the stream
+/// (1.5 KiB) would take room in the task once per move.
+pub async fn run(gw: Arc<Gateway>, ws: Box<Ws>, handle: Arc<SessionHandle>, ticket: Ticket) {
     let span = tracing::info_span!(
         "session",
         id = %handle.id_string(),
@@ -64,7 +66,7 @@ pub async fn run(gw: Arc<Gateway>, ws: Ws, handle: Arc<SessionHandle>, ticket: T
         gw: gw.clone(),
         handle: handle.clone(),
         ticket,
-        out: Vec::with_capacity(256),
+        out: Vec::new(),
         rate: rate::RateLimit::new(burst, std::time::Instant::now()),
         write_stall,
         read_at: std::time::Instant::now(),
@@ -85,6 +87,8 @@ struct Session {
     gw: Arc<Gateway>,
     handle: Arc<SessionHandle>,
     ticket: Ticket,
+    /// The reply being built; allocated when a frame comes, not kept
+    /// between frames (an idle session holds no reply buffer).
     out: Vec<u8>,
     rate: rate::RateLimit,
     /// How long a write may wait on a peer that reads nothing.
@@ -102,7 +106,7 @@ enum End {
 }
 
 impl Session {
-    async fn drive(&mut self, mut ws: Ws) {
+    async fn drive(&mut self, mut ws: Box<Ws>) {
         let end = self.serve(&mut ws).await;
         if let End::Close(code, reason) = end {
             if code == Close::ShuttingDown {
@@ -115,7 +119,7 @@ impl Session {
                 reason: Utf8Bytes::from_static(reason),
             };
             let closing = async {
-                ws.close(Some(frame)).await.ok()?;
+                ws.as_mut().close(Some(frame)).await.ok()?;
                 linger(ws.get_mut()).await;
                 Some(())
             };
@@ -297,6 +301,7 @@ impl Session {
         };
         let was_authenticated = self.handle.rights().is_some();
         self.out.clear();
+        self.out.reserve(256);
         let mut ctx = Ctx::new(&self.gw, &self.handle, &mut self.rate);
         ctx.read_at = Some(self.read_at);
         dispatch::frame(&mut ctx, text.as_str(), &mut self.out).await;
@@ -312,7 +317,6 @@ impl Session {
             if !write(ws, Message::text(reply), self.write_stall).await {
                 return Some(End::Drop);
             }
-            self.out = Vec::with_capacity(256);
         }
         close.map(|(code, reason)| End::Close(code, reason))
     }
