@@ -206,6 +206,20 @@ impl Run {
     }
 }
 
+/// `n` connections to `path` on `target`.
+async fn connect_all(
+    target: &Target,
+    path: &str,
+    token: Option<&str>,
+    n: usize,
+) -> anyhow::Result<Vec<Ws>> {
+    let mut sockets = Vec::with_capacity(n);
+    for _ in 0..n {
+        sockets.push(target.connect(path, token).await?);
+    }
+    Ok(sockets)
+}
+
 /// session.ping on `conns` connections.
 pub async fn rpc(
     server: &Server,
@@ -216,10 +230,7 @@ pub async fn rpc(
     measure: Duration,
 ) -> anyhow::Result<Run> {
     let target = server.target()?;
-    let mut sockets = Vec::with_capacity(conns);
-    for _ in 0..conns {
-        sockets.push(target.connect("/adjunct", auth.app.as_deref()).await?);
-    }
+    let sockets = connect_all(&target, "/adjunct", auth.app.as_deref(), conns).await?;
     let watched = Watched {
         pids: &[server.pid()],
         admin: None,
@@ -335,10 +346,7 @@ pub async fn routed_from(
     warmup: Duration,
     measure: Duration,
 ) -> anyhow::Result<Run> {
-    let mut sockets = Vec::with_capacity(conns);
-    for _ in 0..conns {
-        sockets.push(target.connect("/portal", auth.portal.as_deref()).await?);
-    }
+    let sockets = connect_all(target, "/portal", auth.portal.as_deref(), conns).await?;
     measure_requests(watched, sockets, ROUTED, load, warmup, measure).await
 }
 
