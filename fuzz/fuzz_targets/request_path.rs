@@ -257,7 +257,7 @@ fuzz_target!(|data: &[u8]| {
     });
     let mut queued = Vec::new();
     session.outbound.drain(&mut queued);
-    for msg in &queued {
+    for (_, msg) in &queued {
         serde_json::from_str::<&RawValue>(msg.as_str())
             .unwrap_or_else(|e| panic!("queued message is not JSON ({e}): {}", msg.as_str()));
     }
