@@ -1,7 +1,8 @@
 //! The per-request path without sockets: envelope parse, the rights gate,
 //! parse + gate + dispatch + serialize of session.ping through the real
 //! dispatcher, a routed-shaped request (parse, and dispatch refused with
-//! no provider), the metrics count per request, response serialization, TURN
+//! no provider), a routed round trip through the router and both outbound
+//! queues, a provider's answer parsed, the metrics count per request, response serialization, TURN
 //! credential derivation and the resume-token check.
 //! `cargo bench --bench hot_path`.
 
@@ -20,6 +21,9 @@ use futures_util::FutureExt;
 const PING: &str = r#"{"jsonrpc":"2.0","id":17,"method":"session.ping"}"#;
 /// A routed request as a CTI client sends it: a params object of five members.
 const MAKE_CALL: &str = r#"{"jsonrpc":"2.0","id":4711,"method":"cti.call.make","params":{"from":"201","to":"+4930123456","callerId":"Sales","autoAnswer":false,"tag":{"crm":"A-17"}}}"#;
+/// A provider's answer to a routed request, as the example provider sends it.
+const ANSWER: &str =
+    r#"{"jsonrpc":"2.0","id":123456,"result":{"callId":"c-17","state":"dialing"}}"#;
 const BOUNDS: rpc::Bounds = rpc::Bounds {
     max_batch: 32,
     max_depth: 32,
@@ -47,6 +51,9 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("rpc_parse_make_call", |b| {
         b.iter(|| black_box(rpc::parse(black_box(MAKE_CALL), BOUNDS)))
+    });
+    c.bench_function("rpc_parse_answer", |b| {
+        b.iter(|| black_box(rpc::parse(black_box(ANSWER), BOUNDS)))
     });
 
     let catalog = Catalog::default();
@@ -92,6 +99,52 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+
+    // A routed round trip without sockets: the caller's frame dispatched
+    // and queued for a provider, the provider's answer dispatched and
+    // queued for the caller, both queues drained (what each session task
+    // does between its socket reads and writes).
+    let provider = gw
+        .hub
+        .open(Endpoint::Adjunct, "127.0.0.1:2".parse().unwrap());
+    let all = adjunct_gateway::auth::Granted {
+        user: "app1".into(),
+        rights: Right::all().collect(),
+        stamp: 0,
+    };
+    gw.hub.bind(&provider, &all, 1).unwrap();
+    gw.router.register(&provider, "cti");
+    let mut queued = Vec::new();
+    let mut answer = String::new();
+    let mut provider_rate = RateLimit::new(u32::MAX, std::time::Instant::now());
+    c.bench_function("dispatch_routed_round_trip", |b| {
+        b.iter(|| {
+            out.clear();
+            let mut ctx = Ctx::new(&gw, &session, &mut rate);
+            dispatch::frame(&mut ctx, black_box(MAKE_CALL), &mut out)
+                .now_or_never()
+                .unwrap();
+            provider.outbound.drain(&mut queued);
+            let (_, request) = queued.pop().unwrap();
+            // The gateway's id for the request, as the provider echoes it.
+            let gid = request
+                .as_str()
+                .split_once("\"id\":")
+                .and_then(|(_, rest)| rest.split_once(','))
+                .unwrap()
+                .0;
+            answer.clear();
+            answer.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
+            answer.push_str(gid);
+            answer.push_str(",\"result\":{\"callId\":\"c-17\",\"state\":\"dialing\"}}");
+            let mut ctx = Ctx::new(&gw, &provider, &mut provider_rate);
+            dispatch::frame(&mut ctx, &answer, &mut out)
+                .now_or_never()
+                .unwrap();
+            session.outbound.drain(&mut queued);
+            black_box(queued.pop().unwrap().1.len())
+        })
+    });
 
     // What dispatch adds per request for the metrics (one atomic add).
     let ping = gw.snapshot().config.catalog.lookup("session.ping");

@@ -13,6 +13,7 @@
 //! what this request needs".
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,8 +73,10 @@ impl Caller {
 
 /// How a routed request ended, for its caller.
 enum Outcome<'a> {
-    /// The provider's answer: `"result":…` or `"error":…`.
-    Answer(&'a str),
+    /// The provider's answer: `"result":…` or `"error":…`, as a key and its
+    /// value (kept apart so the answer is copied once, into the caller's
+    /// message), or `""` and the whole fragment from another node.
+    Answer(&'static str, &'a str),
     Error(&'a RpcError),
 }
 
@@ -183,18 +186,16 @@ impl Router {
         let Some(provider) = self.pick(r.ns, r.need) else {
             return Err(RpcError::new(Code::NoProvider));
         };
-        let body = request_body(caller, &r);
-        let mut out = String::with_capacity(40 + body.len());
+        // The whole message in one buffer: envelope, gateway id, body.
+        let mut out = String::with_capacity(body_capacity(&r) + 48);
         out.push_str("{\"jsonrpc\":\"2.0\",");
         let mut gid = None;
         if let Some(caller_id) = r.id {
             let id = self.wait(caller, caller_id, &r, Provider::Local(provider.clone()))?;
-            out.push_str("\"id\":");
-            out.push_str(&id.to_string());
-            out.push(',');
+            let _ = write!(out, "\"id\":{id},");
             gid = Some(id);
         }
-        out.push_str(&body);
+        push_request_body(&mut out, caller, &r);
         match gid {
             Some(gid) => {
                 let queued = provider.outbound.push_request(
@@ -289,7 +290,8 @@ impl Router {
     /// Hands a caller's request to the bus: one node's provider takes it,
     /// or it fails with -32004 once the bus says none would.
     fn route_remote(&self, caller: &Arc<SessionHandle>, r: Routed<'_>) -> Result<(), RpcError> {
-        let body = request_body(caller, &r);
+        let mut body = String::with_capacity(body_capacity(&r));
+        push_request_body(&mut body, caller, &r);
         let Some(caller_id) = r.id else {
             self.bus.notify(r.ns, body);
             return Ok(());
@@ -382,7 +384,7 @@ impl Router {
             let read = Instant::now();
             self.finish(
                 p,
-                Outcome::Answer(fragment),
+                Outcome::Answer("", fragment),
                 RoutedEnd::Answered,
                 Some(read),
             );
@@ -437,19 +439,11 @@ impl Router {
             tracing::debug!(gid, "late or foreign answer ignored");
             return false;
         };
-        let (key, value) = match outcome {
-            Ok(result) => ("\"result\":", result),
-            Err(error) => ("\"error\":", error),
+        let answer = match outcome {
+            Ok(result) => Outcome::Answer("\"result\":", result.get()),
+            Err(error) => Outcome::Answer("\"error\":", error.get()),
         };
-        let mut fragment = String::with_capacity(key.len() + value.get().len());
-        fragment.push_str(key);
-        fragment.push_str(value.get());
-        self.finish(
-            p,
-            Outcome::Answer(&fragment),
-            RoutedEnd::Answered,
-            Some(read_at),
-        );
+        self.finish(p, answer, RoutedEnd::Answered, Some(read_at));
         true
     }
 
@@ -475,25 +469,33 @@ impl Router {
                 batch,
             } => {
                 metrics.routed(end, p.started);
-                let mut out = Vec::with_capacity(96);
-                match outcome {
-                    Outcome::Answer(fragment) => {
-                        out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
-                        out.extend_from_slice(id.get().as_bytes());
-                        out.push(b',');
-                        out.extend_from_slice(fragment.as_bytes());
-                        out.push(b'}');
+                let out = match outcome {
+                    Outcome::Answer(key, value) => {
+                        let id = id.get();
+                        let mut out =
+                            String::with_capacity(26 + id.len() + key.len() + value.len());
+                        out.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
+                        out.push_str(id);
+                        out.push(',');
+                        out.push_str(key);
+                        out.push_str(value);
+                        out.push('}');
+                        out
                     }
-                    Outcome::Error(e) => rpc::write_error(&mut out, Some(&id), e),
-                }
+                    Outcome::Error(e) => {
+                        let mut out = Vec::with_capacity(96);
+                        rpc::write_error(&mut out, Some(&id), e);
+                        String::from_utf8(out).unwrap_or_default()
+                    }
+                };
                 match batch {
-                    Some((gather, slot)) => gather.fill(slot, out),
-                    None => push_message(&session, out, read),
+                    Some((gather, slot)) => gather.fill(slot, out.into_bytes()),
+                    None => session.outbound.push_reply(Utf8Bytes::from(out), read),
                 }
             }
             Caller::Remote { node, gid } => {
                 let fragment = match outcome {
-                    Outcome::Answer(fragment) => fragment.to_owned(),
+                    Outcome::Answer(key, value) => [key, value].concat(),
                     Outcome::Error(e) => error_fragment(e),
                 };
                 self.bus.answer(&node, gid, fragment);
@@ -551,24 +553,29 @@ impl Router {
     }
 }
 
-/// What a provider of another node gets after the id: `"method":…}`.
-fn request_body(caller: &SessionHandle, r: &Routed<'_>) -> String {
-    let mut out = String::with_capacity(120 + r.params.map_or(2, |p| p.get().len()));
+/// Room for [`push_request_body`]'s output: the params and the method
+/// plus the caller block (its rights list is usually short).
+fn body_capacity(r: &Routed<'_>) -> usize {
+    160 + r.method.len() + r.params.map_or(2, |p| p.get().len())
+}
+
+/// Appends what a provider gets after the id, `"method":…}` (for another
+/// node the whole body), written in place: no intermediate strings.
+fn push_request_body(out: &mut String, caller: &SessionHandle, r: &Routed<'_>) {
     out.push_str("\"method\":");
-    push_json_str(&mut out, r.method);
+    push_json_str(out, r.method);
     out.push_str(",\"params\":");
     out.push_str(r.params.map_or("{}", RawValue::get));
     out.push_str(",\"caller\":{\"user\":");
-    push_json_str(&mut out, caller.user().map_or("", |u| &**u));
-    out.push_str(",\"sessionId\":\"");
-    out.push_str(&caller.id_string());
-    out.push_str("\",\"rights\":");
-    out.push_str(
-        &serde_json::to_string(&caller.rights().unwrap_or_default().names())
-            .unwrap_or_else(|_| "[]".into()),
-    );
-    out.push_str("}}");
-    out
+    push_json_str(out, caller.user().map_or("", |u| &**u));
+    let _ = write!(out, ",\"sessionId\":\"{:016x}\",\"rights\":[", caller.id);
+    for (n, right) in caller.rights().unwrap_or_default().iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        push_json_str(out, right.name());
+    }
+    out.push_str("]}}");
 }
 
 /// `"error":{…}` for an answer that goes to another node.

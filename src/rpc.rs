@@ -215,30 +215,36 @@ struct Call<'a> {
     params: Option<&'a RawValue>,
 }
 
-/// The fastest path: the canonical envelope a well-behaved client sends,
-/// scanned by hand, or `None` when the frame is anything else.
+/// The fastest path: the canonical envelope a well-behaved client or
+/// provider sends, scanned by hand, or `None` when the frame is anything else.
 ///
-/// Accepted: one object whose members are exactly `jsonrpc` (`"2.0"`),
-/// `method` (a string without escapes or control characters), and
-/// optionally `id` (a string, a number or `null`) and `params` (an object or
-/// an array), each once, in any order, with JSON whitespace between tokens.
-/// Keys with escapes, duplicate or extra members, and any other shape return
-/// `None`, and the frame takes the typed and loose paths, which stay the
-/// reference: whatever this returns, they would return too
+/// Accepted: one object whose members are `jsonrpc` (`"2.0"`) and either
+/// - a call: `method` (a string without escapes or control characters), and
+///   optionally `id` (a string, a number or `null`) and `params` (an object
+///   or an array); or
+/// - a provider's answer: `id` (as above) and exactly one of `result` (any
+///   value) or `error` (an object),
+///
+/// each member once, in any order, with JSON whitespace between tokens.
+/// Keys with escapes, duplicate, extra or mixed members, and any other shape
+/// return `None`, and the frame takes the typed and loose paths, which stay
+/// the reference: whatever this returns, they would return too
 /// (`the_scanner_agrees_with_the_loose_path`, the `rpc_envelope` fuzz target).
 ///
-/// The `id` and `params` values are read by serde itself, one value from
-/// where they start (no copy, no allocation): the same code that reads them
-/// inside the whole document, so a value is valid here exactly when it is
-/// there. Its raw-value reader keeps no depth count, so reading `params`
-/// alone cannot be let through where the whole document is not.
-fn canonical(text: &str) -> Option<Request<'_>> {
+/// The `id`, `params`, `result` and `error` values are read by serde itself,
+/// one value from where they start (no copy, no allocation): the same code
+/// that reads them inside the whole document, so a value is valid here
+/// exactly when it is there. Its raw-value reader keeps no depth count, so
+/// reading one value alone cannot be let through where the whole document
+/// is not.
+fn canonical(text: &str) -> Option<Item<'_>> {
     let b = text.as_bytes();
     let mut at = skip_ws(b, 0);
     if b.get(at) != Some(&b'{') {
         return None;
     }
     let (mut jsonrpc, mut id, mut method, mut params) = (false, None, None, None);
+    let (mut result, mut error) = (None, None);
     loop {
         // The key, recognised by its first letter and then in full with
         // its closing quote: any other key (escaped ones too) ends the scan.
@@ -248,6 +254,8 @@ fn canonical(text: &str) -> Option<Request<'_>> {
             b"\"i" => (Member::Id, b"\"id\""),
             b"\"m" => (Member::Method, b"\"method\""),
             b"\"p" => (Member::Params, b"\"params\""),
+            b"\"r" => (Member::Result, b"\"result\""),
+            b"\"e" => (Member::Error, b"\"error\""),
             _ => return None,
         };
         if !b.get(at..)?.starts_with(key) {
@@ -285,6 +293,18 @@ fn canonical(text: &str) -> Option<Request<'_>> {
                 params = Some(raw);
                 raw.get().len()
             }
+            Member::Result if result.is_none() => {
+                let raw = raw_prefix(rest)?;
+                result = Some(raw);
+                raw.get().len()
+            }
+            // An error that is not an object is not an answer (the loose
+            // path names what is wrong).
+            Member::Error if error.is_none() && rest.starts_with('{') => {
+                let raw = raw_prefix(rest)?;
+                error = Some(raw);
+                raw.get().len()
+            }
             _ => return None,
         };
         at = skip_ws(b, at + len);
@@ -294,12 +314,25 @@ fn canonical(text: &str) -> Option<Request<'_>> {
             _ => return None,
         }
     }
-    let method = method.filter(|_| jsonrpc && skip_ws(b, at + 1) == b.len())?;
-    Some(Request {
-        id,
-        method: Cow::Borrowed(method),
-        params,
-    })
+    if !jsonrpc || skip_ws(b, at + 1) != b.len() {
+        return None;
+    }
+    match (method, result, error) {
+        (Some(method), None, None) => Some(Item::Call(Request {
+            id,
+            method: Cow::Borrowed(method),
+            params,
+        })),
+        (None, Some(result), None) if params.is_none() => Some(Item::Answer(Answer {
+            id: id?,
+            outcome: Ok(result),
+        })),
+        (None, None, Some(error)) if params.is_none() => Some(Item::Answer(Answer {
+            id: id?,
+            outcome: Err(error),
+        })),
+        _ => None,
+    }
 }
 
 /// The members of the canonical envelope.
@@ -309,6 +342,8 @@ enum Member {
     Id,
     Method,
     Params,
+    Result,
+    Error,
 }
 
 /// The JSON whitespace serde skips, from `at`.
@@ -405,12 +440,12 @@ pub fn parse_reference(text: &str, bounds: Bounds) -> Incoming<'_> {
 
 /// The canonical-envelope scanner alone (for the `rpc_envelope` fuzz target).
 #[doc(hidden)]
-pub fn scan_canonical(text: &str) -> Option<Request<'_>> {
+pub fn scan_canonical(text: &str) -> Option<Item<'_>> {
     canonical(text)
 }
 
 /// The scanner, when `SCAN` (the reference runs without it).
-fn scan<const SCAN: bool>(text: &str) -> Option<Request<'_>> {
+fn scan<const SCAN: bool>(text: &str) -> Option<Item<'_>> {
     if SCAN {
         canonical(text)
     } else {
@@ -420,15 +455,17 @@ fn scan<const SCAN: bool>(text: &str) -> Option<Request<'_>> {
 
 fn parse_with<const SCAN: bool>(text: &str, bounds: Bounds) -> Incoming<'_> {
     let max_batch = bounds.max_batch;
-    // A canonical envelope nests one level above its params: only the
-    // params need the depth count.
-    if let Some(req) = scan::<SCAN>(text) {
+    // A canonical envelope nests one level above its params (or its
+    // answer's value): only that value needs the depth count.
+    if let Some(item) = scan::<SCAN>(text) {
+        let value = match &item {
+            Item::Call(req) => req.params,
+            Item::Answer(a) => Some(a.outcome.unwrap_or_else(|e| e)),
+        };
         let fits = bounds.max_depth >= 1
-            && req
-                .params
-                .is_none_or(|p| !nested_deeper_than(p.get().as_bytes(), bounds.max_depth - 1));
+            && value.is_none_or(|v| !nested_deeper_than(v.get().as_bytes(), bounds.max_depth - 1));
         if fits {
-            return Incoming::Single(Ok(Item::Call(req)));
+            return Incoming::Single(Ok(item));
         }
     }
     if nested_deeper_than(text.as_bytes(), bounds.max_depth) {
@@ -539,8 +576,8 @@ fn parse_one<const SCAN: bool>(text: &str) -> Result<Item<'_>, Invalid<'_>> {
     if !text.starts_with('{') {
         return Err(invalid(None, "request must be an object"));
     }
-    if let Some(req) = scan::<SCAN>(text).or_else(|| strict(text)) {
-        return Ok(Item::Call(req));
+    if let Some(item) = scan::<SCAN>(text).or_else(|| strict(text).map(Item::Call)) {
+        return Ok(item);
     }
     let env: Envelope =
         serde_json::from_str(text).map_err(|_| invalid(None, "request must be an object"))?;
@@ -764,6 +801,16 @@ mod tests {
         "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"caf\u{e9}\u{1f600}\u{7f}\"}",
         r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"s":"\ud800\"\\]}"}}"#,
         " \t\r\n{ \"jsonrpc\" : \"2.0\" ,\n\"id\"\t:\r1 , \"method\":\"x\" ,\"params\" : [ ] } \n",
+        // Providers' answers.
+        r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+        r#"{"result":{"a":[1,{"b":"}"}]},"id":"7","jsonrpc":"2.0"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":null}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":"\u00e9\"x"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":-1.5e3}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":[true,false]}"#,
+        r#"{"jsonrpc":"2.0","id":null,"result":0}"#,
+        r#"{"jsonrpc":"2.0","id":2,"error":{"code":-32000,"message":"busy"}}"#,
+        " { \"error\" : { } , \"id\" : \"x\" , \"jsonrpc\" : \"2.0\" } ",
     ];
 
     /// Frames the scanner must leave to the typed and loose paths.
@@ -791,8 +838,24 @@ mod tests {
         r#"{"jsonrpc":"2.0","id":1,"method":null}"#,
         r#"{"id":1,"method":"x"}"#,
         r#"{"jsonrpc":"2.0","id":1}"#,
-        r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
         r#"{}"#,
+        // Answers the loose path must judge: mixed, duplicated, no id, an
+        // error that is not an object.
+        r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{},"params":{}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":1,"result":2}"#,
+        r#"{"jsonrpc":"2.0","id":1,"error":{},"error":{}}"#,
+        r#"{"jsonrpc":"2.0","result":{}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"error":null}"#,
+        r#"{"jsonrpc":"2.0","id":1,"error":"busy"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"error":[]}"#,
+        r#"{"jsonrpc":"2.0","id":true,"result":{}}"#,
+        r#"{"jsonrpc":"1.0","id":1,"result":{}}"#,
+        r#"{"id":1,"result":{}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":tru}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":}"#,
+        r#"{"jsonrpc":"2.0","id":1,"r\u0065sult":{}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"results":{}}"#,
         // Not JSON, or not one value.
         r#"{"jsonrpc":"2.0","id":01,"method":"x"}"#,
         r#"{"jsonrpc":"2.0","id":1.,"method":"x"}"#,
@@ -832,8 +895,8 @@ mod tests {
         let scanned = canonical(text);
         // Past the depth check (which comes first), the same call.
         let deep = matches!(parse_reference(text, bounds), Incoming::Unusable(_));
-        if let Some(req) = scanned.filter(|_| !deep) {
-            let call = format!("{:?}", Incoming::Single(Ok(Item::Call(req))));
+        if let Some(item) = scanned.filter(|_| !deep) {
+            let call = format!("{:?}", Incoming::Single(Ok(item)));
             assert_eq!(call, reference, "{text}");
             return true;
         }
@@ -852,11 +915,23 @@ mod tests {
             assert!(!agrees(&format!("[{text}]"), B));
         }
         // Ids and params come back as the exact bytes sent.
-        let r = canonical(r#"{"params" : {"a":1} ,"jsonrpc":"2.0","id":"x\u0041","method":"m.n"}"#)
-            .unwrap();
+        let Some(Item::Call(r)) =
+            canonical(r#"{"params" : {"a":1} ,"jsonrpc":"2.0","id":"x\u0041","method":"m.n"}"#)
+        else {
+            panic!("not scanned as a call");
+        };
         assert_eq!(r.id.map(RawValue::get), Some(r#""x\u0041""#));
         assert_eq!(r.params.map(RawValue::get), Some(r#"{"a":1}"#));
         assert_eq!(r.method, "m.n");
+        let Some(Item::Answer(a)) = canonical(r#"{"jsonrpc":"2.0","error" : {"code":1} ,"id":7}"#)
+        else {
+            panic!("not scanned as an answer");
+        };
+        assert_eq!(a.id.get(), "7");
+        assert_eq!(
+            a.outcome.map_err(RawValue::get).err(),
+            Some(r#"{"code":1}"#)
+        );
         // Params nested deeper than serde's own limit for whole documents
         // (128): the raw value reader counts no depth, on either path.
         let deep = format!(

@@ -42,7 +42,38 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Appends `s` as a JSON string literal.
+/// Appends `s` as a JSON string literal, escaped exactly as serde_json
+/// escapes it. Names and methods rarely need an escape: they are copied
+/// as they are, without serde's temporary string.
 pub fn push_json_str(out: &mut String, s: &str) {
-    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
+    if s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
+        return;
+    }
+    out.reserve(s.len() + 2);
+    out.push('"');
+    out.push_str(s);
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped_as_serde_escapes_them() {
+        for s in [
+            "",
+            "cti.make_call",
+            "Adjunct Server Connection",
+            "quote\"d",
+            "back\\slash",
+            "tab\tnew\nline\u{1}",
+            "\u{7f} and ünïcode",
+        ] {
+            let mut out = String::from("x");
+            push_json_str(&mut out, s);
+            assert_eq!(out, format!("x{}", serde_json::to_string(s).unwrap()));
+        }
+    }
 }

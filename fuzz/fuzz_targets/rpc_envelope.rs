@@ -6,11 +6,12 @@
 //! frame. Checked: the frame gets the same result with and without the
 //! scanner (the `Debug` of everything parsed: the call, the ids and params
 //! as the exact bytes sent, every error and its message), and whenever the
-//! scanner takes a frame alone, the reference reads it as that same call.
+//! scanner takes a frame alone, the reference reads it as that same call or
+//! provider's answer.
 
 #![no_main]
 
-use adjunct_gateway::rpc::{self, Bounds, Incoming, Item};
+use adjunct_gateway::rpc::{self, Bounds, Incoming};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -28,11 +29,11 @@ fuzz_target!(|data: &[u8]| {
         reference,
         "the scanner changed the result of {text:?}"
     );
-    if let Some(req) = rpc::scan_canonical(&text) {
+    if let Some(item) = rpc::scan_canonical(&text) {
         // The depth check comes before any parsing; past it, the call.
         if !matches!(rpc::parse_reference(&text, bounds), Incoming::Unusable(_)) {
             assert_eq!(
-                format!("{:?}", Incoming::Single(Ok(Item::Call(req)))),
+                format!("{:?}", Incoming::Single(Ok(item))),
                 reference,
                 "the scanner read {text:?} differently"
             );
