@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 const ADMIN_PW: &str = "admin-Pass-0x";
 const NO_PROVIDER: i64 = -32004;
+const PROVIDER_TIMEOUT: i64 = -32005;
 const STALE: i64 = -32040;
 const UNAVAILABLE: i64 = -32050;
 const LOGIN_FAILED: i64 = -32002;
@@ -559,10 +560,12 @@ async fn one_nats_server_of_three_stops_and_routing_goes_on() {
                 answered = true;
                 break;
             }
-            assert_eq!(
-                code(&v),
-                NO_PROVIDER,
-                "attempt {attempt}: only -32004 while reconnecting: {v}"
+            // -32004 while no node is reachable; -32005 at the routed
+            // timeout for a request that was in the stopped server when it
+            // went (NATS does not redeliver core messages). Never anything else.
+            assert!(
+                [NO_PROVIDER, PROVIDER_TIMEOUT].contains(&code(&v)),
+                "attempt {attempt}: only -32004 or -32005 while reconnecting: {v}"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
