@@ -13,13 +13,13 @@
 //! what this request needs".
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
+use rustc_hash::FxBuildHasher;
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -82,7 +82,9 @@ enum Outcome<'a> {
 
 pub struct Router {
     providers: RwLock<HashMap<Box<str>, Vec<Arc<SessionHandle>>>>,
-    pending: DashMap<u64, Pending>,
+    /// Keyed by the gateway's own sequential ids, never by a peer's bytes:
+    /// a fast hash is safe here (SipHash was a visible share of a profile).
+    pending: DashMap<u64, Pending, FxBuildHasher>,
     next_id: AtomicU64,
     /// Requests to and answers from providers on other nodes.
     bus: Arc<dyn Bus>,
@@ -122,7 +124,7 @@ impl Router {
     pub fn new(bus: Arc<dyn Bus>) -> Router {
         Router {
             providers: RwLock::default(),
-            pending: DashMap::new(),
+            pending: DashMap::with_hasher(FxBuildHasher),
             next_id: AtomicU64::new(0),
             bus,
         }
@@ -192,7 +194,9 @@ impl Router {
         let mut gid = None;
         if let Some(caller_id) = r.id {
             let id = self.wait(caller, caller_id, &r, Provider::Local(provider.clone()))?;
-            let _ = write!(out, "\"id\":{id},");
+            out.push_str("\"id\":");
+            out.push_str(itoa::Buffer::new().format(id));
+            out.push(',');
             gid = Some(id);
         }
         push_request_body(&mut out, caller, &r);
@@ -568,7 +572,9 @@ fn push_request_body(out: &mut String, caller: &SessionHandle, r: &Routed<'_>) {
     out.push_str(r.params.map_or("{}", RawValue::get));
     out.push_str(",\"caller\":{\"user\":");
     push_json_str(out, caller.user().map_or("", |u| &**u));
-    let _ = write!(out, ",\"sessionId\":\"{:016x}\",\"rights\":[", caller.id);
+    out.push_str(",\"sessionId\":\"");
+    push_hex16(out, caller.id);
+    out.push_str("\",\"rights\":[");
     for (n, right) in caller.rights().unwrap_or_default().iter().enumerate() {
         if n > 0 {
             out.push(',');
@@ -576,6 +582,19 @@ fn push_request_body(out: &mut String, caller: &SessionHandle, r: &Routed<'_>) {
         push_json_str(out, right.name());
     }
     out.push_str("]}}");
+}
+
+/// Appends `id` as 16 lowercase hex digits (`SessionHandle::id_string`)
+/// without the formatting machinery.
+fn push_hex16(out: &mut String, id: u64) {
+    for shift in (0..16).rev() {
+        let nibble = ((id >> (shift * 4)) & 0xf) as u8;
+        out.push(char::from(if nibble < 10 {
+            b'0' + nibble
+        } else {
+            b'a' + nibble - 10
+        }));
+    }
 }
 
 /// `"error":{…}` for an answer that goes to another node.
@@ -688,4 +707,16 @@ fn assemble(local: &[u8], routed: &[(usize, Option<Vec<u8>>)]) -> Vec<u8> {
     out.extend_from_slice(local.get(from..).unwrap_or_default());
     out.push(b']');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn session_ids_are_written_as_id_string_writes_them() {
+        for id in [0, 1, 0xa, 0x3f9a_0c2b_71d4_e856, u64::MAX] {
+            let mut out = String::new();
+            super::push_hex16(&mut out, id);
+            assert_eq!(out, format!("{id:016x}"));
+        }
+    }
 }
