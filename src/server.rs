@@ -450,8 +450,10 @@ fn refusal(refused: Refused, block_secs: u64) -> Answer {
     }
 }
 
-/// WebSocket settings: a small read buffer (per-session memory) and the
-/// configured message limit.
+/// WebSocket settings: a 4 KiB read buffer instead of tungstenite's 128 KiB
+/// (it stays allocated for the whole session, so it is most of what an idle
+/// session costs: BENCHMARKS.md, "Memory per idle session"), writes handed
+/// to TLS in 16 KiB pieces, and the configured message limit.
 pub fn ws_config(config: &Config) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4096)
