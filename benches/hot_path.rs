@@ -12,6 +12,7 @@ use adjunct_gateway::catalog::{gate, Catalog, Endpoint};
 use adjunct_gateway::config::Config;
 use adjunct_gateway::dispatch::{self, Ctx};
 use adjunct_gateway::gateway::Gateway;
+use adjunct_gateway::hub::SessionHandle;
 use adjunct_gateway::rights::{Right, RightSet};
 use adjunct_gateway::rpc;
 use adjunct_gateway::session::rate::RateLimit;
@@ -43,6 +44,21 @@ fn gateway() -> (tempfile::TempDir, std::sync::Arc<Gateway>) {
     std::fs::write(&path, text).unwrap();
     let gw = Gateway::new(Config::load(&path).unwrap()).unwrap();
     (dir, gw)
+}
+
+/// One frame through the real dispatcher for `session`. None of the frames
+/// here waits: the future completes on its first poll.
+fn dispatch_now(
+    gw: &std::sync::Arc<Gateway>,
+    session: &std::sync::Arc<SessionHandle>,
+    rate: &mut RateLimit,
+    frame: &str,
+    out: &mut Vec<u8>,
+) {
+    let mut ctx = Ctx::new(gw, session, rate);
+    dispatch::frame(&mut ctx, frame, out)
+        .now_or_never()
+        .unwrap();
 }
 
 fn bench(c: &mut Criterion) {
@@ -90,11 +106,7 @@ fn bench(c: &mut Criterion) {
         c.bench_function(name, |b| {
             b.iter(|| {
                 out.clear();
-                let mut ctx = Ctx::new(&gw, &session, &mut rate);
-                // Neither waits: the future completes on first poll.
-                dispatch::frame(&mut ctx, black_box(frame), &mut out)
-                    .now_or_never()
-                    .unwrap();
+                dispatch_now(&gw, &session, &mut rate, black_box(frame), &mut out);
                 black_box(out.len())
             })
         });
@@ -120,10 +132,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("dispatch_routed_round_trip", |b| {
         b.iter(|| {
             out.clear();
-            let mut ctx = Ctx::new(&gw, &session, &mut rate);
-            dispatch::frame(&mut ctx, black_box(MAKE_CALL), &mut out)
-                .now_or_never()
-                .unwrap();
+            dispatch_now(&gw, &session, &mut rate, black_box(MAKE_CALL), &mut out);
             provider.outbound.drain(&mut queued);
             let (_, request) = queued.pop().unwrap();
             // The gateway's id for the request, as the provider echoes it.
@@ -137,10 +146,7 @@ fn bench(c: &mut Criterion) {
             answer.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
             answer.push_str(gid);
             answer.push_str(",\"result\":{\"callId\":\"c-17\",\"state\":\"dialing\"}}");
-            let mut ctx = Ctx::new(&gw, &provider, &mut provider_rate);
-            dispatch::frame(&mut ctx, &answer, &mut out)
-                .now_or_never()
-                .unwrap();
+            dispatch_now(&gw, &provider, &mut provider_rate, &answer, &mut out);
             session.outbound.drain(&mut queued);
             black_box(queued.pop().unwrap().1.len())
         })

@@ -286,25 +286,13 @@ fn canonical(text: &str) -> Option<Item<'_>> {
                 id = Some(raw);
                 raw.get().len()
             }
-            Member::Params
-                if params.is_none() && matches!(rest.as_bytes().first(), Some(b'{' | b'[')) =>
-            {
-                let raw = raw_prefix(rest)?;
-                params = Some(raw);
-                raw.get().len()
+            Member::Params if matches!(rest.as_bytes().first(), Some(b'{' | b'[')) => {
+                read_once(&mut params, rest)?
             }
-            Member::Result if result.is_none() => {
-                let raw = raw_prefix(rest)?;
-                result = Some(raw);
-                raw.get().len()
-            }
+            Member::Result => read_once(&mut result, rest)?,
             // An error that is not an object is not an answer (the loose
             // path names what is wrong).
-            Member::Error if error.is_none() && rest.starts_with('{') => {
-                let raw = raw_prefix(rest)?;
-                error = Some(raw);
-                raw.get().len()
-            }
+            Member::Error if rest.starts_with('{') => read_once(&mut error, rest)?,
             _ => return None,
         };
         at = skip_ws(b, at + len);
@@ -333,6 +321,17 @@ fn canonical(text: &str) -> Option<Item<'_>> {
         })),
         _ => None,
     }
+}
+
+/// Reads the value `rest` starts with into `slot`, which must still be
+/// empty (a member given twice is not canonical); its length in bytes.
+fn read_once<'a>(slot: &mut Option<&'a RawValue>, rest: &'a str) -> Option<usize> {
+    if slot.is_some() {
+        return None;
+    }
+    let raw = raw_prefix(rest)?;
+    *slot = Some(raw);
+    Some(raw.get().len())
 }
 
 /// The members of the canonical envelope.

@@ -366,22 +366,25 @@ async fn unless_closing(
 /// Queues a message (writing out when the buffer is full), giving up on a
 /// peer that reads nothing for `stall` (`[limits] write_stall_secs`).
 async fn write(ws: &mut Ws, msg: Message, stall: Duration) -> bool {
-    let mut feed = ws.feed(msg);
-    // Nearly always ready (it only buffers): no deadline, so no clock read.
-    if let Some(done) = (&mut feed).now_or_never() {
-        return done.is_ok();
-    }
-    matches!(tokio::time::timeout(stall, feed).await, Ok(Ok(())))
+    within(ws.feed(msg), stall).await
 }
 
 /// Flushes, giving up on a peer that reads nothing for `stall`.
 async fn flush(ws: &mut Ws, stall: Duration) -> bool {
-    let mut flushing = ws.flush();
-    // Usually done at once (the socket takes it): no deadline, no clock read.
-    if let Some(done) = (&mut flushing).now_or_never() {
+    within(ws.flush(), stall).await
+}
+
+/// Runs a write or a flush to success within `stall`. Nearly always done
+/// on the first poll (a feed only buffers, the socket takes a flush): then
+/// no deadline is set, so no clock is read.
+async fn within<F>(mut io: F, stall: Duration) -> bool
+where
+    F: std::future::Future<Output = Result<(), WsError>> + Unpin,
+{
+    if let Some(done) = (&mut io).now_or_never() {
         return done.is_ok();
     }
-    matches!(tokio::time::timeout(stall, flushing).await, Ok(Ok(())))
+    matches!(tokio::time::timeout(stall, io).await, Ok(Ok(())))
 }
 
 /// The close a read error calls for.
