@@ -13,7 +13,7 @@ use crate::catalog::{self, Entry, Target};
 use crate::gateway::Snapshot;
 use crate::hub::SessionHandle;
 pub use crate::methods::Ctx;
-use crate::methods::{self, Batching, Reply};
+use crate::methods::{self, Batching, Handled, Reply};
 use crate::metrics::NamespaceMetrics;
 use crate::rights::Right;
 use crate::rpc::{self, Close, Code, Incoming, Invalid, Item, Request, RpcError};
@@ -150,7 +150,10 @@ async fn one(
         _ => None,
     };
     let reply = match ctx.admit(snap) {
-        Ok(()) => call(ctx, entry, routed.as_ref(), snap, &req).await,
+        Ok(()) => match call(ctx, entry, routed.as_ref(), snap, &req) {
+            Handled::Now(reply) => reply,
+            Handled::Waits(handler) => handler.await,
+        },
         Err(e) => Reply::Error(e),
     };
     ctx.gw
@@ -161,21 +164,22 @@ async fn one(
     };
     match reply {
         Reply::Value(v) => rpc::write_result(out, Some(id), &v),
+        Reply::Static(v) => rpc::write_raw_result(out, Some(id), v),
         Reply::Error(e) => rpc::write_error(out, Some(id), &e),
         Reply::Later => return Wrote::Later,
     }
     Wrote::Answer
 }
 
-async fn call(
-    ctx: &mut Ctx<'_>,
+fn call<'a>(
+    ctx: &'a mut Ctx<'_>,
     entry: Option<Entry<'_>>,
     routed: Option<&Arc<NamespaceMetrics>>,
-    snap: &Snapshot,
-    req: &Request<'_>,
-) -> Reply {
+    snap: &'a Snapshot,
+    req: &'a Request<'_>,
+) -> Handled<'a> {
     let Some(entry) = entry else {
-        return Reply::Error(RpcError::new(Code::MethodNotFound));
+        return Handled::Now(Reply::Error(RpcError::new(Code::MethodNotFound)));
     };
     let rights = ctx.session.rights();
     if let Err(denied) = catalog::gate(&entry, rights, ctx.session.endpoint) {
@@ -183,15 +187,15 @@ async fn call(
             ctx.gw.metrics.forbidden(right);
             audit_forbidden(ctx.session, &req.method, right);
         }
-        return Reply::Error(denied.to_error());
+        return Handled::Now(Reply::Error(denied.to_error()));
     }
     match entry.target {
-        Target::Local(method) => methods::call(ctx, snap, method, req.params).await,
+        Target::Local(method) => methods::call(ctx, snap, method, req.params),
         Target::Routed(ns) => {
             let metrics = routed
                 .cloned()
                 .unwrap_or_else(|| ctx.gw.metrics.namespace(ns));
-            methods::route(ctx, snap, ns, entry.need, req, metrics)
+            Handled::Now(methods::route(ctx, snap, ns, entry.need, req, metrics))
         }
     }
 }

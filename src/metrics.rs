@@ -141,7 +141,7 @@ impl Outcome {
 
     fn of(reply: &Reply) -> Outcome {
         match reply {
-            Reply::Value(_) => Outcome::Ok,
+            Reply::Value(_) | Reply::Static(_) => Outcome::Ok,
             Reply::Later => Outcome::Routed,
             Reply::Error(e) => match e.code {
                 Code::NotAuthenticated | Code::Forbidden => Outcome::Denied,

@@ -249,19 +249,18 @@ fn canonical(text: &str) -> Option<Item<'_>> {
         // The key, recognised by its first letter and then in full with
         // its closing quote: any other key (escaped ones too) ends the scan.
         at = skip_ws(b, at + 1);
-        let (member, key): (Member, &[u8]) = match b.get(at..at + 2)? {
-            b"\"j" => (Member::Jsonrpc, b"\"jsonrpc\""),
-            b"\"i" => (Member::Id, b"\"id\""),
-            b"\"m" => (Member::Method, b"\"method\""),
-            b"\"p" => (Member::Params, b"\"params\""),
-            b"\"r" => (Member::Result, b"\"result\""),
-            b"\"e" => (Member::Error, b"\"error\""),
+        // Each arm compares a key of known length: inlined, not a memcmp call.
+        let key = |k: &[u8]| b.get(at..at + k.len()) == Some(k);
+        let (member, len) = match b.get(at..at + 2)? {
+            b"\"j" if key(K_JSONRPC) => (Member::Jsonrpc, K_JSONRPC.len()),
+            b"\"i" if key(K_ID) => (Member::Id, K_ID.len()),
+            b"\"m" if key(K_METHOD) => (Member::Method, K_METHOD.len()),
+            b"\"p" if key(K_PARAMS) => (Member::Params, K_PARAMS.len()),
+            b"\"r" if key(K_RESULT) => (Member::Result, K_RESULT.len()),
+            b"\"e" if key(K_ERROR) => (Member::Error, K_ERROR.len()),
             _ => return None,
         };
-        if !b.get(at..)?.starts_with(key) {
-            return None;
-        }
-        at = skip_ws(b, at + key.len());
+        at = skip_ws(b, at + len);
         if b.get(at) != Some(&b':') {
             return None;
         }
@@ -333,6 +332,14 @@ fn read_once<'a>(slot: &mut Option<&'a RawValue>, rest: &'a str) -> Option<usize
     *slot = Some(raw);
     Some(raw.get().len())
 }
+
+/// The canonical envelope's keys, quotes included.
+const K_JSONRPC: &[u8] = b"\"jsonrpc\"";
+const K_ID: &[u8] = b"\"id\"";
+const K_METHOD: &[u8] = b"\"method\"";
+const K_PARAMS: &[u8] = b"\"params\"";
+const K_RESULT: &[u8] = b"\"result\"";
+const K_ERROR: &[u8] = b"\"error\"";
 
 /// The members of the canonical envelope.
 #[derive(Clone, Copy)]
@@ -638,6 +645,20 @@ pub fn write_result(out: &mut Vec<u8>, id: Option<&RawValue>, result: &Value) {
     out.push(b'}');
 }
 
+/// `write_result` for a result that is already JSON text (`Reply::Static`).
+pub fn write_raw_result(out: &mut Vec<u8>, id: Option<&RawValue>, result: &str) {
+    const HEAD: &[u8] = b"{\"jsonrpc\":\"2.0\",\"id\":";
+    const MID: &[u8] = b",\"result\":";
+    let id = id.map_or(NULL_ID, RawValue::get).as_bytes();
+    // One capacity check for the five pieces.
+    out.reserve(HEAD.len() + id.len() + MID.len() + result.len() + 1);
+    out.extend_from_slice(HEAD);
+    out.extend_from_slice(id);
+    out.extend_from_slice(MID);
+    out.extend_from_slice(result.as_bytes());
+    out.push(b'}');
+}
+
 /// Appends `{"jsonrpc":"2.0","id":…,"error":{…}}`.
 pub fn write_error(out: &mut Vec<u8>, id: Option<&RawValue>, err: &RpcError) {
     out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
@@ -662,6 +683,9 @@ pub fn notification(method: &str, params: &Value) -> String {
 /// A handler's answer.
 pub enum Reply {
     Value(serde_json::Value),
+    /// A result known when the gateway was built (session.ping's `{}`),
+    /// written as it is: no value built, serialized and dropped per request.
+    Static(&'static str),
     Error(RpcError),
     /// Answered later through the session's outbound queue (routed requests).
     Later,

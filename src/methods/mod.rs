@@ -12,6 +12,9 @@ mod turn;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +28,7 @@ use crate::router::Routed;
 use crate::rpc::Close;
 pub use crate::rpc::Reply;
 use crate::rpc::Request;
+use crate::rpc::RpcError;
 pub use params::Params;
 
 /// What a handler may see and change of its session.
@@ -83,43 +87,61 @@ impl<'a> Ctx<'a> {
     }
 }
 
-pub async fn call(
-    ctx: &mut Ctx<'_>,
-    snap: &Snapshot,
+/// Runs `method`'s handler: answered now, or a boxed future for the
+/// handlers that wait (argon2, the store, the bus, other sessions). Were
+/// they awaited in place, the largest of their states would size the
+/// dispatch future of every request, session.ping's too (1.6 KB, built and
+/// copied per frame), for methods called about once a session.
+pub fn call<'a>(
+    ctx: &'a mut Ctx<'_>,
+    snap: &'a Snapshot,
     method: Method,
-    params: Option<&RawValue>,
-) -> Reply {
+    params: Option<&'a RawValue>,
+) -> Handled<'a> {
     let params = Params::new(method, params);
     match method {
-        Method::SessionLogin => session::login(ctx, params).await.into(),
-        Method::SessionResume => session::resume(ctx, params).await.into(),
-        Method::SessionToken => session::token(ctx).into(),
-        Method::SessionInfo => session::info(ctx, snap).into(),
-        Method::SessionPing => Reply::Value(Value::Object(Default::default())),
-        Method::TurnCredentials => turn::credentials(ctx, snap, params).into(),
-        Method::AdjunctRegister => adjunct::register(ctx, snap, params).into(),
-        Method::AdjunctUnregister => adjunct::unregister(ctx, params).into(),
-        Method::AdjunctPublish => adjunct::publish(ctx, snap, params).into(),
-        Method::EventsSubscribe => events::subscribe(ctx, snap, params).into(),
-        Method::EventsUnsubscribe => events::unsubscribe(ctx, params).into(),
-        Method::AdminSessionsList => admin::sessions_list(ctx, params).await.into(),
-        Method::AdminSessionsClose => admin::sessions_close(ctx, params).await.into(),
-        Method::AdminConfigGet => admin::config_get(snap).into(),
-        Method::AdminConfigReload => admin::config_reload(ctx).await.into(),
-        Method::AdminNetworkSet => admin::network_set(ctx, params).await.into(),
-        Method::AdminUsersList => admin::users_list(ctx, snap).into(),
-        Method::AdminUsersCreate => admin::users_create(ctx, snap, params).await.into(),
-        Method::AdminUsersUpdate => admin::users_update(ctx, params).await.into(),
-        Method::AdminUsersDelete => admin::users_delete(ctx, params).await.into(),
-        Method::AdminUsersSetPassword => admin::users_set_password(ctx, snap, params).await.into(),
-        Method::AdminUsersUnlock => admin::users_unlock(ctx, snap, params).await.into(),
-        Method::AdminGroupsList => admin::groups_list(ctx, snap).into(),
-        Method::AdminGroupsCreate => admin::groups_create(ctx, params).await.into(),
-        Method::AdminGroupsUpdate => admin::groups_update(ctx, params).await.into(),
-        Method::AdminGroupsDelete => admin::groups_delete(ctx, params).await.into(),
-        Method::AdminStatus => admin::status(ctx, snap).into(),
-        Method::AdminAuditRecent => admin::audit_recent(params).into(),
+        Method::SessionLogin => waits(session::login(ctx, params)),
+        Method::SessionResume => waits(session::resume(ctx, params)),
+        Method::SessionToken => Handled::Now(session::token(ctx).into()),
+        Method::SessionInfo => Handled::Now(session::info(ctx, snap).into()),
+        Method::SessionPing => Handled::Now(Reply::Static("{}")),
+        Method::TurnCredentials => Handled::Now(turn::credentials(ctx, snap, params).into()),
+        Method::AdjunctRegister => Handled::Now(adjunct::register(ctx, snap, params).into()),
+        Method::AdjunctUnregister => Handled::Now(adjunct::unregister(ctx, params).into()),
+        Method::AdjunctPublish => Handled::Now(adjunct::publish(ctx, snap, params).into()),
+        Method::EventsSubscribe => Handled::Now(events::subscribe(ctx, snap, params).into()),
+        Method::EventsUnsubscribe => Handled::Now(events::unsubscribe(ctx, params).into()),
+        Method::AdminSessionsList => waits(admin::sessions_list(ctx, params)),
+        Method::AdminSessionsClose => waits(admin::sessions_close(ctx, params)),
+        Method::AdminConfigGet => Handled::Now(admin::config_get(snap).into()),
+        Method::AdminConfigReload => waits(admin::config_reload(ctx)),
+        Method::AdminNetworkSet => waits(admin::network_set(ctx, params)),
+        Method::AdminUsersList => Handled::Now(admin::users_list(ctx, snap).into()),
+        Method::AdminUsersCreate => waits(admin::users_create(ctx, snap, params)),
+        Method::AdminUsersUpdate => waits(admin::users_update(ctx, params)),
+        Method::AdminUsersDelete => waits(admin::users_delete(ctx, params)),
+        Method::AdminUsersSetPassword => waits(admin::users_set_password(ctx, snap, params)),
+        Method::AdminUsersUnlock => waits(admin::users_unlock(ctx, snap, params)),
+        Method::AdminGroupsList => Handled::Now(admin::groups_list(ctx, snap).into()),
+        Method::AdminGroupsCreate => waits(admin::groups_create(ctx, params)),
+        Method::AdminGroupsUpdate => waits(admin::groups_update(ctx, params)),
+        Method::AdminGroupsDelete => waits(admin::groups_delete(ctx, params)),
+        Method::AdminStatus => Handled::Now(admin::status(ctx, snap).into()),
+        Method::AdminAuditRecent => Handled::Now(admin::audit_recent(params).into()),
     }
+}
+
+/// A handler's answer, or the wait for it.
+pub enum Handled<'a> {
+    Now(Reply),
+    Waits(Pin<Box<dyn Future<Output = Reply> + Send + 'a>>),
+}
+
+fn waits<'a, F>(handler: F) -> Handled<'a>
+where
+    F: Future<Output = Result<Value, RpcError>> + Send + 'a,
+{
+    Handled::Waits(Box::pin(async move { handler.await.into() }))
 }
 
 /// Sends a request to a provider of `ns`; the answer arrives later.

@@ -87,8 +87,9 @@ struct Session {
     gw: Arc<Gateway>,
     handle: Arc<SessionHandle>,
     ticket: Ticket,
-    /// The reply being built; allocated when a frame comes, not kept
-    /// between frames (an idle session holds no reply buffer).
+    /// The reply being built: reused for every frame of a wake-up, freed
+    /// when the wake-up's frames are answered (an idle session holds no
+    /// reply buffer).
     out: Vec<u8>,
     rate: rate::RateLimit,
     /// How long a write may wait on a peer that reads nothing.
@@ -265,6 +266,17 @@ impl Session {
     /// Handles `first` (if any) and every further frame already received, up
     /// to `MAX_BURST`, feeding answers without flushing.
     async fn burst(&mut self, ws: &mut Ws, first: Option<Result<Message, WsError>>) -> Option<End> {
+        self.out = Vec::with_capacity(256);
+        let end = self.answer_ready(ws, first).await;
+        self.out = Vec::new();
+        end
+    }
+
+    async fn answer_ready(
+        &mut self,
+        ws: &mut Ws,
+        first: Option<Result<Message, WsError>>,
+    ) -> Option<End> {
         let mut next = first;
         for _ in 0..MAX_BURST {
             let item = match next.take() {
@@ -301,7 +313,6 @@ impl Session {
         };
         let was_authenticated = self.handle.rights().is_some();
         self.out.clear();
-        self.out.reserve(256);
         let mut ctx = Ctx::new(&self.gw, &self.handle, &mut self.rate);
         ctx.read_at = Some(self.read_at);
         dispatch::frame(&mut ctx, text.as_str(), &mut self.out).await;
@@ -313,7 +324,9 @@ impl Session {
             }
         }
         if !self.out.is_empty() {
-            let reply = String::from_utf8(std::mem::take(&mut self.out)).unwrap_or_default();
+            // An exactly sized copy: the message then owns its bytes without
+            // the extra shared header a partly filled buffer would need.
+            let reply = String::from_utf8(self.out.as_slice().to_vec()).unwrap_or_default();
             if !write(ws, Message::text(reply), self.write_stall).await {
                 return Some(End::Drop);
             }
