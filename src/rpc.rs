@@ -635,11 +635,17 @@ fn from_envelope(env: Envelope<'_>) -> Result<Item<'_>, Invalid<'_>> {
 
 const NULL_ID: &str = "null";
 
-/// Appends `{"jsonrpc":"2.0","id":…,"result":…}`.
-pub fn write_result(out: &mut Vec<u8>, id: Option<&RawValue>, result: &Value) {
+/// Appends what every answer starts with, `{"jsonrpc":"2.0","id":…` and
+/// then `member` (`,"result":` or `,"error":{…`).
+fn open_answer(out: &mut Vec<u8>, id: Option<&RawValue>, member: &[u8]) {
     out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
     out.extend_from_slice(id.map_or(NULL_ID, RawValue::get).as_bytes());
-    out.extend_from_slice(b",\"result\":");
+    out.extend_from_slice(member);
+}
+
+/// Appends `{"jsonrpc":"2.0","id":…,"result":…}`.
+pub fn write_result(out: &mut Vec<u8>, id: Option<&RawValue>, result: &Value) {
+    open_answer(out, id, b",\"result\":");
     // Writing a Value into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, result);
     out.push(b'}');
@@ -647,23 +653,14 @@ pub fn write_result(out: &mut Vec<u8>, id: Option<&RawValue>, result: &Value) {
 
 /// `write_result` for a result that is already JSON text (`Reply::Static`).
 pub fn write_raw_result(out: &mut Vec<u8>, id: Option<&RawValue>, result: &str) {
-    const HEAD: &[u8] = b"{\"jsonrpc\":\"2.0\",\"id\":";
-    const MID: &[u8] = b",\"result\":";
-    let id = id.map_or(NULL_ID, RawValue::get).as_bytes();
-    // One capacity check for the five pieces.
-    out.reserve(HEAD.len() + id.len() + MID.len() + result.len() + 1);
-    out.extend_from_slice(HEAD);
-    out.extend_from_slice(id);
-    out.extend_from_slice(MID);
+    open_answer(out, id, b",\"result\":");
     out.extend_from_slice(result.as_bytes());
     out.push(b'}');
 }
 
 /// Appends `{"jsonrpc":"2.0","id":…,"error":{…}}`.
 pub fn write_error(out: &mut Vec<u8>, id: Option<&RawValue>, err: &RpcError) {
-    out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
-    out.extend_from_slice(id.map_or(NULL_ID, RawValue::get).as_bytes());
-    out.extend_from_slice(b",\"error\":{\"code\":");
+    open_answer(out, id, b",\"error\":{\"code\":");
     // Written in place: no String per error answer.
     let _ = serde_json::to_writer(&mut *out, &err.code.code());
     out.extend_from_slice(b",\"message\":");
