@@ -8,8 +8,9 @@
 //!   checked in one place, with lockout and per-address throttling
 //!   ([`lockout`]) and tokens ([`resume`]).
 //! - [`session`]: one WebSocket: its loop, heartbeat, auth deadline, close
-//!   codes; [`outbound`] is the queue other tasks write to it through,
-//!   [`rate`] its request budget.
+//!   codes; [`session::link`] the WebSocket over TLS, which gives its
+//!   buffers back while idle; [`outbound`] is the queue other tasks write
+//!   to it through, [`rate`] its request budget.
 //! - [`dispatch`]: one frame: parse ([`rpc`]), look up ([`catalog`]), gate
 //!   ([`catalog::gate`]), then a handler in [`methods`] or a route to a provider.
 //! - [`router`]: routed requests to providers and their answers back;

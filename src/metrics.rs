@@ -226,6 +226,7 @@ pub struct Metrics(Arc<Inner>);
 struct Inner {
     registry: Registry,
     sessions: [Gauge; 2],
+    dozing: Gauge,
     logins: [Counter; Login::ALL.len()],
     requests: Family<Two, Counter>,
     /// Indexed by `catalog::Method as usize`.
@@ -278,6 +279,12 @@ impl Metrics {
         );
         let sessions = [Endpoint::Adjunct, Endpoint::Portal]
             .map(|e| series(&sessions, [label("endpoint", e.name())]));
+        let dozing = Gauge::default();
+        registry.register(
+            "sessions_dozing",
+            "Sessions idle with no WebSocket read buffer (given back until the socket has bytes)",
+            dozing.clone(),
+        );
 
         let logins = Family::<One, Counter>::default();
         registry.register("logins", "Login attempts, by outcome", logins.clone());
@@ -409,6 +416,7 @@ impl Metrics {
         let metrics = Metrics(Arc::new(Inner {
             registry: root,
             sessions,
+            dozing,
             logins,
             requests,
             local,
@@ -455,6 +463,13 @@ impl Metrics {
         let gauge = self.0.sessions[endpoint as usize].clone();
         gauge.inc();
         OpenSession(gauge)
+    }
+
+    /// A session's link gave its read buffer back; it counts as dozing
+    /// until the guard drops.
+    pub fn dozing(&self) -> Dozing {
+        self.0.dozing.inc();
+        Dozing(self.0.dozing.clone())
     }
 
     pub fn login(&self, outcome: Login) {
@@ -579,6 +594,15 @@ impl Metrics {
 /// Counts a session as open while alive.
 pub struct OpenSession(Gauge);
 
+/// Counts a session as dozing while alive.
+pub struct Dozing(Gauge);
+
+impl Drop for Dozing {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 impl Drop for OpenSession {
     fn drop(&mut self) {
         self.0.dec();
@@ -602,6 +626,7 @@ mod tests {
             "adjunct_gateway_build_info",
             "process_cpu_seconds",
             "adjunct_gateway_sessions",
+            "adjunct_gateway_sessions_dozing",
             "adjunct_gateway_logins",
             "adjunct_gateway_requests",
             "adjunct_gateway_forbidden",

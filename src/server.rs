@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -269,8 +268,7 @@ impl Conn {
         };
         let key = head.ws_key.as_deref().unwrap_or_default();
         http::switch_protocols(&mut tls, key).await.ok()?;
-        let ws =
-            WebSocketStream::from_partially_read(tls, rest, Role::Server, Some(ws_config)).await;
+        let ws = crate::session::link::open(tls, rest, ws_config).await;
         Some(Upgraded {
             ws: Box::new(ws),
             endpoint,
@@ -451,12 +449,11 @@ fn refusal(refused: Refused, block_secs: u64) -> Answer {
 }
 
 /// WebSocket settings: a 4 KiB read buffer instead of tungstenite's 128 KiB
-/// (it stays allocated for the whole session, so it is most of what an idle
-/// session costs: BENCHMARKS.md, "Memory per idle session"), writes handed
-/// to TLS in 16 KiB pieces, and the configured message limit.
+/// while the session reads (none while it dozes: `session::link`), writes
+/// handed to TLS in 16 KiB pieces, and the configured message limit.
 pub fn ws_config(config: &Config) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(crate::session::link::READ_BUFFER)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(Some(config.max_message_bytes))

@@ -1588,3 +1588,151 @@ async fn a_peer_still_sending_reads_the_close_code_and_a_clean_end() {
     eprintln!("shutdown took {:?}", started.elapsed());
     writer.abort();
 }
+
+// ------------------------------------------------------- the dozing link
+
+const PONG: u8 = 0xA;
+
+impl Reader {
+    /// Waits for the server's next heartbeat Ping (a text or close frame
+    /// first is a failure); answers it with a Pong when `answer`, as a
+    /// browser or a WebSocket library does.
+    async fn heartbeat(&mut self, w: &mut tokio::io::WriteHalf<Tls>, answer: bool) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some((head, payload, used)) = decode(&self.buf) {
+                self.buf.drain(..used);
+                assert_eq!(
+                    head & 0x0F,
+                    PING,
+                    "expected a heartbeat, got {:?}",
+                    String::from_utf8_lossy(&payload)
+                );
+                if answer {
+                    send(w, &frame(FIN | PONG, &payload)).await;
+                }
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(end) = self.fill(left).await {
+                panic!("no heartbeat: {end:?}");
+            }
+        }
+    }
+}
+
+/// Waits until `adjunct_gateway_sessions_dozing` is `want`.
+async fn until_dozing(gw: &TestGateway, want: f64, step: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = sample(&gw.scrape().await, "adjunct_gateway_sessions_dozing");
+        if now == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{step}: sessions_dozing {now:?}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A session's answer to `session.ping` with this id.
+async fn pinged(ws: &mut RawWs, id: u64, step: &str) {
+    let v = ws.rd.answer().await;
+    assert_eq!(
+        v,
+        json!({"jsonrpc": "2.0", "id": id, "result": {}}),
+        "{step}"
+    );
+}
+
+/// An idle session's link gives tungstenite's buffers back ("dozes") at a
+/// heartbeat tick and after the peer's pong, and is rebuilt when bytes come
+/// (`session::link`, BENCHMARKS.md "Memory per idle session"). Rebuilding
+/// drops what tungstenite holds, so whatever the peer has in flight at a
+/// tick must survive it: half a frame, a fragmented message, the bytes after
+/// a large message, a frame sent with the upgrade request.
+#[tokio::test]
+async fn an_idle_link_dozes_and_wakes_without_losing_a_byte() {
+    let gw = TestGateway::start_with("heartbeat_secs = 1", NO_LOCKOUT).await;
+    let ping = |id: u64| text(&request(id, "session.ping", &json!({})));
+
+    // Nothing to read after the upgrade: dozing from the start.
+    let mut ws = RawWs::open(&gw, "/portal").await;
+    until_dozing(&gw, 1.0, "after the upgrade").await;
+    let login = request(
+        1,
+        "session.login",
+        &json!({"user": "portal1", "password": PORTAL_PW}),
+    );
+    ws.send(&text(&login)).await;
+    assert!(ws.rd.answer().await.get("result").is_some(), "login");
+
+    // A tick, the pong: dozing again, and the next request wakes it.
+    ws.rd.heartbeat(&mut ws.w, true).await;
+    until_dozing(&gw, 1.0, "after a heartbeat and its pong").await;
+    ws.send(&ping(2)).await;
+    pinged(&mut ws, 2, "a request to a dozing link").await;
+
+    // Half a frame at the tick: the link must not doze under it.
+    let whole = ping(3);
+    ws.send(&whole[..9]).await;
+    ws.rd.heartbeat(&mut ws.w, false).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ws.send(&whole[9..]).await;
+    pinged(&mut ws, 3, "a frame split across a tick").await;
+
+    // A message of 30 KB (answered in kind: the id is echoed), then the
+    // tick: the grown buffers go, the next request is served.
+    let big = "x".repeat(30_000);
+    ws.send(&text(
+        &json!({"jsonrpc": "2.0", "id": big, "method": "session.ping"}).to_string(),
+    ))
+    .await;
+    let v = ws.rd.answer().await;
+    assert_eq!(v["id"], json!(big), "the large message's answer");
+    ws.rd.heartbeat(&mut ws.w, true).await;
+    until_dozing(&gw, 1.0, "after a large message and a heartbeat").await;
+    ws.send(&ping(4)).await;
+    pinged(&mut ws, 4, "after the large message").await;
+
+    // A fragmented message across the tick.
+    let body = request(5, "session.ping", &json!({})).into_bytes();
+    ws.send(&frame(TEXT, &body[..20])).await;
+    ws.rd.heartbeat(&mut ws.w, false).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ws.send(&frame(FIN | CONT, &body[20..])).await;
+    pinged(&mut ws, 5, "a message fragmented across a tick").await;
+    ws.rd.heartbeat(&mut ws.w, true).await;
+    ws.send(&ping(6)).await;
+    pinged(&mut ws, 6, "after the fragmented message").await;
+    drop(ws);
+
+    // A frame in the same write as the upgrade request: read awake.
+    let tls = tls_connect(gw.addr, &gw.ca_pem).await.unwrap();
+    let (r, mut w) = tokio::io::split(tls);
+    let mut bytes =
+        format!("GET /portal HTTP/1.1\r\nHost: localhost\r\n{UPGRADE}\r\n").into_bytes();
+    let login = request(
+        7,
+        "session.login",
+        &json!({"user": "portal1", "password": PORTAL_PW}),
+    );
+    bytes.extend_from_slice(&text(&login));
+    send(&mut w, &bytes).await;
+    let mut rd = Reader { r, buf: Vec::new() };
+    let end = loop {
+        if let Some(i) = rd.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        rd.fill(WAIT).await.expect("an upgrade answer");
+    };
+    assert!(rd.buf.starts_with(b"HTTP/1.1 101"));
+    rd.buf.drain(..end);
+    let v = rd.answer().await;
+    assert!(
+        v["id"] == json!(7) && v.get("result").is_some(),
+        "a frame sent with the upgrade: {v}"
+    );
+}

@@ -122,6 +122,11 @@ struct RunArgs {
     /// Skip the latency probe while holding sessions.
     #[arg(long)]
     no_probe: bool,
+    /// `hold`: each session first sends and receives one message of about
+    /// this many bytes (0: none), then idles; RSS is read after one gateway
+    /// heartbeat (30 s), when idle sessions give their buffers back.
+    #[arg(long, default_value_t = 0)]
+    hold_touch: usize,
 }
 
 #[derive(clap::Args, Clone)]
@@ -422,8 +427,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "hold: {:?} idle sessions (gateway, then baseline)",
             args.steps
         );
-        let g = scenarios::hold(&gateway, &gw_auth, &args.steps, !args.no_probe, warmup).await?;
-        let b = scenarios::hold(&baseline, &none, &args.steps, !args.no_probe, warmup).await?;
+        let (steps, probe, touch) = (&args.steps, !args.no_probe, args.hold_touch);
+        let g = scenarios::hold(&gateway, &gw_auth, steps, probe, warmup, touch).await?;
+        let b = scenarios::hold(&baseline, &none, steps, probe, warmup, touch).await?;
         report.hold = Some(Pair {
             gateway: g,
             baseline: Some(b),

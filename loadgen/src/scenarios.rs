@@ -79,6 +79,7 @@ pub async fn open_idle(
     path: &'static str,
     auth: Option<String>,
     n: usize,
+    touch: usize,
     stop: Arc<tokio::sync::Notify>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> usize {
@@ -103,6 +104,10 @@ pub async fn open_idle(
                 let _ = tx.send(());
                 return;
             };
+            if touch > 0 && !touch_once(&mut ws, touch).await {
+                let _ = tx.send(());
+                return;
+            }
             opened.fetch_add(1, Ordering::Relaxed);
             let _ = tx.send(());
             let stopped = stop.notified();
@@ -123,6 +128,21 @@ pub async fn open_idle(
     opened.load(Ordering::Relaxed)
 }
 
+/// Sends one `session.ping` of about `bytes` (the id is that long, so the
+/// answer is too) and reads the answer: a session that was busy once.
+async fn touch_once(ws: &mut Ws, bytes: usize) -> bool {
+    let id = "x".repeat(bytes);
+    let request = format!(r#"{{"jsonrpc":"2.0","id":"{id}","method":"session.ping"}}"#);
+    if ws.send(Message::text(request)).await.is_err() {
+        return false;
+    }
+    matches!(ws.next().await, Some(Ok(_)))
+}
+
+/// The gateway's default `[server] heartbeat_secs`: an idle session gives
+/// its buffers back at its next heartbeat.
+const GATEWAY_HEARTBEAT: Duration = Duration::from_secs(30);
+
 #[derive(Serialize, Clone, Debug)]
 pub struct HoldStep {
     pub sessions: usize,
@@ -133,12 +153,15 @@ pub struct HoldStep {
 }
 
 /// Idle sessions in steps; RSS per session and a latency probe at each.
+/// With `touch` > 0 each session first sends and receives one message of
+/// about that many bytes, and RSS is read after a gateway heartbeat.
 pub async fn hold(
     server: &Server,
     auth: &Auth,
     steps: &[usize],
     probe: bool,
     settle: Duration,
+    touch: usize,
 ) -> anyhow::Result<Vec<HoldStep>> {
     let target = server.target()?;
     tokio::time::sleep(settle).await;
@@ -154,12 +177,16 @@ pub async fn hold(
                 "/adjunct",
                 auth.app.clone(),
                 n - held,
+                touch,
                 stop.clone(),
                 &mut tasks,
             )
             .await;
         }
         tokio::time::sleep(settle * 2).await;
+        if touch > 0 {
+            tokio::time::sleep(GATEWAY_HEARTBEAT).await;
+        }
         let rss = server.rss_kib();
         let probe_p99_ms = if probe {
             rpc(

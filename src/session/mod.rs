@@ -7,6 +7,9 @@
 //! must not decide rights itself: `dispatch` asks the catalog's gate.
 
 pub use crate::{outbound, rate};
+pub use link::{Transport, Ws};
+
+pub mod link;
 
 use outbound::Guard;
 use std::sync::Arc;
@@ -14,14 +17,11 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
 use crate::catalog;
@@ -29,10 +29,6 @@ use crate::dispatch::{self, Ctx};
 use crate::gateway::{Gateway, Ticket};
 use crate::hub::SessionHandle;
 use crate::rpc::Close;
-
-/// The TLS stream under a session, and the WebSocket over it.
-pub type Transport = TlsStream<TcpStream>;
-pub type Ws = WebSocketStream<Transport>;
 
 /// Frames answered before one flush; bounds the work one wake-up can do.
 const MAX_BURST: usize = 64;
@@ -70,6 +66,8 @@ pub async fn run(gw: Arc<Gateway>, ws: Box<Ws>, handle: Arc<SessionHandle>, tick
         rate: rate::RateLimit::new(burst, std::time::Instant::now()),
         write_stall,
         read_at: std::time::Instant::now(),
+        woken: false,
+        dozing: None,
     };
     // Ends the session everywhere even if its task unwinds: a leaked hub
     // entry would hold the user's session count forever.
@@ -96,6 +94,11 @@ struct Session {
     write_stall: Duration,
     /// When the frames being answered were read (this wake-up).
     read_at: std::time::Instant,
+    /// The link woke from dozing and has read only control frames since (a
+    /// pong to the heartbeat is not activity): it dozes again at once.
+    woken: bool,
+    /// Counts the session in `sessions_dozing` while its link dozes.
+    dozing: Option<crate::metrics::Dozing>,
 }
 
 /// Why the loop ended.
@@ -108,12 +111,16 @@ enum End {
 
 impl Session {
     async fn drive(&mut self, mut ws: Box<Ws>) {
+        self.count_dozing(&ws);
         let end = self.serve(&mut ws).await;
         if let End::Close(code, reason) = end {
             if code == Close::ShuttingDown {
                 // Answer what the peer already sent before saying goodbye.
                 self.read_at = std::time::Instant::now();
-                let _ = self.burst(&mut ws, None).await;
+                if link::wake(&mut ws).await {
+                    self.count_dozing(&ws);
+                    let _ = self.burst(&mut ws, None).await;
+                }
             }
             let frame = CloseFrame {
                 code: CloseCode::from(code.code()),
@@ -210,8 +217,20 @@ impl Session {
                         }
                     }
                 }
-                incoming = ws.next() => {
-                    let Some(first) = incoming else { return End::Drop };
+                incoming = link::incoming(ws) => {
+                    let first = match incoming {
+                        link::Incoming::Frame(Some(first)) => first,
+                        link::Incoming::Frame(None) => return End::Drop,
+                        // Bytes for a dozing link: read them awake.
+                        link::Incoming::Readable => {
+                            if !link::wake(ws).await {
+                                return End::Drop;
+                            }
+                            self.count_dozing(ws);
+                            self.woken = true;
+                            continue;
+                        }
+                    };
                     last_seen = Instant::now();
                     self.read_at = last_seen.into_std();
                     // The request budget refills once per wake-up, on the
@@ -227,6 +246,12 @@ impl Session {
                     }
                     if !flush(ws, self.write_stall).await {
                         return End::Drop;
+                    }
+                    if std::mem::take(&mut self.woken) {
+                        if !link::doze_if_drained(ws).await {
+                            return End::Drop;
+                        }
+                        self.count_dozing(ws);
                     }
                     // Only the login moves the timer (off the auth deadline):
                     // resetting it per message would cost a timer-wheel update each.
@@ -249,9 +274,25 @@ impl Session {
                         }
                         next_ping = now + heartbeat;
                     }
+                    // Quiet or not, a tick is a cheap moment to give back
+                    // what tungstenite's buffers grew to: everything
+                    // written is flushed here.
+                    if !link::doze_if_drained(ws).await {
+                        return End::Drop;
+                    }
+                    self.count_dozing(ws);
                     timer.as_mut().reset(self.next_wake(next_ping, auth_deadline));
                 }
             }
+        }
+    }
+
+    /// Keeps `sessions_dozing` in step with the link.
+    fn count_dozing(&mut self, ws: &Ws) {
+        match (link::dozing(ws), self.dozing.is_some()) {
+            (true, false) => self.dozing = Some(self.gw.metrics.dozing()),
+            (false, true) => self.dozing = None,
+            _ => {}
         }
     }
 
@@ -291,6 +332,7 @@ impl Session {
                 Ok(msg) => msg,
                 Err(e) => return Some(close_for(&e)),
             };
+            ws.get_mut().received(&msg);
             if let Some(end) = self.on_message(ws, msg).await {
                 return Some(end);
             }
@@ -299,6 +341,9 @@ impl Session {
     }
 
     async fn on_message(&mut self, ws: &mut Ws, msg: Message) -> Option<End> {
+        if msg.is_text() || msg.is_binary() {
+            self.woken = false;
+        }
         let text = match msg {
             Message::Text(text) => text,
             Message::Binary(_) => {
@@ -347,7 +392,7 @@ async fn linger(tls: &mut Transport) {
     if tls.shutdown().await.is_err() {
         return;
     }
-    let tcp = tls.get_mut().0;
+    let Some(tcp) = tls.tcp() else { return };
     let mut buf = vec![0u8; 16 * 1024];
     let mut left = LINGER_BYTES;
     while left > 0 {
