@@ -51,7 +51,9 @@ pub async fn frame(ctx: &mut Ctx<'_>, text: &str, out: &mut Vec<u8>) {
         Incoming::Single(req) => {
             one(ctx, &snap, req, out).await;
         }
-        Incoming::Batch(reqs) => batch(ctx, &snap, reqs, out).await,
+        // Boxed: batches are rare, and their state would otherwise size
+        // every session's future (it is kept while the session idles).
+        Incoming::Batch(reqs) => Box::pin(batch(ctx, &snap, reqs, out)).await,
     }
 }
 

@@ -20,8 +20,9 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{self, Attempt, Credential, Granted, Refused};
 use crate::catalog::Endpoint;
 use crate::config::Config;
-use crate::gateway::{Admission, Gateway, Refusal};
+use crate::gateway::{Admission, Gateway, Refusal, Ticket};
 use crate::http::{self, Answer, Head, HeadError};
+use crate::hub::SessionHandle;
 use crate::rpc::Close;
 use crate::tls::ClientIdentity;
 
@@ -150,8 +151,27 @@ struct Upgraded {
     user: Option<Granted>,
 }
 
+/// A connection that became a session.
+struct Opened {
+    ws: Box<Ws>,
+    handle: Arc<SessionHandle>,
+    ticket: Ticket,
+}
+
 impl Conn {
     async fn serve(self, tcp: TcpStream) {
+        // The session's future is the task's state for the connection's
+        // life: everything before it runs in `open`, whose state (limits,
+        // the refusal, the handshake's result) is gone by then.
+        let Some(Opened { ws, handle, ticket }) = self.open(tcp).await else {
+            return;
+        };
+        crate::session::run(self.gw.clone(), ws, handle, ticket).await;
+    }
+
+    /// Admission, the handshake and binding a user who authenticated on
+    /// the upgrade; `None` when the connection ends here.
+    async fn open(&self, tcp: TcpStream) -> Option<Opened> {
         let _ = tcp.set_nodelay(true);
         let snap = self.gw.snapshot();
         let limits = snap.config.limits.clone();
@@ -160,7 +180,12 @@ impl Conn {
         let deadline = Duration::from_secs(limits.handshake_timeout_secs);
         let mut ticket = match Admission::admit(&self.gw, self.peer.ip(), &limits) {
             Ok(t) => t,
-            Err(refusal) => return self.refuse(tcp, refusal, deadline).await,
+            Err(refusal) => {
+                // Boxed: a rare path, and its TLS accept is larger than the
+                // session that a task must otherwise have room for.
+                Box::pin(self.refuse(tcp, refusal, deadline)).await;
+                return None;
+            }
         };
         // Boxed: a task is as big as its biggest state, and the handshake's
         // (TLS, HTTP, authentication) is several KiB an idle session need
@@ -168,9 +193,9 @@ impl Conn {
         let handshake = Box::pin(self.handshake(tcp, &limits, ws_config));
         let upgraded = tokio::select! {
             r = tokio::time::timeout(deadline, handshake) => r,
-            () = self.cancel.cancelled() => return,
+            () = self.cancel.cancelled() => return None,
         };
-        let Ok(Some(up)) = upgraded else { return };
+        let Ok(Some(up)) = upgraded else { return None };
         let handle = self.gw.hub.open(up.endpoint, self.peer);
         if let Some(granted) = up.user {
             match auth::bind(&self.gw, &handle, &granted) {
@@ -183,11 +208,15 @@ impl Conn {
                 Err(_) => {}
             }
         }
-        crate::session::run(self.gw.clone(), up.ws, handle, ticket).await;
+        Some(Opened {
+            ws: up.ws,
+            handle,
+            ticket,
+        })
     }
 
     /// At capacity: a clean 503 when we can afford the TLS handshake.
-    async fn refuse(self, tcp: TcpStream, refusal: Refusal, deadline: Duration) {
+    async fn refuse(&self, tcp: TcpStream, refusal: Refusal, deadline: Duration) {
         self.gw.metrics.connection_refused(refusal);
         tracing::warn!(peer = %self.peer, ?refusal, "connection refused");
         if self.refusing.fetch_add(1, Ordering::AcqRel) < MAX_REFUSING {

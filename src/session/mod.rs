@@ -12,6 +12,7 @@ pub use link::{Transport, Ws};
 pub mod link;
 
 use outbound::Guard;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -304,58 +305,68 @@ impl Session {
         }
     }
 
-    /// Handles `first` (if any) and every further frame already received, up
-    /// to `MAX_BURST`, feeding answers without flushing.
-    async fn burst(&mut self, ws: &mut Ws, first: Option<Result<Message, WsError>>) -> Option<End> {
+    /// Handles `next` (if any) and every further frame already received, up
+    /// to `MAX_BURST`, feeding answers without flushing. The reply buffer
+    /// lives for the wake-up only (an idle session holds none). One
+    /// function, and only a frame's text kept across the await: the
+    /// session's future has room for every value alive there, idle or not.
+    async fn burst(
+        &mut self,
+        ws: &mut Ws,
+        mut next: Option<Result<Message, WsError>>,
+    ) -> Option<End> {
         self.out = Vec::with_capacity(256);
-        let end = self.answer_ready(ws, first).await;
+        let end = 'frames: {
+            for _ in 0..MAX_BURST {
+                let text = {
+                    let item = match next.take() {
+                        Some(item) => item,
+                        None => match ws.next().now_or_never() {
+                            Some(Some(item)) => item,
+                            Some(None) => break 'frames Some(End::Drop),
+                            None => break 'frames None,
+                        },
+                    };
+                    let msg = match item {
+                        Ok(msg) => msg,
+                        Err(e) => break 'frames Some(close_for(&e)),
+                    };
+                    ws.get_mut().received(&msg);
+                    match self.text_of(msg) {
+                        Ok(text) => text,
+                        Err(None) => continue,
+                        Err(Some(end)) => break 'frames Some(end),
+                    }
+                };
+                if let Some(end) = self.on_text(ws, text).await {
+                    break 'frames Some(end);
+                }
+            }
+            None
+        };
         self.out = Vec::new();
         end
     }
 
-    async fn answer_ready(
-        &mut self,
-        ws: &mut Ws,
-        first: Option<Result<Message, WsError>>,
-    ) -> Option<End> {
-        let mut next = first;
-        for _ in 0..MAX_BURST {
-            let item = match next.take() {
-                Some(item) => item,
-                None => match ws.next().now_or_never() {
-                    Some(Some(item)) => item,
-                    Some(None) => return Some(End::Drop),
-                    None => return None,
-                },
-            };
-            let msg = match item {
-                Ok(msg) => msg,
-                Err(e) => return Some(close_for(&e)),
-            };
-            ws.get_mut().received(&msg);
-            if let Some(end) = self.on_message(ws, msg).await {
-                return Some(end);
+    /// A data frame's text; `Err(None)` for a control frame (tungstenite
+    /// answers pings and closes itself; the stream then ends after a close).
+    fn text_of(&mut self, msg: Message) -> Result<Utf8Bytes, Option<End>> {
+        match msg {
+            Message::Text(text) => {
+                self.woken = false;
+                Ok(text)
+            }
+            Message::Binary(_) => Err(Some(End::Close(
+                Close::BinaryFrame,
+                "binary frames are not supported",
+            ))),
+            Message::Close(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
+                Err(None)
             }
         }
-        None
     }
 
-    async fn on_message(&mut self, ws: &mut Ws, msg: Message) -> Option<End> {
-        if msg.is_text() || msg.is_binary() {
-            self.woken = false;
-        }
-        let text = match msg {
-            Message::Text(text) => text,
-            Message::Binary(_) => {
-                return Some(End::Close(
-                    Close::BinaryFrame,
-                    "binary frames are not supported",
-                ))
-            }
-            // tungstenite answers the close; the stream then ends.
-            Message::Close(_) => return None,
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
-        };
+    async fn on_text(&mut self, ws: &mut Ws, text: Utf8Bytes) -> Option<End> {
         let was_authenticated = self.handle.rights().is_some();
         self.out.clear();
         let mut ctx = Ctx::new(&self.gw, &self.handle, &mut self.rate);
@@ -406,10 +417,7 @@ async fn linger(tls: &mut Transport) {
 /// Runs a write or flush (`io`), giving up as soon as a close is asked for
 /// while it waits: a peer that reads nothing would never take the close
 /// frame either. Ready writes never see the close (biased).
-async fn unless_closing(
-    io: impl std::future::Future<Output = bool>,
-    handle: &SessionHandle,
-) -> bool {
+async fn unless_closing(io: impl Future<Output = bool>, handle: &SessionHandle) -> bool {
     tokio::select! {
         biased;
         ok = io => ok,
@@ -423,26 +431,28 @@ async fn unless_closing(
 
 /// Queues a message (writing out when the buffer is full), giving up on a
 /// peer that reads nothing for `stall` (`[limits] write_stall_secs`).
-async fn write(ws: &mut Ws, msg: Message, stall: Duration) -> bool {
-    within(ws.feed(msg), stall).await
+fn write(ws: &mut Ws, msg: Message, stall: Duration) -> impl Future<Output = bool> + '_ {
+    within(ws.feed(msg), stall)
 }
 
 /// Flushes, giving up on a peer that reads nothing for `stall`.
-async fn flush(ws: &mut Ws, stall: Duration) -> bool {
-    within(ws.flush(), stall).await
+fn flush(ws: &mut Ws, stall: Duration) -> impl Future<Output = bool> + '_ {
+    within(ws.flush(), stall)
 }
 
 /// Runs a write or a flush to success within `stall`. Nearly always done
 /// on the first poll (a feed only buffers, the socket takes a flush): then
-/// no deadline is set, so no clock is read.
+/// no deadline is set, so no clock is read. The deadline's timer is boxed:
+/// the session's future keeps room for every state it can be in, idle or
+/// not, and a timer it rarely needs would be part of it.
 async fn within<F>(mut io: F, stall: Duration) -> bool
 where
-    F: std::future::Future<Output = Result<(), WsError>> + Unpin,
+    F: Future<Output = Result<(), WsError>> + Unpin,
 {
     if let Some(done) = (&mut io).now_or_never() {
         return done.is_ok();
     }
-    matches!(tokio::time::timeout(stall, io).await, Ok(Ok(())))
+    matches!(Box::pin(tokio::time::timeout(stall, io)).await, Ok(Ok(())))
 }
 
 /// The close a read error calls for.
