@@ -1675,6 +1675,19 @@ async fn an_idle_link_dozes_and_wakes_without_losing_a_byte() {
     ws.send(&ping(2)).await;
     pinged(&mut ws, 2, "a request to a dozing link").await;
 
+    // More frames than one wake-up handles (64), ending exactly where
+    // tungstenite's first 4 KiB read does: the rest waits in rustls, and a
+    // link dozing now would never hear of it.
+    ws.rd.heartbeat(&mut ws.w, true).await;
+    until_dozing(&gw, 1.0, "before a long burst").await;
+    let mut burst: Vec<u8> = (0..64)
+        .flat_map(|_| frame(FIN | PING, &[b'p'; 58]))
+        .collect();
+    assert_eq!(burst.len(), 4096);
+    burst.extend_from_slice(&ping(20));
+    ws.send(&burst).await;
+    pinged(&mut ws, 20, "a request behind 64 pings").await;
+
     // Half a frame at the tick: the link must not doze under it.
     let whole = ping(3);
     ws.send(&whole[..9]).await;
@@ -1734,5 +1747,37 @@ async fn an_idle_link_dozes_and_wakes_without_losing_a_byte() {
     assert!(
         v["id"] == json!(7) && v.get("result").is_some(),
         "a frame sent with the upgrade: {v}"
+    );
+
+    // The same with a request head of exactly 1,024 bytes: read whole by
+    // the gateway's first read, the frame behind it left in rustls.
+    let tls = tls_connect(gw.addr, &gw.ca_pem).await.unwrap();
+    let (r, mut w) = tokio::io::split(tls);
+    let bare = format!("GET /portal HTTP/1.1\r\nHost: localhost\r\n{UPGRADE}X-Pad: \r\n\r\n");
+    let pad = "p".repeat(1024 - bare.len());
+    let mut bytes =
+        format!("GET /portal HTTP/1.1\r\nHost: localhost\r\n{UPGRADE}X-Pad: {pad}\r\n\r\n")
+            .into_bytes();
+    assert_eq!(bytes.len(), 1024);
+    let login = request(
+        8,
+        "session.login",
+        &json!({"user": "portal1", "password": PORTAL_PW}),
+    );
+    bytes.extend_from_slice(&text(&login));
+    send(&mut w, &bytes).await;
+    let mut rd = Reader { r, buf: Vec::new() };
+    let end = loop {
+        if let Some(i) = rd.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        rd.fill(WAIT).await.expect("an upgrade answer");
+    };
+    assert!(rd.buf.starts_with(b"HTTP/1.1 101"));
+    rd.buf.drain(..end);
+    let v = rd.answer().await;
+    assert!(
+        v["id"] == json!(8) && v.get("result").is_some(),
+        "a frame behind a 1,024-byte request head: {v}"
     );
 }

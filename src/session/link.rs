@@ -19,9 +19,10 @@
 //! again at a heartbeat tick ([`doze_if_drained`]). Rebuilding drops
 //! tungstenite's state, so it is done only when that state is provably
 //! empty: the write side is flushed (every branch of the session loop ends
-//! with a flush), no close is under way, and every byte tungstenite has read
-//! from TLS belongs to a frame it has handed over. [`Transport`] counts the
-//! bytes read; the session adds up each message's wire length
+//! with a flush), no close is under way, every byte tungstenite has read
+//! from TLS belongs to a frame it has handed over, and rustls holds no
+//! plaintext (which no socket readiness would announce). [`Transport`]
+//! counts the bytes read; the session adds up each message's wire length
 //! ([`Transport::received`]). A message that was fragmented, or framed with
 //! a longer length field than needed, counts short, and then the link never
 //! dozes again: safe, and only today's memory.
@@ -92,9 +93,12 @@ impl Transport {
         self.framed += (2 + length_field + 4 + payload) as u64;
     }
 
-    /// True when tungstenite holds no byte of a frame it has not handed over.
-    fn drained(&self) -> bool {
-        self.read == self.framed
+    /// True when tungstenite holds no byte of a frame it has not handed
+    /// over, and rustls no plaintext tungstenite has not read (a burst cut
+    /// short at its bound leaves some; the socket's readiness would never
+    /// announce it).
+    fn drained(&mut self) -> bool {
+        self.read == self.framed && self.tls.as_mut().is_some_and(|t| buffered(t) == 0)
     }
 
     /// The TCP socket, to wait for readiness or to read after the close.
@@ -171,10 +175,26 @@ impl AsyncWrite for Transport {
     }
 }
 
+/// Plaintext rustls holds, after decrypting every whole record it has read.
+/// An error counts as bytes: rustls keeps it, and a read (awake) reports it.
+fn buffered(tls: &mut TlsStream<TcpStream>) -> usize {
+    tls.get_mut()
+        .1
+        .process_new_packets()
+        .map_or(1, |io| io.plaintext_bytes_to_read())
+}
+
 /// The WebSocket over a TLS stream just upgraded; `rest` is what was read
-/// past the upgrade request. Dozing unless `rest` holds bytes.
-pub async fn open(tls: TlsStream<TcpStream>, rest: Vec<u8>, config: WebSocketConfig) -> Ws {
-    let read_buffer = if rest.is_empty() { 0 } else { READ_BUFFER };
+/// past the upgrade request. Dozing unless bytes came after the request:
+/// read already (`rest`), or still in rustls, which the socket's readiness
+/// would never announce (the request is read in pieces, and one may end
+/// exactly where the request does).
+pub async fn open(mut tls: TlsStream<TcpStream>, rest: Vec<u8>, config: WebSocketConfig) -> Ws {
+    let read_buffer = if rest.is_empty() && buffered(&mut tls) == 0 {
+        0
+    } else {
+        READ_BUFFER
+    };
     let transport = Transport::new(tls, rest.len());
     WebSocketStream::from_partially_read(
         transport,
@@ -220,7 +240,7 @@ pub async fn wake(ws: &mut Ws) -> bool {
 /// module comment). Call only with everything written flushed and no close
 /// sent. False if the link is lost.
 pub async fn doze_if_drained(ws: &mut Ws) -> bool {
-    if !ws.get_ref().drained() {
+    if !ws.get_mut().drained() {
         return true;
     }
     rebuild(ws, 0).await
