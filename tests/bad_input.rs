@@ -1722,49 +1722,35 @@ async fn an_idle_link_dozes_and_wakes_without_losing_a_byte() {
     pinged(&mut ws, 6, "after the fragmented message").await;
     drop(ws);
 
-    // A frame in the same write as the upgrade request: read awake.
-    let tls = tls_connect(gw.addr, &gw.ca_pem).await.unwrap();
-    let (r, mut w) = tokio::io::split(tls);
-    let mut bytes =
-        format!("GET /portal HTTP/1.1\r\nHost: localhost\r\n{UPGRADE}\r\n").into_bytes();
-    let login = request(
-        7,
-        "session.login",
-        &json!({"user": "portal1", "password": PORTAL_PW}),
-    );
-    bytes.extend_from_slice(&text(&login));
-    send(&mut w, &bytes).await;
-    let mut rd = Reader { r, buf: Vec::new() };
-    let end = loop {
-        if let Some(i) = rd.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        rd.fill(WAIT).await.expect("an upgrade answer");
-    };
-    assert!(rd.buf.starts_with(b"HTTP/1.1 101"));
-    rd.buf.drain(..end);
-    let v = rd.answer().await;
-    assert!(
-        v["id"] == json!(7) && v.get("result").is_some(),
-        "a frame sent with the upgrade: {v}"
-    );
-
-    // The same with a request head of exactly 1,024 bytes: read whole by
-    // the gateway's first read, the frame behind it left in rustls.
-    let tls = tls_connect(gw.addr, &gw.ca_pem).await.unwrap();
-    let (r, mut w) = tokio::io::split(tls);
+    // A login in the same write as the upgrade request: read awake. Then
+    // the same behind a request head of exactly 1,024 bytes, which the
+    // gateway's first read takes whole, leaving the frame in rustls.
     let bare = format!("GET /portal HTTP/1.1\r\nHost: localhost\r\n{UPGRADE}X-Pad: \r\n\r\n");
-    let pad = "p".repeat(1024 - bare.len());
-    let mut bytes =
-        format!("GET /portal HTTP/1.1\r\nHost: localhost\r\n{UPGRADE}X-Pad: {pad}\r\n\r\n")
-            .into_bytes();
-    assert_eq!(bytes.len(), 1024);
-    let login = request(
-        8,
-        "session.login",
-        &json!({"user": "portal1", "password": PORTAL_PW}),
-    );
-    bytes.extend_from_slice(&text(&login));
+    for (id, pad) in [(7, 0), (8, 1024 - bare.len())] {
+        let pad = "p".repeat(pad);
+        let head =
+            format!("GET /portal HTTP/1.1\r\nHost: localhost\r\n{UPGRADE}X-Pad: {pad}\r\n\r\n");
+        let login = request(
+            id,
+            "session.login",
+            &json!({"user": "portal1", "password": PORTAL_PW}),
+        );
+        let v = login_with_upgrade(&gw, &head, &login).await;
+        assert!(
+            v["id"] == json!(id) && v.get("result").is_some(),
+            "a login behind a {}-byte request head: {v}",
+            head.len()
+        );
+    }
+}
+
+/// Sends `head` (an upgrade request) and `request` in one write; returns the
+/// answer to `request`.
+async fn login_with_upgrade(gw: &TestGateway, head: &str, request: &str) -> Value {
+    let tls = tls_connect(gw.addr, &gw.ca_pem).await.unwrap();
+    let (r, mut w) = tokio::io::split(tls);
+    let mut bytes = head.as_bytes().to_vec();
+    bytes.extend_from_slice(&text(request));
     send(&mut w, &bytes).await;
     let mut rd = Reader { r, buf: Vec::new() };
     let end = loop {
@@ -1775,9 +1761,5 @@ async fn an_idle_link_dozes_and_wakes_without_losing_a_byte() {
     };
     assert!(rd.buf.starts_with(b"HTTP/1.1 101"));
     rd.buf.drain(..end);
-    let v = rd.answer().await;
-    assert!(
-        v["id"] == json!(8) && v.get("result").is_some(),
-        "a frame behind a 1,024-byte request head: {v}"
-    );
+    rd.answer().await
 }
