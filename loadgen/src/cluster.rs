@@ -78,6 +78,9 @@ pub struct Killed {
     pub failed: Delays,
     /// Answers that were not -32004 (e.g. -32005 after the routed timeout).
     pub other_answers: usize,
+    /// The first few of them, with how long after the kill each came
+    /// (milliseconds), so a run that gets them says what they were.
+    pub others: Vec<(f64, String)>,
     /// Pending requests that got no answer within 10 s.
     pub unanswered: usize,
 }
@@ -398,6 +401,10 @@ async fn kill_with_pending(
                     delays.push(took.as_secs_f64() * 1e3);
                 } else {
                     killed.other_answers += 1;
+                    if killed.others.len() < 5 {
+                        let text: String = answer.chars().take(200).collect();
+                        killed.others.push((took.as_secs_f64() * 1e3, text));
+                    }
                 }
             }
             _ => killed.unanswered += 1,
