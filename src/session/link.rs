@@ -16,7 +16,8 @@
 //!   wakes the link (rebuilt with its read buffer) before reading.
 //!
 //! A link starts dozing when the upgrade left no bytes to read, and dozes
-//! again at a heartbeat tick ([`doze_if_drained`]). Rebuilding drops
+//! again ([`doze_if_drained`]) at a heartbeat tick and after a wake-up that
+//! read only control frames (the peer's pong to that heartbeat). Rebuilding drops
 //! tungstenite's state, so it is done only when that state is provably
 //! empty: the write side is flushed (every branch of the session loop ends
 //! with a flush), no close is under way, every byte tungstenite has read
@@ -25,7 +26,7 @@
 //! counts the bytes read; the session adds up each message's wire length
 //! ([`Transport::received`]). A message that was fragmented, or framed with
 //! a longer length field than needed, counts short, and then the link never
-//! dozes again: safe, and only today's memory.
+//! dozes again: safe, and only the memory a link held before it could doze.
 //!
 //! rustls stays as it is (its 4 KiB record buffer cannot be given back
 //! without its unbuffered API). This module must not read from the socket
