@@ -107,13 +107,17 @@ impl Transport {
         self.tls.as_mut().map(|t| t.get_mut().0)
     }
 
-    fn tls(&mut self) -> io::Result<Pin<&mut TlsStream<TcpStream>>> {
+    /// Runs one poll on the TLS stream; an error once it has moved.
+    fn on_tls<T>(
+        &mut self,
+        poll: impl FnOnce(Pin<&mut TlsStream<TcpStream>>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
         match self.tls.as_mut() {
-            Some(tls) => Ok(Pin::new(tls)),
-            None => Err(io::Error::new(
+            Some(tls) => poll(Pin::new(tls)),
+            None => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::NotConnected,
                 "transport moved",
-            )),
+            ))),
         }
     }
 }
@@ -125,10 +129,7 @@ impl AsyncRead for Transport {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let polled = match self.tls() {
-            Ok(tls) => tls.poll_read(cx, buf),
-            Err(e) => return Poll::Ready(Err(e)),
-        };
+        let polled = self.on_tls(|tls| tls.poll_read(cx, buf));
         self.read += buf.filled().len().saturating_sub(before) as u64;
         polled
     }
@@ -140,10 +141,7 @@ impl AsyncWrite for Transport {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.tls() {
-            Ok(tls) => tls.poll_write(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.on_tls(|tls| tls.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -151,10 +149,7 @@ impl AsyncWrite for Transport {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.tls() {
-            Ok(tls) => tls.poll_write_vectored(cx, bufs),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.on_tls(|tls| tls.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -162,17 +157,11 @@ impl AsyncWrite for Transport {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.tls() {
-            Ok(tls) => tls.poll_flush(cx),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.on_tls(|tls| tls.poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.tls() {
-            Ok(tls) => tls.poll_shutdown(cx),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.on_tls(|tls| tls.poll_shutdown(cx))
     }
 }
 

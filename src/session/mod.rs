@@ -118,8 +118,7 @@ impl Session {
             if code == Close::ShuttingDown {
                 // Answer what the peer already sent before saying goodbye.
                 self.read_at = std::time::Instant::now();
-                if link::wake(&mut ws).await {
-                    self.count_dozing(&ws);
+                if self.wake(&mut ws).await {
                     let _ = self.burst(&mut ws, None).await;
                 }
             }
@@ -224,10 +223,9 @@ impl Session {
                         link::Incoming::Frame(None) => return End::Drop,
                         // Bytes for a dozing link: read them awake.
                         link::Incoming::Readable => {
-                            if !link::wake(ws).await {
+                            if !self.wake(ws).await {
                                 return End::Drop;
                             }
-                            self.count_dozing(ws);
                             self.woken = true;
                             continue;
                         }
@@ -248,11 +246,8 @@ impl Session {
                     if !flush(ws, self.write_stall).await {
                         return End::Drop;
                     }
-                    if std::mem::take(&mut self.woken) {
-                        if !link::doze_if_drained(ws).await {
-                            return End::Drop;
-                        }
-                        self.count_dozing(ws);
+                    if std::mem::take(&mut self.woken) && !self.doze(ws).await {
+                        return End::Drop;
                     }
                     // Only the login moves the timer (off the auth deadline):
                     // resetting it per message would cost a timer-wheel update each.
@@ -278,14 +273,27 @@ impl Session {
                     // Quiet or not, a tick is a cheap moment to give back
                     // what tungstenite's buffers grew to: everything
                     // written is flushed here.
-                    if !link::doze_if_drained(ws).await {
+                    if !self.doze(ws).await {
                         return End::Drop;
                     }
-                    self.count_dozing(ws);
                     timer.as_mut().reset(self.next_wake(next_ping, auth_deadline));
                 }
             }
         }
+    }
+
+    /// `link::wake`, counted in `sessions_dozing`.
+    async fn wake(&mut self, ws: &mut Ws) -> bool {
+        let ok = link::wake(ws).await;
+        self.count_dozing(ws);
+        ok
+    }
+
+    /// `link::doze_if_drained`, counted in `sessions_dozing`.
+    async fn doze(&mut self, ws: &mut Ws) -> bool {
+        let ok = link::doze_if_drained(ws).await;
+        self.count_dozing(ws);
+        ok
     }
 
     /// Keeps `sessions_dozing` in step with the link.
