@@ -1718,8 +1718,23 @@ async fn an_idle_link_dozes_and_wakes_without_losing_a_byte() {
     ws.send(&frame(FIN | CONT, &body[20..])).await;
     pinged(&mut ws, 5, "a message fragmented across a tick").await;
     ws.rd.heartbeat(&mut ws.w, true).await;
+    until_dozing(&gw, 1.0, "after a fragmented message").await;
     ws.send(&ping(6)).await;
     pinged(&mut ws, 6, "after the fragmented message").await;
+
+    // A frame with a longer length field than it needs (16 bits for 60
+    // bytes: allowed on the wire), then the tick: dozing again.
+    let body = request(9, "session.ping", &json!({})).into_bytes();
+    let mut long = vec![FIN | TEXT, 0x80 | 126];
+    long.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    long.extend_from_slice(&[0, 0, 0, 0]);
+    long.extend_from_slice(&body);
+    ws.send(&long).await;
+    pinged(&mut ws, 9, "a frame with a 16-bit length field").await;
+    ws.rd.heartbeat(&mut ws.w, true).await;
+    until_dozing(&gw, 1.0, "after a frame with a long length field").await;
+    ws.send(&ping(10)).await;
+    pinged(&mut ws, 10, "after the long length field").await;
     drop(ws);
 
     // A login in the same write as the upgrade request: read awake. Then

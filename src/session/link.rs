@@ -20,13 +20,13 @@
 //! read only control frames (the peer's pong to that heartbeat). Rebuilding drops
 //! tungstenite's state, so it is done only when that state is provably
 //! empty: the write side is flushed (every branch of the session loop ends
-//! with a flush), no close is under way, every byte tungstenite has read
-//! from TLS belongs to a frame it has handed over, and rustls holds no
-//! plaintext (which no socket readiness would announce). [`Transport`]
-//! counts the bytes read; the session adds up each message's wire length
-//! ([`Transport::received`]). A message that was fragmented, or framed with
-//! a longer length field than needed, counts short, and then the link never
-//! dozes again: safe, and only the memory a link held before it could doze.
+//! with a flush), no close is under way, the bytes tungstenite has read
+//! from TLS end where a frame ends, outside a fragmented message, and it has
+//! handed over every message they complete, and rustls holds no plaintext
+//! (which no socket readiness would announce). [`Transport`] follows the
+//! frame headers in the bytes read ([`Frames`]: only headers are looked
+//! at, payloads are skipped by length); the session counts the messages it
+//! receives ([`Transport::received`]).
 //!
 //! rustls stays as it is (its 4 KiB record buffer cannot be given back
 //! without its unbuffered API). This module must not read from the socket
@@ -53,53 +53,47 @@ pub type Ws = WebSocketStream<Transport>;
 /// requests (BENCHMARKS.md, "Memory per idle session").
 pub const READ_BUFFER: usize = 4096;
 
-/// The TLS stream under a session's WebSocket, counting the plaintext bytes
-/// tungstenite has read from it and the wire bytes of the messages the
+/// The TLS stream under a session's WebSocket, following the frames in the
+/// plaintext tungstenite reads from it and counting the messages the
 /// session has received. Empty only while [`rebuild`] moves it.
 pub struct Transport {
     tls: Option<TlsStream<TcpStream>>,
-    /// Plaintext bytes handed to tungstenite.
-    read: u64,
-    /// Wire bytes of the messages tungstenite handed over.
-    framed: u64,
+    /// The frames of the plaintext handed to tungstenite.
+    frames: Frames,
+    /// Messages tungstenite handed over.
+    received: u64,
 }
 
 impl Transport {
     /// The TLS stream, with the bytes of it already read (and given to
     /// tungstenite as the partially read part).
-    fn new(tls: TlsStream<TcpStream>, already_read: usize) -> Transport {
+    fn new(tls: TlsStream<TcpStream>, already_read: &[u8]) -> Transport {
+        let mut frames = Frames::default();
+        frames.feed(already_read);
         Transport {
             tls: Some(tls),
-            read: already_read as u64,
-            framed: 0,
+            frames,
+            received: 0,
         }
     }
 
-    /// Counts a message the session received from tungstenite, at its wire
-    /// length as one frame with the shortest length field (as RFC 6455
-    /// §5.2 asks), masked (as every client frame is).
+    /// Counts a message the session received from tungstenite.
     pub fn received(&mut self, msg: &Message) {
-        let payload = match msg {
-            Message::Text(t) => t.len(),
-            Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
-            Message::Close(c) => c.as_ref().map_or(0, |c| 2 + c.reason.len()),
-            // Never read: leave the count short (no dozing).
-            Message::Frame(_) => return,
-        };
-        let length_field = match payload {
-            0..=125 => 0,
-            126..=0xFFFF => 2,
-            _ => 8,
-        };
-        self.framed += (2 + length_field + 4 + payload) as u64;
+        // Never read (a write-side variant): leave the count short, so the
+        // link does not doze.
+        if !matches!(msg, Message::Frame(_)) {
+            self.received += 1;
+        }
     }
 
     /// True when tungstenite holds no byte of a frame it has not handed
-    /// over, and rustls no plaintext tungstenite has not read (a burst cut
-    /// short at its bound leaves some; the socket's readiness would never
-    /// announce it).
+    /// over, nor part of a fragmented message, and rustls no plaintext
+    /// tungstenite has not read (a burst cut short at its bound leaves some;
+    /// the socket's readiness would never announce it).
     fn drained(&mut self) -> bool {
-        self.read == self.framed && self.tls.as_mut().is_some_and(|t| buffered(t) == 0)
+        self.frames.between_messages()
+            && self.frames.messages == self.received
+            && self.tls.as_mut().is_some_and(|t| buffered(t) == 0)
     }
 
     /// The TCP socket, to wait for readiness or to read after the close.
@@ -130,7 +124,9 @@ impl AsyncRead for Transport {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = self.on_tls(|tls| tls.poll_read(cx, buf));
-        self.read += buf.filled().len().saturating_sub(before) as u64;
+        if let Some(new) = buf.filled().get(before..) {
+            self.frames.feed(new);
+        }
         polled
     }
 }
@@ -185,7 +181,7 @@ pub async fn open(mut tls: TlsStream<TcpStream>, rest: Vec<u8>, config: WebSocke
     } else {
         READ_BUFFER
     };
-    let transport = Transport::new(tls, rest.len());
+    let transport = Transport::new(tls, &rest);
     WebSocketStream::from_partially_read(
         transport,
         rest,
@@ -249,7 +245,7 @@ fn rebuild_now(ws: &mut Ws, read_buffer: usize, cx: &mut Context<'_>) -> bool {
         return false;
     };
     let built = pin!(WebSocketStream::from_raw_socket(
-        Transport::new(tls, 0),
+        Transport::new(tls, &[]),
         Role::Server,
         Some(config),
     ))
@@ -262,5 +258,165 @@ fn rebuild_now(ws: &mut Ws, read_buffer: usize, cx: &mut Context<'_>) -> bool {
         // tokio-tungstenite builds without a handshake in one poll; were that
         // to change, the stream is gone and the session ends.
         Poll::Pending => false,
+    }
+}
+
+/// Where a stream of client frames (RFC 6455 §5.2) stands: which header or
+/// payload the next byte belongs to, and how many messages the frames so
+/// far complete. Looks at headers only; what tungstenite rejects (reserved
+/// bits, bad opcodes, sizes) ends the session anyway, so this need not.
+#[derive(Default, Debug)]
+struct Frames {
+    /// Payload bytes of the current frame still to come.
+    payload: u64,
+    /// The header being read: it is at most 14 bytes.
+    head: [u8; 14],
+    head_len: usize,
+    /// A data frame without FIN came and the continuation with FIN has not.
+    fragmented: bool,
+    /// Messages completed: control frames, and data frames with FIN.
+    messages: u64,
+}
+
+impl Frames {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.payload > 0 {
+                let n = bytes
+                    .len()
+                    .min(usize::try_from(self.payload).unwrap_or(usize::MAX));
+                self.payload -= n as u64;
+                bytes = bytes.get(n..).unwrap_or_default();
+                continue;
+            }
+            let Some((&b, rest)) = bytes.split_first() else {
+                return;
+            };
+            bytes = rest;
+            if let Some(slot) = self.head.get_mut(self.head_len) {
+                *slot = b;
+                self.head_len += 1;
+            }
+            self.header_done();
+        }
+    }
+
+    /// Ends the header if all of it is here.
+    fn header_done(&mut self) {
+        let [b0, b1, ..] = self.head;
+        if self.head_len < 2 {
+            return;
+        }
+        let extended = match b1 & 0x7F {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        let mask = if b1 & 0x80 != 0 { 4 } else { 0 };
+        if self.head_len < 2 + extended + mask {
+            return;
+        }
+        let length = match (b1 & 0x7F, self.head.get(2..2 + extended)) {
+            (126 | 127, Some(field)) => field.iter().fold(0u64, |n, &b| n << 8 | u64::from(b)),
+            (short, _) => u64::from(short),
+        };
+        let fin = b0 & 0x80 != 0;
+        match b0 & 0x0F {
+            // A control frame is a message of its own, even between the
+            // fragments of another.
+            0x8..=0xF => self.messages += 1,
+            // The first frame of a message (text, binary or reserved: the
+            // latter ends the session) and its continuations.
+            _ => {
+                self.fragmented = !fin;
+                if fin {
+                    self.messages += 1;
+                }
+            }
+        }
+        self.payload = length;
+        self.head_len = 0;
+    }
+
+    /// Between two frames, and not inside a fragmented message.
+    fn between_messages(&self) -> bool {
+        self.payload == 0 && self.head_len == 0 && !self.fragmented
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Frames;
+
+    /// A masked client frame with `payload_len` bytes of payload, its
+    /// length in the field of `field` bytes (0, 2 or 8).
+    fn frame(b0: u8, payload_len: usize, field: usize) -> Vec<u8> {
+        let mut f = vec![b0];
+        match field {
+            0 => f.push(0x80 | payload_len as u8),
+            2 => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(payload_len as u16).to_be_bytes());
+            }
+            _ => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(payload_len as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&[1, 2, 3, 4]);
+        f.extend(std::iter::repeat_n(b'x', payload_len));
+        f
+    }
+
+    /// Every split of a stream of frames ends between messages exactly
+    /// where the whole frames of whole messages end, and counts them.
+    #[test]
+    fn frames_are_followed_whatever_the_reads_cut() {
+        const FIN: u8 = 0x80;
+        let parts: Vec<(Vec<u8>, u64, bool)> = vec![
+            // (frame, messages it completes, between messages after it)
+            (frame(FIN | 0x1, 5, 0), 1, true),
+            (frame(FIN | 0x1, 300, 2), 1, true),
+            // Longer length fields than needed.
+            (frame(FIN | 0x1, 5, 2), 1, true),
+            (frame(FIN | 0x2, 70_000, 8), 1, true),
+            (frame(FIN | 0x9, 0, 0), 1, true),
+            // A fragmented message with a ping between its fragments.
+            (frame(0x1, 10, 0), 0, false),
+            (frame(FIN | 0x9, 3, 0), 1, false),
+            (frame(0x0, 10, 0), 0, false),
+            (frame(FIN, 10, 0), 1, true), // the last continuation
+            (frame(FIN | 0xA, 125, 0), 1, true),
+            (frame(FIN | 0x8, 2, 0), 1, true),
+        ];
+        let stream: Vec<u8> = parts.iter().flat_map(|p| p.0.clone()).collect();
+        let mut ends = Vec::new();
+        let mut at = 0;
+        let mut messages = 0;
+        for (f, m, between) in &parts {
+            at += f.len();
+            messages += m;
+            ends.push((at, messages, *between));
+        }
+        for step in [1, 2, 3, 7, 13, 4096, stream.len()] {
+            let mut frames = Frames::default();
+            let mut fed = 0;
+            for chunk in stream.chunks(step) {
+                frames.feed(chunk);
+                fed += chunk.len();
+                let here = ends.iter().find(|e| e.0 == fed);
+                match here {
+                    Some(&(_, m, between)) => {
+                        assert_eq!(frames.between_messages(), between, "at {fed}, step {step}");
+                        assert_eq!(frames.messages, m, "at {fed}, step {step}");
+                    }
+                    None => assert!(
+                        !frames.between_messages(),
+                        "inside a frame at {fed}, step {step}"
+                    ),
+                }
+            }
+            assert_eq!(fed, stream.len());
+        }
     }
 }
