@@ -183,3 +183,96 @@ pub fn string_field(text: &str, path: &[&str]) -> anyhow::Result<String> {
 pub fn raise_fd_limit() -> u64 {
     rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
 }
+
+/// Reads what the TLS stream has into the end of `buf` (keeping room for
+/// a 16 KiB record); false at the end of the stream or an error.
+pub async fn read_more(tls: &mut TlsStream<TcpStream>, buf: &mut Vec<u8>) -> bool {
+    use tokio::io::AsyncReadExt;
+    if buf.capacity() - buf.len() < 16 * 1024 {
+        buf.reserve(16 * 1024);
+    }
+    matches!(tls.read_buf(buf).await, Ok(n) if n > 0)
+}
+
+/// The first whole server frame (unmasked) of `bytes`: its opcode, its
+/// payload and the bytes it takes; `None` until all of it is there.
+pub fn server_frame(bytes: &[u8]) -> Option<(u8, &[u8], usize)> {
+    let (&b0, rest) = bytes.split_first()?;
+    let (&b1, rest) = rest.split_first()?;
+    let (len, rest) = match b1 & 0x7F {
+        126 => {
+            let (field, rest) = rest.split_first_chunk::<2>()?;
+            (u64::from(u16::from_be_bytes(*field)), rest)
+        }
+        127 => {
+            let (field, rest) = rest.split_first_chunk::<8>()?;
+            (u64::from_be_bytes(*field), rest)
+        }
+        short => (u64::from(short), rest),
+    };
+    let rest = if b1 & 0x80 != 0 { rest.get(4..)? } else { rest };
+    let len = usize::try_from(len).ok()?;
+    let payload = rest.get(..len)?;
+    let used = bytes.len() - rest.len() + len;
+    Some((b0 & 0x0F, payload, used))
+}
+
+/// Appends a client frame (FIN, `opcode`, masked with a zero key, so the
+/// payload goes as is) to `out`.
+pub fn push_client_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    out.push(0x80 | opcode);
+    match payload.len() {
+        n @ 0..=125 => out.push(0x80 | n as u8),
+        n => match u16::try_from(n) {
+            Ok(n) => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+            Err(_) => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        },
+    }
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_frame;
+
+    #[test]
+    fn server_frames_are_found_whole_or_not_at_all() {
+        let mut stream = Vec::new();
+        let mut frames = Vec::new();
+        for (opcode, len) in [(0x1u8, 5usize), (0x9, 0), (0x1, 200), (0x2, 70_000)] {
+            let mut f = vec![0x80 | opcode];
+            match len {
+                0..=125 => f.push(len as u8),
+                126..=0xFFFF => {
+                    f.push(126);
+                    f.extend_from_slice(&(len as u16).to_be_bytes());
+                }
+                _ => {
+                    f.push(127);
+                    f.extend_from_slice(&(len as u64).to_be_bytes());
+                }
+            }
+            f.extend(std::iter::repeat_n(b'x', len));
+            frames.push((opcode, len, f.len()));
+            stream.extend_from_slice(&f);
+        }
+        let mut at = 0;
+        for &(opcode, len, used) in &frames {
+            // Every cut short of the whole frame is not a frame yet.
+            for cut in [1, 2, used - 1] {
+                assert!(server_frame(&stream[at..at + cut.min(used - 1)]).is_none());
+            }
+            let (o, payload, u) = server_frame(&stream[at..]).unwrap();
+            assert_eq!((o, payload.len(), u), (opcode, len, used));
+            at += used;
+        }
+        assert!(server_frame(&stream[at..]).is_none());
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -377,25 +377,48 @@ pub async fn routed_from(
     measure_requests(watched, sockets, ROUTED, load, warmup, measure).await
 }
 
-/// A provider that answers every routed request with `{}` at once.
-async fn serve_provider(mut ws: Ws) {
-    while let Some(Ok(first)) = ws.next().await {
-        let mut next = Some(first);
-        while let Some(m) = next.take() {
-            if let Message::Text(t) = &m {
-                if let Some(id) = id_of(t.as_str()) {
-                    let answer = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#);
-                    if ws.feed(Message::text(answer)).await.is_err() {
-                        return;
+/// A provider that answers every routed request with `{}` at once, all
+/// that one read brought in one write. Like the fan-out subscribers
+/// ([`count_events`]) it reads and writes frames on the TLS stream itself:
+/// the generator should take as little of the machine as it can.
+async fn serve_provider(ws: Ws) {
+    use std::io::Write;
+    use tokio::io::AsyncWriteExt;
+    // Nothing follows the registration's answer (tungstenite holds no byte
+    // of the stream now): the providers register before any caller starts.
+    let mut tls = ws.into_inner();
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut out = Vec::with_capacity(16 * 1024);
+    let mut answer = Vec::with_capacity(64);
+    loop {
+        if !net::read_more(&mut tls, &mut buf).await {
+            return;
+        }
+        let mut at = 0;
+        while let Some((opcode, payload, used)) =
+            net::server_frame(buf.get(at..).unwrap_or_default())
+        {
+            at += used;
+            match opcode {
+                0x1 => {
+                    let id = std::str::from_utf8(payload).ok().and_then(id_of);
+                    if let Some(id) = id {
+                        answer.clear();
+                        let _ = write!(answer, r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#);
+                        net::push_client_frame(&mut out, 0x1, &answer);
                     }
                 }
-            }
-            if let Some(Some(Ok(m))) = ws.next().now_or_never() {
-                next = Some(m);
+                0x8 => return,
+                0x9 => net::push_client_frame(&mut out, 0xA, payload),
+                _ => {}
             }
         }
-        if ws.flush().await.is_err() {
-            return;
+        buf.drain(..at);
+        if !out.is_empty() {
+            if tls.write_all(&out).await.is_err() || tls.flush().await.is_err() {
+                return;
+            }
+            out.clear();
         }
     }
 }
@@ -498,20 +521,18 @@ async fn count_events(
     lost: Arc<AtomicU64>,
     counting: Arc<std::sync::atomic::AtomicBool>,
 ) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     const EVENT: &[u8] = br#"{"jsonrpc":"2.0","method":"event""#;
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
-        if buf.capacity() - buf.len() < 16 * 1024 {
-            buf.reserve(16 * 1024);
-        }
-        match tls.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        if !net::read_more(&mut tls, &mut buf).await {
+            return;
         }
         let mut at = 0;
         let mut pongs = Vec::new();
-        while let Some((opcode, payload, used)) = server_frame(buf.get(at..).unwrap_or_default()) {
+        while let Some((opcode, payload, used)) =
+            net::server_frame(buf.get(at..).unwrap_or_default())
+        {
             at += used;
             match opcode {
                 0x1 if counting.load(Ordering::Relaxed) => {
@@ -529,14 +550,7 @@ async fn count_events(
                     }
                 }
                 0x8 => return,
-                0x9 => {
-                    // A masked pong with the ping's payload (mask 0: the
-                    // payload as is).
-                    pongs.push(0x8A);
-                    pongs.push(0x80 | payload.len().min(125) as u8);
-                    pongs.extend_from_slice(&[0; 4]);
-                    pongs.extend_from_slice(payload.get(..125).unwrap_or(payload));
-                }
+                0x9 => net::push_client_frame(&mut pongs, 0xA, payload),
                 _ => {}
             }
         }
@@ -545,29 +559,6 @@ async fn count_events(
             return;
         }
     }
-}
-
-/// The first whole server frame (unmasked) of `bytes`: its opcode, its
-/// payload and the bytes it takes; `None` until all of it is there.
-fn server_frame(bytes: &[u8]) -> Option<(u8, &[u8], usize)> {
-    let (&b0, rest) = bytes.split_first()?;
-    let (&b1, rest) = rest.split_first()?;
-    let (len, rest) = match b1 & 0x7F {
-        126 => {
-            let (field, rest) = rest.split_first_chunk::<2>()?;
-            (u64::from(u16::from_be_bytes(*field)), rest)
-        }
-        127 => {
-            let (field, rest) = rest.split_first_chunk::<8>()?;
-            (u64::from_be_bytes(*field), rest)
-        }
-        short => (u64::from(short), rest),
-    };
-    let rest = if b1 & 0x80 != 0 { rest.get(4..)? } else { rest };
-    let len = usize::try_from(len).ok()?;
-    let payload = rest.get(..len)?;
-    let used = bytes.len() - rest.len() + len;
-    Some((b0 & 0x0F, payload, used))
 }
 
 /// The User Portal flow, `workers` at a time: TLS connect, upgrade with the
@@ -811,43 +802,4 @@ pub async fn login_storm(server: &Server, auth: &Auth, n: usize) -> anyhow::Resu
         ping_p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
         ping_p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::server_frame;
-
-    #[test]
-    fn server_frames_are_found_whole_or_not_at_all() {
-        let mut stream = Vec::new();
-        let mut frames = Vec::new();
-        for (opcode, len) in [(0x1u8, 5usize), (0x9, 0), (0x1, 200), (0x2, 70_000)] {
-            let mut f = vec![0x80 | opcode];
-            match len {
-                0..=125 => f.push(len as u8),
-                126..=0xFFFF => {
-                    f.push(126);
-                    f.extend_from_slice(&(len as u16).to_be_bytes());
-                }
-                _ => {
-                    f.push(127);
-                    f.extend_from_slice(&(len as u64).to_be_bytes());
-                }
-            }
-            f.extend(std::iter::repeat_n(b'x', len));
-            frames.push((opcode, len, f.len()));
-            stream.extend_from_slice(&f);
-        }
-        let mut at = 0;
-        for &(opcode, len, used) in &frames {
-            // Every cut short of the whole frame is not a frame yet.
-            for cut in [1, 2, used - 1] {
-                assert!(server_frame(&stream[at..at + cut.min(used - 1)]).is_none());
-            }
-            let (o, payload, u) = server_frame(&stream[at..]).unwrap();
-            assert_eq!((o, payload.len(), u), (opcode, len, used));
-            at += used;
-        }
-        assert!(server_frame(&stream[at..]).is_none());
-    }
 }
