@@ -796,3 +796,46 @@ async fn the_serving_node_sends_a_provider_only_what_its_rights_open() {
         n.shutdown().await;
     }
 }
+
+/// A node that took a request but was never heard from (its first heartbeat
+/// not in yet when it died; here a NATS client that answers "ok" and never
+/// sends one) is watched from the moment it took the request: the caller
+/// gets -32004 when it stays silent, not -32005 at the routed timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_never_heard_from_fails_what_it_took_at_its_silence() {
+    use futures_util::StreamExt;
+    let nats = NatsServer::single();
+    let prefix = format!("t{}", free_port());
+    let a = TestGateway::start_with("", &node_extra("a", &[nats.url()], &prefix)).await;
+    let ghost = async_nats::connect(nats.url()).await.unwrap();
+    let mut taken = ghost
+        .queue_subscribe(format!("{prefix}.route.cti"), "cti".to_owned())
+        .await
+        .unwrap();
+    ghost.flush().await.unwrap();
+    let mut caller = a.login("/portal", "portal1", PORTAL_PW).await;
+    caller
+        .send_text(r#"{"jsonrpc":"2.0","id":"p","method":"cti.make_call","params":{}}"#)
+        .await;
+    let m = tokio::time::timeout(Duration::from_secs(5), taken.next())
+        .await
+        .expect("the request reaches the bus")
+        .unwrap();
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Agw-Node", "ghost");
+    ghost
+        .publish_with_headers(m.reply.unwrap(), h, "ok".into())
+        .await
+        .unwrap();
+    ghost.flush().await.unwrap();
+    let v = caller
+        .recv_within(Duration::from_secs(3))
+        .await
+        .expect("an answer before the routed timeout (5 s)");
+    assert_eq!(
+        (v["id"].clone(), code(&v)),
+        (json!("p"), NO_PROVIDER),
+        "{v}"
+    );
+    a.shutdown().await;
+}

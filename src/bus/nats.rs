@@ -494,6 +494,24 @@ impl Inner {
         }
     }
 
+    /// Watches a node that took one of our requests as a peer, heard from
+    /// now, if its heartbeat has not come yet: should it never come (the
+    /// node died first), the node is declared gone after `GONE_AFTER` and
+    /// what it took fails with -32004 instead of waiting out the routed
+    /// timeout. A heartbeat that does come replaces the empty presence.
+    fn watch_peer(&self, node: &str) {
+        if node == self.node {
+            return;
+        }
+        self.peers.lock().entry(node.to_owned()).or_insert_with(|| {
+            let presence = Presence {
+                node: node.to_owned(),
+                ..Presence::default()
+            };
+            (Instant::now(), presence)
+        });
+    }
+
     /// Heartbeats out, silent peers declared gone.
     async fn heartbeat(self: Arc<Self>) {
         let mut tick = tokio::time::interval(HEARTBEAT);
@@ -776,6 +794,9 @@ impl Bus for Nats {
                 }
                 _ => Err("no provider answered in time".to_owned()),
             };
+            if let Ok(node) = &outcome {
+                me.watch_peer(node);
+            }
             if let Some(i) = me.inbound() {
                 i.accepted(gid, outcome);
             }
