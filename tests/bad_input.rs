@@ -1658,16 +1658,7 @@ async fn an_idle_link_dozes_and_wakes_without_losing_a_byte() {
     let gw = TestGateway::start_with("heartbeat_secs = 1", NO_LOCKOUT).await;
     let ping = |id: u64| text(&request(id, "session.ping", &json!({})));
 
-    // Nothing to read after the upgrade: dozing from the start.
-    let mut ws = RawWs::open(&gw, "/portal").await;
-    until_dozing(&gw, 1.0, "after the upgrade").await;
-    let login = request(
-        1,
-        "session.login",
-        &json!({"user": "portal1", "password": PORTAL_PW}),
-    );
-    ws.send(&text(&login)).await;
-    assert!(ws.rd.answer().await.get("result").is_some(), "login");
+    let mut ws = dozing_then_logged_in(&gw).await;
 
     // A tick, the pong: dozing again, and the next request wakes it.
     ws.rd.heartbeat(&mut ws.w, true).await;
@@ -1698,13 +1689,7 @@ async fn an_idle_link_dozes_and_wakes_without_losing_a_byte() {
 
     // A message of 30 KB (answered in kind: the id is echoed), then the
     // tick: the grown buffers go, the next request is served.
-    let big = "x".repeat(30_000);
-    ws.send(&text(
-        &json!({"jsonrpc": "2.0", "id": big, "method": "session.ping"}).to_string(),
-    ))
-    .await;
-    let v = ws.rd.answer().await;
-    assert_eq!(v["id"], json!(big), "the large message's answer");
+    large_ping(&mut ws).await;
     ws.rd.heartbeat(&mut ws.w, true).await;
     until_dozing(&gw, 1.0, "after a large message and a heartbeat").await;
     ws.send(&ping(4)).await;
@@ -1757,6 +1742,47 @@ async fn an_idle_link_dozes_and_wakes_without_losing_a_byte() {
             head.len()
         );
     }
+}
+
+/// A message larger than the read buffer (and its answer) grow
+/// tungstenite's buffers: they go back as soon as it is answered, not at
+/// the next heartbeat (a minute away here).
+#[tokio::test]
+async fn a_large_message_gives_its_buffers_back_at_once() {
+    let gw = TestGateway::start_with("heartbeat_secs = 60", NO_LOCKOUT).await;
+    let mut ws = dozing_then_logged_in(&gw).await;
+    until_dozing(&gw, 0.0, "awake after a small request").await;
+    large_ping(&mut ws).await;
+    until_dozing(&gw, 1.0, "right after a large message").await;
+    ws.send(&text(&request(2, "session.ping", &json!({}))))
+        .await;
+    pinged(&mut ws, 2, "after the large message").await;
+}
+
+/// A /portal link, dozing from the start (nothing to read after the
+/// upgrade), then logged in as portal1 (id 1).
+async fn dozing_then_logged_in(gw: &TestGateway) -> RawWs {
+    let mut ws = RawWs::open(gw, "/portal").await;
+    until_dozing(gw, 1.0, "after the upgrade").await;
+    let login = request(
+        1,
+        "session.login",
+        &json!({"user": "portal1", "password": PORTAL_PW}),
+    );
+    ws.send(&text(&login)).await;
+    assert!(ws.rd.answer().await.get("result").is_some(), "login");
+    ws
+}
+
+/// A `session.ping` of 30 KB (its id), answered in kind.
+async fn large_ping(ws: &mut RawWs) {
+    let big = "x".repeat(30_000);
+    ws.send(&text(
+        &json!({"jsonrpc": "2.0", "id": big, "method": "session.ping"}).to_string(),
+    ))
+    .await;
+    let v = ws.rd.answer().await;
+    assert_eq!(v["id"], json!(big), "the large message's answer");
 }
 
 /// Sends `head` (an upgrade request) and `request` in one write; returns the

@@ -16,9 +16,10 @@
 //!   wakes the link (rebuilt with its read buffer) before reading.
 //!
 //! A link starts dozing when the upgrade left no bytes to read, and dozes
-//! again ([`doze_if_drained`]) at a heartbeat tick and after a wake-up that
-//! read only control frames (the peer's pong to that heartbeat). Rebuilding drops
-//! tungstenite's state, so it is done only when that state is provably
+//! again ([`doze_if_drained`]) at a heartbeat tick, after a wake-up that
+//! read only control frames (the peer's pong to that heartbeat), and after
+//! a wake-up that read or wrote a message larger than `READ_BUFFER` (the
+//! buffers grew for it). Rebuilding drops tungstenite's state, so it is done only when that state is provably
 //! empty: the write side is flushed (every branch of the session loop ends
 //! with a flush), no close is under way, the bytes tungstenite has read
 //! from TLS end where a frame ends, outside a fragmented message, and it has

@@ -68,6 +68,7 @@ pub async fn run(gw: Arc<Gateway>, ws: Box<Ws>, handle: Arc<SessionHandle>, tick
         write_stall,
         read_at: std::time::Instant::now(),
         woken: false,
+        grown: false,
         dozing: None,
     };
     // Ends the session everywhere even if its task unwinds: a leaked hub
@@ -98,6 +99,10 @@ struct Session {
     /// The link woke from dozing and has read only control frames since (a
     /// pong to the heartbeat is not activity): it dozes again at once.
     woken: bool,
+    /// A message larger than the link's read buffer went through this
+    /// wake-up, so tungstenite's buffers grew: they are given back as soon
+    /// as the wake-up is done, not at the next heartbeat tick.
+    grown: bool,
     /// Counts the session in `sessions_dozing` while its link dozes.
     dozing: Option<crate::metrics::Dozing>,
 }
@@ -190,6 +195,7 @@ impl Session {
                         if let Some(t) = guard.timed() {
                             timed.push(t);
                         }
+                        self.grown |= msg.len() > link::READ_BUFFER;
                         // A close asked for while the peer reads nothing cannot
                         // get through either: give up on the write then.
                         if !unless_closing(write(ws, Message::Text(msg), self.write_stall), &handle).await {
@@ -206,6 +212,9 @@ impl Session {
                         return End::Close(code, reason);
                     }
                     if !unless_closing(flush(ws, self.write_stall), &handle).await {
+                        return End::Drop;
+                    }
+                    if std::mem::take(&mut self.grown) && !self.doze(ws).await {
                         return End::Drop;
                     }
                     // Written means flushed to the socket: one clock read
@@ -246,7 +255,8 @@ impl Session {
                     if !flush(ws, self.write_stall).await {
                         return End::Drop;
                     }
-                    if std::mem::take(&mut self.woken) && !self.doze(ws).await {
+                    let woken = std::mem::take(&mut self.woken);
+                    if (woken || std::mem::take(&mut self.grown)) && !self.doze(ws).await {
                         return End::Drop;
                     }
                     // Only the login moves the timer (off the auth deadline):
@@ -362,6 +372,7 @@ impl Session {
         match msg {
             Message::Text(text) => {
                 self.woken = false;
+                self.grown |= text.len() > link::READ_BUFFER;
                 Ok(text)
             }
             Message::Binary(_) => Err(Some(End::Close(
@@ -387,6 +398,7 @@ impl Session {
                 tracing::Span::current().record("user", &**user);
             }
         }
+        self.grown |= self.out.len() > link::READ_BUFFER;
         if !self.out.is_empty() {
             // An exactly sized copy: the message then owns its bytes without
             // the extra shared header a partly filled buffer would need.
