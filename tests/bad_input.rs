@@ -1757,6 +1757,30 @@ async fn a_large_message_gives_its_buffers_back_at_once() {
     ws.send(&text(&request(2, "session.ping", &json!({}))))
         .await;
     pinged(&mut ws, 2, "after the large message").await;
+
+    // The same for a large message written from the session's queue: a
+    // provider's large answer, relayed to the caller.
+    let mut provider = gw
+        .ws("/adjunct", &[("Authorization", &basic("app1", APP_PW))])
+        .await
+        .unwrap();
+    provider
+        .ok("adjunct.register", json!({"namespaces": ["cti"]}))
+        .await;
+    until_dozing(&gw, 0.0, "both awake").await;
+    ws.send(&text(&request(3, "cti.make_call", &json!({}))))
+        .await;
+    let routed = provider.recv().await;
+    assert_eq!(routed["method"], "cti.make_call");
+    let pad = "y".repeat(30_000);
+    provider
+        .send_text(
+            json!({"jsonrpc": "2.0", "id": routed["id"], "result": {"pad": pad}}).to_string(),
+        )
+        .await;
+    let v = ws.rd.answer().await;
+    assert_eq!(v["result"]["pad"], json!(pad), "the relayed answer");
+    until_dozing(&gw, 2.0, "caller and provider right after a large answer").await;
 }
 
 /// A /portal link, dozing from the start (nothing to read after the

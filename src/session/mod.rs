@@ -214,9 +214,6 @@ impl Session {
                     if !unless_closing(flush(ws, self.write_stall), &handle).await {
                         return End::Drop;
                     }
-                    if std::mem::take(&mut self.grown) && !self.doze(ws).await {
-                        return End::Drop;
-                    }
                     // Written means flushed to the socket: one clock read
                     // for the chunk.
                     if !timed.is_empty() {
@@ -224,6 +221,9 @@ impl Session {
                         for (leg, read) in timed.drain(..) {
                             self.gw.metrics.routed_added(leg, now.saturating_duration_since(read).as_secs_f64());
                         }
+                    }
+                    if std::mem::take(&mut self.grown) && !self.doze(ws).await {
+                        return End::Drop;
                     }
                 }
                 incoming = link::incoming(ws) => {
