@@ -1760,13 +1760,7 @@ async fn a_large_message_gives_its_buffers_back_at_once() {
 
     // The same for a large message written from the session's queue: a
     // provider's large answer, relayed to the caller.
-    let mut provider = gw
-        .ws("/adjunct", &[("Authorization", &basic("app1", APP_PW))])
-        .await
-        .unwrap();
-    provider
-        .ok("adjunct.register", json!({"namespaces": ["cti"]}))
-        .await;
+    let mut provider = gw.cti_provider().await;
     until_dozing(&gw, 0.0, "both awake").await;
     ws.send(&text(&request(3, "cti.make_call", &json!({}))))
         .await;

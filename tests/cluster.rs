@@ -125,13 +125,7 @@ async fn three_nodes(urls: &[String]) -> Vec<TestGateway> {
 }
 
 async fn provider(gw: &TestGateway) -> Client {
-    let mut p = gw
-        .ws("/adjunct", &[("Authorization", &basic("app1", APP_PW))])
-        .await
-        .unwrap();
-    p.ok("adjunct.register", json!({"namespaces": ["cti"]}))
-        .await;
-    p
+    gw.cti_provider().await
 }
 
 /// Answers routed requests until `n` were answered; returns how many.

@@ -76,13 +76,7 @@ async fn scraped_values_move_with_logins_requests_refusals_routing_and_events() 
         .await;
     assert_eq!(code, -32002);
     let mut cti = gw.login("/portal", "cti1", CTI_PW).await;
-    let mut provider = gw
-        .ws("/adjunct", &[("Authorization", &basic("app1", APP_PW))])
-        .await
-        .unwrap();
-    provider
-        .ok("adjunct.register", json!({"namespaces": ["cti"]}))
-        .await;
+    let mut provider = gw.cti_provider().await;
 
     // Requests: ok, denied with the right named, unknown and invalid.
     portal.ok("session.ping", json!(null)).await;

@@ -10,16 +10,7 @@ use common::*;
 use serde_json::{json, Value};
 
 async fn provider(gw: &TestGateway) -> Client {
-    let mut p = gw
-        .ws("/adjunct", &[("Authorization", &basic("app1", APP_PW))])
-        .await
-        .unwrap();
-    assert_eq!(
-        p.ok("adjunct.register", json!({"namespaces": ["cti"]}))
-            .await,
-        json!({"namespaces": ["cti"]})
-    );
-    p
+    gw.cti_provider().await
 }
 
 /// Reads the next routed request a provider receives.

@@ -178,6 +178,21 @@ impl TestGateway {
         ws_connect(self.addr, &self.ca_pem, path, headers).await
     }
 
+    /// app1 on /adjunct (Basic credentials on the upgrade), registered as
+    /// the provider of `cti`.
+    pub async fn cti_provider(&self) -> Client {
+        let mut p = self
+            .ws("/adjunct", &[("Authorization", &basic("app1", APP_PW))])
+            .await
+            .unwrap();
+        assert_eq!(
+            p.ok("adjunct.register", json!({"namespaces": ["cti"]}))
+                .await,
+            json!({"namespaces": ["cti"]})
+        );
+        p
+    }
+
     /// Connects to /portal (or /adjunct) and logs in with session.login.
     pub async fn login(&self, path: &str, user: &str, password: &str) -> Client {
         let mut c = self.ws(path, &[]).await.unwrap();
