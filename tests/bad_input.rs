@@ -1777,6 +1777,38 @@ async fn a_large_message_gives_its_buffers_back_at_once() {
     until_dozing(&gw, 2.0, "caller and provider right after a large answer").await;
 }
 
+/// A close as the last frame a wake-up handles (the 64th), behind a large
+/// message: the link must not doze (a rebuilt tungstenite would forget the
+/// close and serve on); the session ends, and what the peer sends after its
+/// own close is not answered.
+#[tokio::test]
+async fn a_close_at_the_end_of_a_full_burst_ends_the_session() {
+    let gw = TestGateway::start_with("heartbeat_secs = 60", NO_LOCKOUT).await;
+    let mut ws = dozing_then_logged_in(&gw).await;
+    let big = "x".repeat(30_000);
+    let mut burst =
+        text(&json!({"jsonrpc": "2.0", "id": big, "method": "session.ping"}).to_string());
+    for _ in 0..62 {
+        burst.extend_from_slice(&frame(FIN | PING, b"p"));
+    }
+    burst.extend_from_slice(&frame(FIN | CLOSE, &1000u16.to_be_bytes()));
+    ws.send(&burst).await;
+    let v = ws.rd.answer().await;
+    assert_eq!(v["id"], json!(big), "the large message's answer");
+    assert!(
+        matches!(ws.rd.next(WAIT).await, Event::Close(Some(1000))),
+        "the close is answered"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ws.send(&text(&request(99, "session.ping", &json!({}))))
+        .await;
+    let after = ws.rd.next(WAIT).await;
+    assert!(
+        matches!(after, Event::Dropped),
+        "nothing served after the close: {after:?}"
+    );
+}
+
 /// A /portal link, dozing from the start (nothing to read after the
 /// upgrade), then logged in as portal1 (id 1).
 async fn dozing_then_logged_in(gw: &TestGateway) -> RawWs {

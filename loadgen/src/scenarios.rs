@@ -555,7 +555,8 @@ async fn count_events(
             }
         }
         buf.drain(..at);
-        if !pongs.is_empty() && tls.write_all(&pongs).await.is_err() {
+        if !pongs.is_empty() && (tls.write_all(&pongs).await.is_err() || tls.flush().await.is_err())
+        {
             return;
         }
     }

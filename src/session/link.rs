@@ -19,14 +19,15 @@
 //! again ([`doze_if_drained`]) at a heartbeat tick, after a wake-up that
 //! read only control frames (the peer's pong to that heartbeat), and after
 //! a wake-up that read or wrote a message larger than `READ_BUFFER` (the
-//! buffers grew for it). Rebuilding drops tungstenite's state, so it is done only when that state is provably
-//! empty: the write side is flushed (every branch of the session loop ends
-//! with a flush), no close is under way, the bytes tungstenite has read
-//! from TLS end where a frame ends, outside a fragmented message, and it has
-//! handed over every message they complete, and rustls holds no plaintext
-//! (which no socket readiness would announce). [`Transport`] follows the
-//! frame headers in the bytes read ([`Frames`]: only headers are looked
-//! at, payloads are skipped by length); the session counts the messages it
+//! buffers grew for it). Rebuilding drops tungstenite's state, so it is
+//! done only when that state is provably empty: the write side is flushed
+//! (every branch of the session loop ends with a flush), no close is under
+//! way (nor has the peer sent one), the bytes tungstenite has read from TLS
+//! end where a frame ends, outside a fragmented message, and it has handed
+//! over every message they complete, and rustls holds no plaintext (which
+//! no socket readiness would announce). [`Transport`] follows the frame
+//! headers in the bytes read ([`Frames`]: only headers are looked at,
+//! payloads are skipped by length); the session counts the messages it
 //! receives ([`Transport::received`]).
 //!
 //! rustls stays as it is (its 4 KiB record buffer cannot be given back
@@ -277,6 +278,9 @@ struct Frames {
     fragmented: bool,
     /// Messages completed: control frames, and data frames with FIN.
     messages: u64,
+    /// A close frame came: the link never dozes after it (tungstenite's
+    /// closing state would be lost with it, and the session ends anyway).
+    closed: bool,
 }
 
 impl Frames {
@@ -325,7 +329,10 @@ impl Frames {
         match b0 & 0x0F {
             // A control frame is a message of its own, even between the
             // fragments of another.
-            0x8..=0xF => self.messages += 1,
+            0x8..=0xF => {
+                self.messages += 1;
+                self.closed |= b0 & 0x0F == 0x8;
+            }
             // The first frame of a message (text, binary or reserved: the
             // latter ends the session) and its continuations.
             _ => {
@@ -339,9 +346,10 @@ impl Frames {
         self.head_len = 0;
     }
 
-    /// Between two frames, and not inside a fragmented message.
+    /// Between two frames, not inside a fragmented message, and no close
+    /// received.
     fn between_messages(&self) -> bool {
-        self.payload == 0 && self.head_len == 0 && !self.fragmented
+        self.payload == 0 && self.head_len == 0 && !self.fragmented && !self.closed
     }
 }
 
@@ -388,7 +396,9 @@ mod tests {
             (frame(0x0, 10, 0), 0, false),
             (frame(FIN, 10, 0), 1, true), // the last continuation
             (frame(FIN | 0xA, 125, 0), 1, true),
-            (frame(FIN | 0x8, 2, 0), 1, true),
+            // Nothing dozes after a close.
+            (frame(FIN | 0x8, 2, 0), 1, false),
+            (frame(FIN | 0x1, 5, 0), 1, false),
         ];
         let stream: Vec<u8> = parts.iter().flat_map(|p| p.0.clone()).collect();
         let mut ends = Vec::new();

@@ -222,7 +222,9 @@ impl Session {
                             self.gw.metrics.routed_added(leg, now.saturating_duration_since(read).as_secs_f64());
                         }
                     }
-                    if std::mem::take(&mut self.grown) && !self.doze(ws).await {
+                    // Not when the link has just woken to read what came:
+                    // it would doze again before reading it.
+                    if std::mem::take(&mut self.grown) && !self.woken && !self.doze(ws).await {
                         return End::Drop;
                     }
                 }
