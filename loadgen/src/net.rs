@@ -184,14 +184,44 @@ pub fn raise_fd_limit() -> u64 {
     rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
 }
 
-/// Reads what the TLS stream has into the end of `buf` (keeping room for
-/// a 16 KiB record); false at the end of the stream or an error.
-pub async fn read_more(tls: &mut TlsStream<TcpStream>, buf: &mut Vec<u8>) -> bool {
-    use tokio::io::AsyncReadExt;
-    if buf.capacity() - buf.len() < 16 * 1024 {
-        buf.reserve(16 * 1024);
+/// Serves a WebSocket on the TLS stream itself, frame by frame, for the
+/// generator's light clients: each text frame's payload goes to `on_text`,
+/// which may append frames to send (`push_client_frame`); pings are
+/// answered; what one read brought is answered in one write. Ends when the
+/// stream does, fails or closes.
+pub async fn serve_frames(
+    mut tls: TlsStream<TcpStream>,
+    mut on_text: impl FnMut(&[u8], &mut Vec<u8>),
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut out = Vec::new();
+    loop {
+        // Room for a whole TLS record.
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(16 * 1024);
+        }
+        if !matches!(tls.read_buf(&mut buf).await, Ok(n) if n > 0) {
+            return;
+        }
+        let mut at = 0;
+        while let Some((opcode, payload, used)) = server_frame(buf.get(at..).unwrap_or_default()) {
+            at += used;
+            match opcode {
+                0x1 => on_text(payload, &mut out),
+                0x8 => return,
+                0x9 => push_client_frame(&mut out, 0xA, payload),
+                _ => {}
+            }
+        }
+        buf.drain(..at);
+        if !out.is_empty() {
+            if tls.write_all(&out).await.is_err() || tls.flush().await.is_err() {
+                return;
+            }
+            out.clear();
+        }
     }
-    matches!(tls.read_buf(buf).await, Ok(n) if n > 0)
 }
 
 /// The first whole server frame (unmasked) of `bytes`: its opcode, its

@@ -383,44 +383,17 @@ pub async fn routed_from(
 /// the generator should take as little of the machine as it can.
 async fn serve_provider(ws: Ws) {
     use std::io::Write;
-    use tokio::io::AsyncWriteExt;
     // Nothing follows the registration's answer (tungstenite holds no byte
     // of the stream now): the providers register before any caller starts.
-    let mut tls = ws.into_inner();
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut out = Vec::with_capacity(16 * 1024);
     let mut answer = Vec::with_capacity(64);
-    loop {
-        if !net::read_more(&mut tls, &mut buf).await {
-            return;
+    net::serve_frames(ws.into_inner(), |payload, out| {
+        if let Some(id) = std::str::from_utf8(payload).ok().and_then(id_of) {
+            answer.clear();
+            let _ = write!(answer, r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#);
+            net::push_client_frame(out, 0x1, &answer);
         }
-        let mut at = 0;
-        while let Some((opcode, payload, used)) =
-            net::server_frame(buf.get(at..).unwrap_or_default())
-        {
-            at += used;
-            match opcode {
-                0x1 => {
-                    let id = std::str::from_utf8(payload).ok().and_then(id_of);
-                    if let Some(id) = id {
-                        answer.clear();
-                        let _ = write!(answer, r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#);
-                        net::push_client_frame(&mut out, 0x1, &answer);
-                    }
-                }
-                0x8 => return,
-                0x9 => net::push_client_frame(&mut out, 0xA, payload),
-                _ => {}
-            }
-        }
-        buf.drain(..at);
-        if !out.is_empty() {
-            if tls.write_all(&out).await.is_err() || tls.flush().await.is_err() {
-                return;
-            }
-            out.clear();
-        }
-    }
+    })
+    .await;
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -516,50 +489,30 @@ pub async fn fanout_across(
 /// 0.3 of a core at the fan-out peak). Answers pings; ends at a close or
 /// when the stream does.
 async fn count_events(
-    mut tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
     delivered: Arc<AtomicU64>,
     lost: Arc<AtomicU64>,
     counting: Arc<std::sync::atomic::AtomicBool>,
 ) {
-    use tokio::io::AsyncWriteExt;
     const EVENT: &[u8] = br#"{"jsonrpc":"2.0","method":"event""#;
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    loop {
-        if !net::read_more(&mut tls, &mut buf).await {
+    net::serve_frames(tls, |payload, _| {
+        if !counting.load(Ordering::Relaxed) {
             return;
         }
-        let mut at = 0;
-        let mut pongs = Vec::new();
-        while let Some((opcode, payload, used)) =
-            net::server_frame(buf.get(at..).unwrap_or_default())
-        {
-            at += used;
-            match opcode {
-                0x1 if counting.load(Ordering::Relaxed) => {
-                    if payload.starts_with(EVENT) {
-                        delivered.fetch_add(1, Ordering::Relaxed);
-                    } else if let Ok(t) = std::str::from_utf8(payload) {
-                        if t.contains("\"event.lost\"") {
-                            let n = t
-                                .split("\"count\":")
-                                .nth(1)
-                                .and_then(|r| r.trim_end_matches(['}', ']']).parse::<u64>().ok())
-                                .unwrap_or(0);
-                            lost.fetch_add(n, Ordering::Relaxed);
-                        }
-                    }
-                }
-                0x8 => return,
-                0x9 => net::push_client_frame(&mut pongs, 0xA, payload),
-                _ => {}
+        if payload.starts_with(EVENT) {
+            delivered.fetch_add(1, Ordering::Relaxed);
+        } else if let Ok(t) = std::str::from_utf8(payload) {
+            if t.contains("\"event.lost\"") {
+                let n = t
+                    .split("\"count\":")
+                    .nth(1)
+                    .and_then(|r| r.trim_end_matches(['}', ']']).parse::<u64>().ok())
+                    .unwrap_or(0);
+                lost.fetch_add(n, Ordering::Relaxed);
             }
         }
-        buf.drain(..at);
-        if !pongs.is_empty() && (tls.write_all(&pongs).await.is_err() || tls.flush().await.is_err())
-        {
-            return;
-        }
-    }
+    })
+    .await;
 }
 
 /// The User Portal flow, `workers` at a time: TLS connect, upgrade with the

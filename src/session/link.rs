@@ -294,36 +294,37 @@ impl Frames {
                 bytes = bytes.get(n..).unwrap_or_default();
                 continue;
             }
-            let Some((&b, rest)) = bytes.split_first() else {
-                return;
-            };
-            bytes = rest;
-            if let Some(slot) = self.head.get_mut(self.head_len) {
-                *slot = b;
-                self.head_len += 1;
+            // The header's bytes in one copy: the first two, then the rest
+            // once they say how long it is.
+            let need = self.header_len().unwrap_or(2);
+            let n = need.saturating_sub(self.head_len).min(bytes.len());
+            let (taken, rest) = bytes.split_at(n);
+            if let Some(slot) = self.head.get_mut(self.head_len..self.head_len + n) {
+                slot.copy_from_slice(taken);
             }
-            self.header_done();
+            self.head_len += n;
+            bytes = rest;
+            if self.header_len() == Some(self.head_len) {
+                self.header_done();
+            }
         }
     }
 
-    /// Ends the header if all of it is here.
+    /// The header's length, once its first two bytes are here.
+    fn header_len(&self) -> Option<usize> {
+        let b1 = *self.head.get(1).filter(|_| self.head_len >= 2)?;
+        let mask = if b1 & 0x80 != 0 { 4 } else { 0 };
+        Some(2 + extended_len(b1) + mask)
+    }
+
+    /// Ends a header that is all here.
     fn header_done(&mut self) {
         let [b0, b1, ..] = self.head;
-        if self.head_len < 2 {
-            return;
-        }
-        let extended = match b1 & 0x7F {
-            126 => 2,
-            127 => 8,
-            _ => 0,
-        };
-        let mask = if b1 & 0x80 != 0 { 4 } else { 0 };
-        if self.head_len < 2 + extended + mask {
-            return;
-        }
-        let length = match (b1 & 0x7F, self.head.get(2..2 + extended)) {
-            (126 | 127, Some(field)) => field.iter().fold(0u64, |n, &b| n << 8 | u64::from(b)),
-            (short, _) => u64::from(short),
+        let length = match self.head.get(2..2 + extended_len(b1)) {
+            Some(field) if !field.is_empty() => {
+                field.iter().fold(0u64, |n, &b| n << 8 | u64::from(b))
+            }
+            _ => u64::from(b1 & 0x7F),
         };
         let fin = b0 & 0x80 != 0;
         match b0 & 0x0F {
@@ -350,6 +351,15 @@ impl Frames {
     /// received.
     fn between_messages(&self) -> bool {
         self.payload == 0 && self.head_len == 0 && !self.fragmented && !self.closed
+    }
+}
+
+/// Bytes of the extended payload length a header's second byte announces.
+fn extended_len(b1: u8) -> usize {
+    match b1 & 0x7F {
+        126 => 2,
+        127 => 8,
+        _ => 0,
     }
 }
 

@@ -224,7 +224,7 @@ impl Session {
                     }
                     // Not when the link has just woken to read what came:
                     // it would doze again before reading it.
-                    if std::mem::take(&mut self.grown) && !self.woken && !self.doze(ws).await {
+                    if !self.woken && std::mem::take(&mut self.grown) && !self.doze(ws).await {
                         return End::Drop;
                     }
                 }
@@ -257,8 +257,8 @@ impl Session {
                     if !flush(ws, self.write_stall).await {
                         return End::Drop;
                     }
-                    let woken = std::mem::take(&mut self.woken);
-                    if (woken || std::mem::take(&mut self.grown)) && !self.doze(ws).await {
+                    let doze = std::mem::take(&mut self.woken) | std::mem::take(&mut self.grown);
+                    if doze && !self.doze(ws).await {
                         return End::Drop;
                     }
                     // Only the login moves the timer (off the auth deadline):
