@@ -791,16 +791,15 @@ async fn the_serving_node_sends_a_provider_only_what_its_rights_open() {
     }
 }
 
-/// A node that took a request but was never heard from (its first heartbeat
-/// not in yet when it died; here a NATS client that answers "ok" and never
-/// sends one) is watched from the moment it took the request: the caller
-/// gets -32004 when it stays silent, not -32005 at the routed timeout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_node_never_heard_from_fails_what_it_took_at_its_silence() {
+/// A NATS client playing a node that serves `cti` ("ghost") takes the
+/// `cti.make_call` (id "p") a portal user on `a` sends; the request as the
+/// bus brought it, to answer as the test wants.
+async fn ghost_takes_a_request(
+    a: &TestGateway,
+    nats: &NatsServer,
+    prefix: &str,
+) -> (async_nats::Client, async_nats::Message, Client) {
     use futures_util::StreamExt;
-    let nats = NatsServer::single();
-    let prefix = format!("t{}", free_port());
-    let a = TestGateway::start_with("", &node_extra("a", &[nats.url()], &prefix)).await;
     let ghost = async_nats::connect(nats.url()).await.unwrap();
     let mut taken = ghost
         .queue_subscribe(format!("{prefix}.route.cti"), "cti".to_owned())
@@ -815,8 +814,19 @@ async fn a_node_never_heard_from_fails_what_it_took_at_its_silence() {
         .await
         .expect("the request reaches the bus")
         .unwrap();
+    (ghost, m, caller)
+}
+
+/// The ghost says "ok" to request `m` as `node`; the caller must then get
+/// -32004 for it before the routed timeout (5 s).
+async fn ok_then_no_provider(
+    ghost: &async_nats::Client,
+    m: async_nats::Message,
+    node: &str,
+    caller: &mut Client,
+) {
     let mut h = async_nats::HeaderMap::new();
-    h.insert("Agw-Node", "ghost");
+    h.insert("Agw-Node", node);
     ghost
         .publish_with_headers(m.reply.unwrap(), h, "ok".into())
         .await
@@ -830,6 +840,59 @@ async fn a_node_never_heard_from_fails_what_it_took_at_its_silence() {
         (v["id"].clone(), code(&v)),
         (json!("p"), NO_PROVIDER),
         "{v}"
+    );
+}
+
+/// A node that took a request but was never heard from (its first heartbeat
+/// not in yet when it died; here a NATS client that answers "ok" and never
+/// sends one) is watched from the moment it took the request: the caller
+/// gets -32004 when it stays silent, not -32005 at the routed timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_never_heard_from_fails_what_it_took_at_its_silence() {
+    let nats = NatsServer::single();
+    let prefix = format!("t{}", free_port());
+    let a = TestGateway::start_with("", &node_extra("a", &[nats.url()], &prefix)).await;
+    let (ghost, m, mut caller) = ghost_takes_a_request(&a, &nats, &prefix).await;
+    ok_then_no_provider(&ghost, m, "ghost", &mut caller).await;
+    a.shutdown().await;
+}
+
+/// A node's "ok" to a request can trail its goodbye (they travel on two
+/// subscriptions). The request fails at once (-32004), and the node is not
+/// taken back as a peer: before, it was, and was then declared gone a
+/// second time ("stopped answering") 0.7 s later, and cluster-wide lists
+/// waited for it meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ok_that_trails_its_nodes_goodbye_does_not_bring_the_node_back() {
+    let logs = capture_logs("warn");
+    let nats = NatsServer::single();
+    let prefix = format!("t{}", free_port());
+    let a = TestGateway::start_with("", &node_extra("a", &[nats.url()], &prefix)).await;
+    let (ghost, m, mut caller) = ghost_takes_a_request(&a, &nats, &prefix).await;
+    let mut bye = async_nats::HeaderMap::new();
+    bye.insert("Agw-Leaving", "1");
+    ghost
+        .publish_with_headers(
+            format!("{prefix}.node.ghost-left"),
+            bye,
+            r#"{"node":"ghost-left","sessions":0,"revision":"","users":{}}"#.into(),
+        )
+        .await
+        .unwrap();
+    ghost.flush().await.unwrap();
+    // Lets node a take the goodbye first (sequencing, not a measurement:
+    // should it come later, the old code passes too, never the new one fails).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ok_then_no_provider(&ghost, m, "ghost-left", &mut caller).await;
+    // Past the silence that declares a watched node gone (0.7 s, checked
+    // every 0.2 s): a node taken back as a peer would be logged gone by now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("stopped answering") && l.contains("ghost-left")),
+        "the node that left was taken back and declared gone again:\n{text}"
     );
     a.shutdown().await;
 }

@@ -41,6 +41,13 @@ const HEARTBEAT: Duration = Duration::from_millis(200);
 const GONE_AFTER: Duration = Duration::from_millis(700);
 /// How long a routed request waits for a node to take it.
 const ACCEPT_WITHIN: Duration = Duration::from_secs(1);
+/// How long a node that said goodbye is remembered as gone: longer than its
+/// "ok" to one of our requests can trail its goodbye (`ACCEPT_WITHIN`).
+const LEFT_REMEMBERED: Duration = Duration::from_secs(5);
+/// The most goodbyes remembered at once (each is forgotten after
+/// `LEFT_REMEMBERED`); past it a goodbye is not remembered, and a late "ok"
+/// from that node is watched as from an unknown node (gone at its silence).
+const LEFT_MAX: usize = 1024;
 /// How long a cluster-wide list or close waits for the other nodes.
 const GATHER_WITHIN: Duration = Duration::from_millis(500);
 /// How long an admin write waits for the key-value store.
@@ -60,11 +67,19 @@ struct Inner {
     client: Client,
     kv: Store,
     up: AtomicBool,
+    /// Set once by `stop`: no heartbeat goes out after it.
+    leaving: AtomicBool,
+    /// Held while a heartbeat or the goodbye is published, so a heartbeat
+    /// already under way as the node stops cannot follow its goodbye.
+    saying: tokio::sync::Mutex<()>,
     rt: tokio::runtime::Handle,
     resume_key: [u8; 32],
     /// The shared configuration text as last seen in NATS, and its revision.
     shared: Mutex<(String, u64)>,
     peers: Mutex<HashMap<String, (Instant, Presence)>>,
+    /// Nodes that said goodbye lately, and when: their late "ok" must not
+    /// bring them back as peers (see `watch_peer`).
+    left: Mutex<HashMap<String, Instant>>,
     inbound: OnceLock<Arc<dyn Inbound>>,
     control: mpsc::UnboundedSender<Control>,
     control_rx: Mutex<Option<mpsc::UnboundedReceiver<Control>>>,
@@ -222,10 +237,13 @@ impl Nats {
             client,
             kv,
             up: AtomicBool::new(true),
+            leaving: AtomicBool::new(false),
+            saying: tokio::sync::Mutex::new(()),
             rt: tokio::runtime::Handle::current(),
             resume_key,
             shared: Mutex::new((text, revision)),
             peers: Mutex::new(HashMap::new()),
+            left: Mutex::new(HashMap::new()),
             inbound: OnceLock::new(),
             control,
             control_rx: Mutex::new(Some(control_rx)),
@@ -453,12 +471,22 @@ impl Inner {
             return;
         }
         if header(&m, "Agw-Leaving").is_some() {
-            self.peers.lock().remove(&p.node);
+            {
+                // Under the `left` lock, as in `watch_peer`: whichever of
+                // the two comes second fails what the node took.
+                let mut left = self.left.lock();
+                if left.len() < LEFT_MAX {
+                    left.insert(p.node.clone(), Instant::now());
+                }
+                self.peers.lock().remove(&p.node);
+            }
             if let Some(i) = self.inbound() {
                 i.node_gone(&p.node);
             }
             return;
         }
+        // Back (restarted under the same name): a peer again.
+        self.left.lock().remove(&p.node);
         self.peers
             .lock()
             .insert(p.node.clone(), (Instant::now(), p));
@@ -499,9 +527,17 @@ impl Inner {
     /// node died first), the node is declared gone after `GONE_AFTER` and
     /// what it took fails with -32004 instead of waiting out the routed
     /// timeout. A heartbeat that does come replaces the empty presence.
-    fn watch_peer(&self, node: &str) {
+    /// True if the node has said goodbye meanwhile (its "ok" trailed its
+    /// goodbye): it is not watched, and what it took must fail now. Called
+    /// after the request is recorded as the node's: a goodbye that comes
+    /// later finds it there.
+    fn watch_peer(&self, node: &str) -> bool {
         if node == self.node {
-            return;
+            return false;
+        }
+        let left = self.left.lock();
+        if left.contains_key(node) {
+            return true;
         }
         self.peers.lock().entry(node.to_owned()).or_insert_with(|| {
             let presence = Presence {
@@ -510,6 +546,7 @@ impl Inner {
             };
             (Instant::now(), presence)
         });
+        false
     }
 
     /// Heartbeats out, silent peers declared gone.
@@ -520,10 +557,13 @@ impl Inner {
             let Some(inbound) = self.inbound() else {
                 continue;
             };
-            if self.up.load(Ordering::Acquire) {
-                if let Ok(body) = serde_json::to_vec(&inbound.presence()) {
-                    let subject = self.subject(&format!("node.{}", self.node));
-                    let _ = self.client.publish(subject, body.into()).await;
+            {
+                let _saying = self.saying.lock().await;
+                if self.up.load(Ordering::Acquire) && !self.leaving.load(Ordering::Acquire) {
+                    if let Ok(body) = serde_json::to_vec(&inbound.presence()) {
+                        let subject = self.subject(&format!("node.{}", self.node));
+                        let _ = self.client.publish(subject, body.into()).await;
+                    }
                 }
             }
             let gone: Vec<String> = {
@@ -538,6 +578,9 @@ impl Inner {
                 }
                 gone
             };
+            self.left
+                .lock()
+                .retain(|_, at| at.elapsed() < LEFT_REMEMBERED);
             for n in gone {
                 tracing::warn!(node = %n, "cluster node stopped answering");
                 inbound.node_gone(&n);
@@ -682,6 +725,7 @@ impl Bus for Nats {
     }
 
     fn stop(&self) {
+        self.inner.leaving.store(true, Ordering::Release);
         for t in self.inner.tasks.lock().drain(..) {
             t.abort();
         }
@@ -696,6 +740,7 @@ impl Bus for Nats {
             let mut h = me.headers();
             h.insert("Agw-Leaving", "1");
             self.inner.rt.spawn(async move {
+                let _saying = me.saying.lock().await;
                 let body = serde_json::to_vec(&bye).unwrap_or_default();
                 let subject = me.subject(&format!("node.{}", me.node));
                 let _ = me
@@ -794,11 +839,15 @@ impl Bus for Nats {
                 }
                 _ => Err("no provider answered in time".to_owned()),
             };
-            if let Ok(node) = &outcome {
-                me.watch_peer(node);
-            }
-            if let Some(i) = me.inbound() {
-                i.accepted(gid, outcome);
+            let Some(i) = me.inbound() else { return };
+            let node = outcome.as_ref().ok().cloned();
+            i.accepted(gid, outcome);
+            // Taken by a node already gone: fail it now, not at the routed
+            // timeout.
+            if let Some(node) = node {
+                if me.watch_peer(&node) {
+                    i.node_gone(&node);
+                }
             }
         });
     }
