@@ -480,11 +480,19 @@ fn refusal(refused: Refused, block_secs: u64) -> Answer {
 /// WebSocket settings: a 4 KiB read buffer instead of tungstenite's 128 KiB
 /// while the session reads (none while it dozes: `session::link`), writes
 /// handed to TLS in 16 KiB pieces, and the configured message limit.
+///
+/// The write buffer's bound must take any message the gateway writes on top
+/// of what is not yet handed to TLS, and a pong after it: past the bound
+/// tungstenite refuses the message (the session would end) or keeps the
+/// pong back, which a dozing link would then lose. The largest message is
+/// a routed answer: the caller's id and the provider's result, each at most
+/// `max_message_bytes`.
 pub fn ws_config(config: &Config) -> WebSocketConfig {
+    let largest_write = 2 * config.max_message_bytes + 64 * 1024;
     WebSocketConfig::default()
         .read_buffer_size(crate::session::link::READ_BUFFER)
         .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(4 * 1024 * 1024)
+        .max_write_buffer_size((4 << 20).max(largest_write))
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes))
 }

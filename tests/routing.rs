@@ -610,3 +610,52 @@ async fn routed_requests_in_a_batch_are_answered_inside_its_one_array() {
     assert_eq!(array.as_array().map(Vec::len), Some(2), "{array}");
     gw.shutdown().await;
 }
+
+/// With `max_message_bytes` above 4 MiB, messages that large go through:
+/// a routed answer to the caller and an event to a subscriber. Before,
+/// tungstenite's write buffer was bounded at 4 MiB, so writing either
+/// failed and the receiving session was dropped.
+#[tokio::test]
+async fn messages_past_four_mib_go_through_when_the_limit_allows_them() {
+    let gw = TestGateway::start_with(
+        "max_message_bytes = 8388608",
+        "[limits]\nqueue_bytes = 33554432\n",
+    )
+    .await;
+    let mut prov = provider(&gw).await;
+    let mut caller = gw.login("/portal", "portal1", PORTAL_PW).await;
+    let pad = "z".repeat(5 << 20);
+
+    caller
+        .send_text(r#"{"jsonrpc":"2.0","id":"big","method":"cti.make_call","params":{}}"#)
+        .await;
+    let req = next_request(&mut prov).await;
+    prov.send_text(json!({"jsonrpc": "2.0", "id": req["id"], "result": {"pad": pad}}).to_string())
+        .await;
+    let answer = caller.recv().await;
+    assert_eq!(answer["id"], "big", "the caller's answer");
+    assert_eq!(
+        answer["result"]["pad"].as_str().map(str::len),
+        Some(5 << 20)
+    );
+
+    caller
+        .ok("events.subscribe", json!({"topics": ["cti.call.*"]}))
+        .await;
+    let r = prov
+        .ok(
+            "adjunct.publish",
+            json!({"topic": "cti.call.9", "data": {"pad": pad}}),
+        )
+        .await;
+    assert_eq!(r, json!({"delivered": 1}));
+    let ev = caller.recv().await;
+    assert_eq!(ev["params"]["topic"], "cti.call.9");
+    assert_eq!(
+        ev["params"]["data"]["pad"].as_str().map(str::len),
+        Some(5 << 20)
+    );
+    // Still served.
+    caller.ok("session.ping", json!({})).await;
+    gw.shutdown().await;
+}

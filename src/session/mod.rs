@@ -305,6 +305,11 @@ impl Session {
     async fn doze(&mut self, ws: &mut Ws) -> bool {
         let ok = link::doze_if_drained(ws).await;
         self.count_dozing(ws);
+        // Dozing again (at a tick, say), the link is no longer one that
+        // has just woken: a large write from the queue may doze it.
+        if link::dozing(ws) {
+            self.woken = false;
+        }
         ok
     }
 
