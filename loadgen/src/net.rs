@@ -184,28 +184,101 @@ pub fn raise_fd_limit() -> u64 {
     rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
 }
 
+/// A WebSocket the generator's light clients drive on the TLS stream
+/// itself: the bytes read and not yet used travel with the stream, so
+/// nothing that came behind an answer is lost between [`Raw::call`] and
+/// [`serve_frames`].
+pub struct Raw {
+    tls: TlsStream<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    /// Takes the stream from tungstenite right after the upgrade, before
+    /// any request: the gateway sends nothing unasked then (its first ping
+    /// comes a heartbeat later), so tungstenite holds no byte of it.
+    pub fn open(ws: Ws) -> Raw {
+        Raw {
+            tls: ws.into_inner(),
+            buf: Vec::with_capacity(16 * 1024),
+        }
+    }
+
+    /// Reads more of the stream; false when it ended or failed.
+    async fn fill(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        // Room for a whole TLS record.
+        if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+            self.buf.reserve(16 * 1024);
+        }
+        matches!(self.tls.read_buf(&mut self.buf).await, Ok(n) if n > 0)
+    }
+
+    /// Sends one request and waits up to 30 s for the answer with its id
+    /// (pings on the way are answered); fails on an error answer. What came
+    /// after the answer stays for [`serve_frames`].
+    pub async fn call(&mut self, id: u64, method: &str, params: &str) -> anyhow::Result<String> {
+        use tokio::io::AsyncWriteExt;
+        let mut out = Vec::new();
+        let request =
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#);
+        push_client_frame(&mut out, 0x1, request.as_bytes());
+        self.tls.write_all(&out).await?;
+        self.tls.flush().await?;
+        let within = Duration::from_secs(30);
+        let answer = tokio::time::timeout(within, async {
+            loop {
+                let mut at = 0;
+                let mut found = None;
+                out.clear();
+                while let Some((opcode, payload, used)) =
+                    server_frame(self.buf.get(at..).unwrap_or_default())
+                {
+                    at += used;
+                    match opcode {
+                        0x1 => {
+                            let text = String::from_utf8_lossy(payload);
+                            if id_of(&text) == Some(id) {
+                                found = Some(text.into_owned());
+                                break;
+                            }
+                        }
+                        0x8 => anyhow::bail!("connection closed"),
+                        0x9 => push_client_frame(&mut out, 0xA, payload),
+                        _ => {}
+                    }
+                }
+                self.buf.drain(..at);
+                if !out.is_empty() {
+                    self.tls.write_all(&out).await?;
+                    self.tls.flush().await?;
+                }
+                if let Some(text) = found {
+                    return Ok(text);
+                }
+                anyhow::ensure!(self.fill().await, "connection closed");
+            }
+        })
+        .await
+        .with_context(|| format!("no answer in {within:?}"))??;
+        anyhow::ensure!(!answer.contains("\"error\""), "{method} failed: {answer}");
+        Ok(answer)
+    }
+}
+
 /// Serves a WebSocket on the TLS stream itself, frame by frame, for the
 /// generator's light clients: each text frame's payload goes to `on_text`,
 /// which may append frames to send (`push_client_frame`); pings are
 /// answered; what one read brought is answered in one write. Ends when the
 /// stream does, fails or closes.
-pub async fn serve_frames(
-    mut tls: TlsStream<TcpStream>,
-    mut on_text: impl FnMut(&[u8], &mut Vec<u8>),
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+pub async fn serve_frames(mut raw: Raw, mut on_text: impl FnMut(&[u8], &mut Vec<u8>)) {
+    use tokio::io::AsyncWriteExt;
     let mut out = Vec::new();
     loop {
-        // Room for a whole TLS record.
-        if buf.capacity() - buf.len() < 16 * 1024 {
-            buf.reserve(16 * 1024);
-        }
-        if !matches!(tls.read_buf(&mut buf).await, Ok(n) if n > 0) {
-            return;
-        }
         let mut at = 0;
-        while let Some((opcode, payload, used)) = server_frame(buf.get(at..).unwrap_or_default()) {
+        while let Some((opcode, payload, used)) =
+            server_frame(raw.buf.get(at..).unwrap_or_default())
+        {
             at += used;
             match opcode {
                 0x1 => on_text(payload, &mut out),
@@ -214,12 +287,15 @@ pub async fn serve_frames(
                 _ => {}
             }
         }
-        buf.drain(..at);
+        raw.buf.drain(..at);
         if !out.is_empty() {
-            if tls.write_all(&out).await.is_err() || tls.flush().await.is_err() {
+            if raw.tls.write_all(&out).await.is_err() || raw.tls.flush().await.is_err() {
                 return;
             }
             out.clear();
+        }
+        if !raw.fill().await {
+            return;
         }
     }
 }

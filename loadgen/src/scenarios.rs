@@ -355,9 +355,10 @@ pub async fn start_providers(
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = Vec::new();
     for _ in 0..n {
-        let mut ws = target.connect("/adjunct", auth.app.as_deref()).await?;
-        net::call(&mut ws, 1, "adjunct.register", r#"{"namespaces":["cti"]}"#).await?;
-        tasks.push(tokio::spawn(serve_provider(ws)));
+        let mut raw = net::Raw::open(target.connect("/adjunct", auth.app.as_deref()).await?);
+        raw.call(1, "adjunct.register", r#"{"namespaces":["cti"]}"#)
+            .await?;
+        tasks.push(tokio::spawn(serve_provider(raw)));
     }
     Ok(tasks)
 }
@@ -381,12 +382,10 @@ pub async fn routed_from(
 /// that one read brought in one write. Like the fan-out subscribers
 /// ([`count_events`]) it reads and writes frames on the TLS stream itself:
 /// the generator should take as little of the machine as it can.
-async fn serve_provider(ws: Ws) {
+async fn serve_provider(raw: net::Raw) {
     use std::io::Write;
-    // Nothing follows the registration's answer (tungstenite holds no byte
-    // of the stream now): the providers register before any caller starts.
     let mut answer = Vec::with_capacity(64);
-    net::serve_frames(ws.into_inner(), |payload, out| {
+    net::serve_frames(raw, |payload, out| {
         if let Some(id) = std::str::from_utf8(payload).ok().and_then(id_of) {
             answer.clear();
             let _ = write!(answer, r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#);
@@ -433,19 +432,11 @@ pub async fn fanout_across(
     let counting = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut subs = Vec::new();
     for _ in 0..subscribers {
-        let mut ws = target.connect("/portal", auth.portal.as_deref()).await?;
-        net::call(
-            &mut ws,
-            1,
-            "events.subscribe",
-            r#"{"topics":["cti.bench"]}"#,
-        )
-        .await?;
+        let mut raw = net::Raw::open(target.connect("/portal", auth.portal.as_deref()).await?);
+        raw.call(1, "events.subscribe", r#"{"topics":["cti.bench"]}"#)
+            .await?;
         let (delivered, lost, counting) = (delivered.clone(), lost.clone(), counting.clone());
-        // Nothing follows the subscription's answer until the publisher
-        // starts (below): tungstenite holds no byte of the stream now.
-        let tls = ws.into_inner();
-        subs.push(tokio::spawn(count_events(tls, delivered, lost, counting)));
+        subs.push(tokio::spawn(count_events(raw, delivered, lost, counting)));
     }
     let publisher = publish_at.connect("/adjunct", auth.app.as_deref()).await?;
     let request: fn(u64) -> String = |id| {
@@ -489,13 +480,13 @@ pub async fn fanout_across(
 /// 0.3 of a core at the fan-out peak). Answers pings; ends at a close or
 /// when the stream does.
 async fn count_events(
-    tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    raw: net::Raw,
     delivered: Arc<AtomicU64>,
     lost: Arc<AtomicU64>,
     counting: Arc<std::sync::atomic::AtomicBool>,
 ) {
     const EVENT: &[u8] = br#"{"jsonrpc":"2.0","method":"event""#;
-    net::serve_frames(tls, |payload, _| {
+    net::serve_frames(raw, |payload, _| {
         if !counting.load(Ordering::Relaxed) {
             return;
         }
