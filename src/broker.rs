@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use indexmap::IndexMap;
+use rustc_hash::FxBuildHasher;
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -24,10 +26,18 @@ use crate::outbound::{Bound, Guard};
 pub const MAX_TOPIC_LEN: usize = catalog::MAX_METHOD_LEN;
 
 pub struct Broker {
-    subscribers: DashMap<Box<str>, Vec<Arc<SessionHandle>>>,
+    /// Per pattern, its subscribers by session id: a fan-out walks them in
+    /// one dense array, and a subscribe or unsubscribe is one lookup, not a
+    /// scan of every subscriber (100,000 sessions subscribing to one
+    /// pattern would otherwise cost a quadratic number of comparisons).
+    subscribers: DashMap<Box<str>, Subscribers>,
     /// Events to and from other nodes; told which patterns this node wants.
     bus: Arc<dyn Bus>,
 }
+
+/// Session id → session: ids are the gateway's own (sequential), so the
+/// cheap hash is safe.
+type Subscribers = IndexMap<u64, Arc<SessionHandle>, FxBuildHasher>;
 
 /// Is `topic` well formed? A topic has the grammar of a method name
 /// (`catalog::canonical`: lowercase segments, at least two); a pattern
@@ -76,20 +86,21 @@ impl Broker {
     /// Adds `session` to `pattern`; false if it already was there.
     pub fn subscribe(&self, session: &Arc<SessionHandle>, pattern: &str) -> bool {
         let mut list = self.subscribers.entry(Box::from(pattern)).or_default();
-        if list.iter().any(|s| s.id == session.id) {
+        if list.contains_key(&session.id) {
             return false;
         }
         // Under the entry's lock, so an on and an off reach the bus in order.
         if list.is_empty() {
             self.bus.interest(pattern, true);
         }
-        list.push(session.clone());
+        list.insert(session.id, session.clone());
         true
     }
 
     pub fn unsubscribe(&self, session_id: u64, pattern: &str) {
         if let dashmap::Entry::Occupied(mut e) = self.subscribers.entry(Box::from(pattern)) {
-            e.get_mut().retain(|s| s.id != session_id);
+            // Order is no promise: the last subscriber takes the gap.
+            e.get_mut().swap_remove(&session_id);
             if e.get().is_empty() {
                 self.bus.interest(pattern, false);
                 e.remove();
@@ -130,7 +141,7 @@ impl Broker {
             let Some(list) = self.subscribers.get(pattern.as_str()) else {
                 continue;
             };
-            for sub in list.iter() {
+            for sub in list.values() {
                 if let Some(seen) = seen.as_mut() {
                     if !seen.insert(sub.id) {
                         continue;

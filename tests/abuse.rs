@@ -822,6 +822,25 @@ async fn row_subscriptions_past_the_bound_are_refused() {
         .await;
     assert_eq!(code, -32602);
     assert_eq!(e["message"], "at most 4 subscriptions per session");
+    // More distinct topics in one request than a session may hold.
+    let five: Vec<String> = (10..15).map(|n| format!("cti.call.{n}")).collect();
+    let (code, e) = s.err("events.subscribe", json!({ "topics": five })).await;
+    assert_eq!(
+        (code, e["message"].clone()),
+        (-32602, json!("at most 4 subscriptions per session"))
+    );
+    // An unsubscribe naming a topic it does not hold thousands of times, and
+    // one it holds: only that one goes, once (one slot is free again, not
+    // more).
+    let mut many = vec!["cti.call.9"; 4000];
+    many.push("cti.call.0");
+    s.ok("events.unsubscribe", json!({ "topics": many })).await;
+    s.ok("events.subscribe", json!({"topics": ["cti.call.9"]}))
+        .await;
+    let (code, _) = s
+        .err("events.subscribe", json!({"topics": ["cti.call.8"]}))
+        .await;
+    assert_eq!(code, -32602, "the bound still holds");
     t.check(128).await;
 }
 

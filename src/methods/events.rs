@@ -23,6 +23,11 @@ pub fn subscribe(ctx: &Ctx<'_>, snap: &Snapshot, params: Params<'_>) -> Result<V
     let mut p: Topics = params.decode()?;
     let mut unique = std::collections::HashSet::new();
     p.topics.retain(|t| unique.insert(t.clone()));
+    // More distinct topics than a session may hold can never fit: refused
+    // before each is checked against the session's own.
+    if p.topics.len() > snap.config.limits.max_subscriptions {
+        return Err(too_many(snap));
+    }
     let rights = ctx.session.rights().unwrap_or_default();
     for t in &p.topics {
         if !broker::valid_topic(t, true) {
@@ -58,10 +63,7 @@ pub fn subscribe(ctx: &Ctx<'_>, snap: &Snapshot, params: Params<'_>) -> Result<V
         .filter(|t| !mine.iter().any(|m| **m == ***t))
         .collect();
     if mine.len() + new.len() > snap.config.limits.max_subscriptions {
-        return Err(RpcError::invalid_params(format!(
-            "at most {} subscriptions per session",
-            snap.config.limits.max_subscriptions
-        )));
+        return Err(too_many(snap));
     }
     for t in new {
         if ctx.gw.broker.subscribe(ctx.session, t) {
@@ -71,12 +73,26 @@ pub fn subscribe(ctx: &Ctx<'_>, snap: &Snapshot, params: Params<'_>) -> Result<V
     Ok(json!({ "subscribed": p.topics }))
 }
 
+fn too_many(snap: &Snapshot) -> RpcError {
+    RpcError::invalid_params(format!(
+        "at most {} subscriptions per session",
+        snap.config.limits.max_subscriptions
+    ))
+}
+
 pub fn unsubscribe(ctx: &Ctx<'_>, params: Params<'_>) -> Result<Value, RpcError> {
     let p: Topics = params.decode()?;
+    // Only what the session holds reaches the broker, each once: a list of
+    // topics it does not hold, or one topic many times, costs one pass over
+    // the list and one over the session's own subscriptions.
+    let asked: std::collections::HashSet<&str> = p.topics.iter().map(String::as_str).collect();
     let mut mine = ctx.session.topics.lock();
-    for t in &p.topics {
-        ctx.gw.broker.unsubscribe(ctx.session.id, t);
-        mine.retain(|m| **m != **t);
-    }
+    mine.retain(|m| {
+        let drop = asked.contains(&**m);
+        if drop {
+            ctx.gw.broker.unsubscribe(ctx.session.id, m);
+        }
+        !drop
+    });
     Ok(json!({ "unsubscribed": p.topics }))
 }
