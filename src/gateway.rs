@@ -124,7 +124,7 @@ impl Gateway {
     /// provider fail at once.
     pub fn end_session(&self, session: &SessionHandle) {
         self.hub.remove(session.id);
-        self.router.session_ended(session.id);
+        self.router.session_ended(session);
         self.broker.session_ended(session);
     }
 

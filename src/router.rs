@@ -451,10 +451,14 @@ impl Router {
         true
     }
 
-    /// The counts a pending request held.
+    /// The counts a pending request held. A batch element keeps its
+    /// caller's slot until the batch's array is queued ([`Gather`]): its
+    /// answer waits there meanwhile, and the pending bound must cover it.
     fn release(p: &Pending) {
-        if let Caller::Local { session, .. } = &p.caller {
-            session.waiting.fetch_sub(1, Ordering::AcqRel);
+        if let Caller::Local { session, batch, .. } = &p.caller {
+            if batch.is_none() {
+                session.waiting.fetch_sub(1, Ordering::AcqRel);
+            }
         }
         if let Provider::Local(s) = &p.provider {
             s.serving.fetch_sub(1, Ordering::AcqRel);
@@ -529,7 +533,8 @@ impl Router {
 
     /// A session ended: it serves nothing more, its pending requests as a
     /// provider fail with -32004 at once, its own waiting requests are dropped.
-    pub fn session_ended(&self, session_id: u64) {
+    pub fn session_ended(&self, session: &SessionHandle) {
+        let session_id = session.id;
         {
             let mut map = self.providers.write();
             map.retain(|ns, list| {
@@ -539,6 +544,15 @@ impl Router {
                 }
                 !list.is_empty()
             });
+        }
+        // Most sessions end with nothing pending: they need not walk every
+        // request pending in the gateway (a peer opening and closing
+        // connections would otherwise make each close cost the whole map).
+        // The counts go up before a request is noted as pending.
+        if session.waiting.load(Ordering::Acquire) == 0
+            && session.serving.load(Ordering::Acquire) == 0
+        {
+            return;
         }
         let affected: Vec<(u64, bool)> = self
             .pending
@@ -667,12 +681,21 @@ impl Gather {
         if s.owed == 0 {
             if let Some(local) = s.local.take() {
                 let array = assemble(&local, &s.routed);
+                let slots = s.routed.len();
                 drop(s);
                 // A batch's array is not timed: its answers were read at
                 // different instants.
                 push_message(&self.caller, array, None);
+                self.release(slots);
             }
         }
+    }
+
+    /// The caller's pending slots its routed elements held, now that their
+    /// answers have left the gather.
+    fn release(&self, slots: usize) {
+        let slots = u32::try_from(slots).unwrap_or(u32::MAX);
+        self.caller.waiting.fetch_sub(slots, Ordering::AcqRel);
     }
 
     /// `dispatch` has seen every element; `local` is `[` and the immediate
@@ -681,7 +704,11 @@ impl Gather {
     pub fn seal(&self, local: Vec<u8>) -> Option<Vec<u8>> {
         let mut s = self.state.lock();
         if s.owed == 0 {
-            return Some(assemble(&local, &s.routed));
+            let array = assemble(&local, &s.routed);
+            let slots = s.routed.len();
+            drop(s);
+            self.release(slots);
+            return Some(array);
         }
         s.local = Some(local);
         None

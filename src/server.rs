@@ -485,10 +485,14 @@ fn refusal(refused: Refused, block_secs: u64) -> Answer {
 /// of what is not yet handed to TLS, and a pong after it: past the bound
 /// tungstenite refuses the message (the session would end) or keeps the
 /// pong back, which a dozing link would then lose. The largest message is
-/// a routed answer: the caller's id and the provider's result, each at most
-/// `max_message_bytes`.
+/// a batch's answer array: the ids of the batch (one request, at most
+/// `max_message_bytes`) and a result from a provider for each of its
+/// `max_batch` elements (each at most `max_message_bytes`); a single routed
+/// answer is the case of one element.
 pub fn ws_config(config: &Config) -> WebSocketConfig {
-    let largest_write = 2 * config.max_message_bytes + 64 * 1024;
+    let largest_write = (config.limits.max_batch.saturating_add(1))
+        .saturating_mul(config.max_message_bytes)
+        .saturating_add(64 * 1024);
     WebSocketConfig::default()
         .read_buffer_size(crate::session::link::READ_BUFFER)
         .write_buffer_size(16 * 1024)

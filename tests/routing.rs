@@ -222,6 +222,65 @@ async fn two_providers_share_the_load_and_no_request_goes_to_both() {
     gw.shutdown().await;
 }
 
+/// A batch element answered while another is still owed waits in the
+/// batch's array until it is sent, and keeps its pending slot until then:
+/// the pending bound covers the answers a caller's batches hold.
+#[tokio::test]
+async fn a_batchs_held_answers_count_as_pending() {
+    let gw = TestGateway::start_with("", "[limits]\nmax_pending_per_session = 2\n").await;
+    let mut prov = provider(&gw).await;
+    let mut caller = gw.login("/portal", "cti1", CTI_PW).await;
+    caller
+        .send_text(r#"[{"jsonrpc":"2.0","id":1,"method":"cti.a"},{"jsonrpc":"2.0","id":2,"method":"cti.b"}]"#)
+        .await;
+    let a = next_request(&mut prov).await;
+    let b = next_request(&mut prov).await;
+    let (first, second) = if a["method"] == "cti.a" {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    prov.send_text(json!({"jsonrpc": "2.0", "id": first["id"], "result": "a"}).to_string())
+        .await;
+    // Lets the answer reach the gather before the next request (ordering
+    // only: were it later, the slot would be held either way).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (code_, e) = caller.err("cti.c", json!({})).await;
+    assert_eq!(
+        (code_, e["message"].clone()),
+        (-32006, json!("too many pending requests")),
+        "the answered element still holds its slot"
+    );
+    prov.send_text(json!({"jsonrpc": "2.0", "id": second["id"], "result": "b"}).to_string())
+        .await;
+    let array = caller.recv().await;
+    assert_eq!(
+        array,
+        json!([
+            {"jsonrpc": "2.0", "id": 1, "result": "a"},
+            {"jsonrpc": "2.0", "id": 2, "result": "b"}
+        ])
+    );
+    // Both slots are free again.
+    for (id, method) in [(3, "cti.d"), (4, "cti.e")] {
+        caller
+            .send_text(json!({"jsonrpc": "2.0", "id": id, "method": method}).to_string())
+            .await;
+    }
+    for _ in 0..2 {
+        let r = next_request(&mut prov).await;
+        prov.send_text(json!({"jsonrpc": "2.0", "id": r["id"], "result": 0}).to_string())
+            .await;
+    }
+    let mut ids = vec![
+        caller.recv().await["id"].clone(),
+        caller.recv().await["id"].clone(),
+    ];
+    ids.sort_by_key(|v| v.as_i64());
+    assert_eq!(ids, [json!(3), json!(4)]);
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn pending_requests_are_capped_per_session() {
     let gw = TestGateway::start_with("", "[limits]\nmax_pending_per_session = 2\n").await;
@@ -612,9 +671,10 @@ async fn routed_requests_in_a_batch_are_answered_inside_its_one_array() {
 }
 
 /// With `max_message_bytes` above 4 MiB, messages that large go through:
-/// a routed answer to the caller and an event to a subscriber. Before,
-/// tungstenite's write buffer was bounded at 4 MiB, so writing either
-/// failed and the receiving session was dropped.
+/// a routed answer to the caller, an event to a subscriber, and a batch's
+/// array of such answers. Before, tungstenite's write buffer was bounded at
+/// 4 MiB (then at twice the message limit), so writing them failed and the
+/// receiving session was dropped.
 #[tokio::test]
 async fn messages_past_four_mib_go_through_when_the_limit_allows_them() {
     let gw = TestGateway::start_with(
@@ -655,6 +715,28 @@ async fn messages_past_four_mib_go_through_when_the_limit_allows_them() {
         ev["params"]["data"]["pad"].as_str().map(str::len),
         Some(5 << 20)
     );
+
+    // A batch's array is larger still: three answers of 6 MiB (18 MiB, more
+    // than twice the message limit).
+    caller
+        .send_text(r#"[{"jsonrpc":"2.0","id":1,"method":"cti.a"},{"jsonrpc":"2.0","id":2,"method":"cti.b"},{"jsonrpc":"2.0","id":3,"method":"cti.c"}]"#)
+        .await;
+    let six = "s".repeat(6 << 20);
+    for _ in 0..3 {
+        let r = next_request(&mut prov).await;
+        prov.send_text(json!({"jsonrpc": "2.0", "id": r["id"], "result": six}).to_string())
+            .await;
+    }
+    let array = caller.recv().await;
+    let lens: Vec<Option<usize>> = array
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|v| v["result"].as_str().map(str::len))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(lens, [Some(6 << 20); 3], "the batch's array");
     // Still served.
     caller.ok("session.ping", json!({})).await;
     gw.shutdown().await;
