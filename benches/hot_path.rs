@@ -134,6 +134,7 @@ fn bench(c: &mut Criterion) {
             out.clear();
             dispatch_now(&gw, &session, &mut rate, black_box(MAKE_CALL), &mut out);
             provider.outbound.drain(&mut queued);
+            provider.outbound.written();
             let (_, request) = queued.pop().unwrap();
             // The gateway's id for the request, as the provider echoes it.
             let gid = request
@@ -148,6 +149,7 @@ fn bench(c: &mut Criterion) {
             answer.push_str(",\"result\":{\"callId\":\"c-17\",\"state\":\"dialing\"}}");
             dispatch_now(&gw, &provider, &mut provider_rate, &answer, &mut out);
             session.outbound.drain(&mut queued);
+            session.outbound.written();
             black_box(queued.pop().unwrap().1.len())
         })
     });
@@ -250,6 +252,7 @@ fn broker(c: &mut Criterion) {
                 .deliver(black_box("cti.call.201"), &data, &delivery);
             for s in &many[..1000] {
                 s.outbound.drain(&mut queued);
+                s.outbound.written();
                 queued.clear();
             }
             black_box(f.delivered)

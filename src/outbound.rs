@@ -5,8 +5,10 @@
 //! counted (the subscriber is told with `event.lost` once it catches up),
 //! routed requests past it are refused to their callers; replies to the
 //! session's own routed requests are bounded by the pending cap instead and
-//! never dropped. The session takes at most `DRAIN_CHUNK` messages at a time,
-//! so what it holds while a slow peer reads counts against the bound too.
+//! never dropped. The session takes at most `DRAIN_CHUNK` messages at a time;
+//! the chunk it is writing counts against the byte bound until it says the
+//! chunk is written ([`Outbound::written`]), so what it holds while a slow
+//! peer reads counts too.
 //! A close request wins over everything queued after it. Costs nothing until
 //! used (an empty `VecDeque` does not allocate).
 //!
@@ -71,6 +73,9 @@ struct Queue {
     items: VecDeque<(Guard, Utf8Bytes)>,
     /// Bytes of the messages in `items`.
     bytes: usize,
+    /// Bytes of the chunk the session took last and has not finished
+    /// writing: held all the same, so they count against the bound.
+    writing: usize,
     lost: u64,
     /// When messages started being refused without the session emptying
     /// its queue since.
@@ -132,7 +137,8 @@ impl Outbound {
         if q.close.is_some() {
             return false;
         }
-        if q.items.len() >= bound.messages || q.bytes.saturating_add(msg.len()) > bound.bytes {
+        let held = q.bytes.saturating_add(q.writing);
+        if q.items.len() >= bound.messages || held.saturating_add(msg.len()) > bound.bytes {
             // A refused request is answered to its caller; only events are
             // lost to this session.
             if !matches!(guard, Guard::Routed(..)) {
@@ -221,14 +227,11 @@ impl Outbound {
             .get(before..)
             .map_or(0, |t| t.iter().map(|(_, m)| m.len()).sum());
         q.bytes = q.bytes.saturating_sub(taken);
+        q.writing = taken;
         let more = !q.items.is_empty();
         let lost = std::mem::take(&mut q.lost);
-        if !more {
-            // Caught up: the stall clock starts again at the next refusal.
-            q.dropping_since = None;
-            if q.items.capacity() > 64 {
-                q.items.shrink_to(16);
-            }
+        if !more && q.items.capacity() > 64 {
+            q.items.shrink_to(16);
         }
         // A close wins over what is still queued.
         let close = q.close;
@@ -237,6 +240,17 @@ impl Outbound {
             self.notify.notify_one();
         }
         Drained { lost, close }
+    }
+
+    /// The session has written (and flushed) the chunk it took last. If
+    /// nothing is queued behind it, it has caught up: the stall clock
+    /// starts again at the next refusal.
+    pub fn written(&self) {
+        let mut q = self.queue.lock();
+        q.writing = 0;
+        if q.items.is_empty() {
+            q.dropping_since = None;
+        }
     }
 }
 
@@ -273,8 +287,13 @@ mod tests {
         q.drain(&mut out);
         assert_eq!(out.len(), 4);
         assert!(
-            q.push_request(kib, 10, ANY, Instant::now(), bound(100, 4096)),
-            "room again"
+            !q.push_request(kib.clone(), 10, ANY, Instant::now(), bound(100, 4096)),
+            "the chunk being written still counts"
+        );
+        q.written();
+        assert!(
+            q.push_request(kib, 11, ANY, Instant::now(), bound(100, 4096)),
+            "room again once it is written"
         );
     }
 
@@ -329,5 +348,26 @@ mod tests {
         let second = q.drain(&mut out);
         assert_eq!(out.len(), DRAIN_CHUNK + 10);
         assert_eq!(second.close.map(|c| c.1), Some("subscriber too slow"));
+    }
+
+    /// Taking the last messages is not catching up: writing them may still
+    /// wait on the peer. The stall clock stops once they are written.
+    #[test]
+    fn the_stall_clock_runs_until_the_last_chunk_is_written() {
+        let q = Outbound::default();
+        let b = Bound {
+            messages: 2,
+            bytes: 1 << 20,
+            stall: Duration::from_secs(3600),
+        };
+        assert!(q.push_event(Utf8Bytes::from("a"), Guard::Always, b));
+        assert!(q.push_event(Utf8Bytes::from("b"), Guard::Always, b));
+        assert!(!q.push_event(Utf8Bytes::from("c"), Guard::Always, b));
+        let mut out = Vec::new();
+        q.drain(&mut out);
+        let since = q.queue.lock().dropping_since;
+        assert!(since.is_some(), "still behind while writing");
+        q.written();
+        assert!(q.queue.lock().dropping_since.is_none(), "caught up");
     }
 }

@@ -214,6 +214,7 @@ impl Session {
                     if !unless_closing(flush(ws, self.write_stall), &handle).await {
                         return End::Drop;
                     }
+                    self.handle.outbound.written();
                     // Written means flushed to the socket: one clock read
                     // for the chunk.
                     if !timed.is_empty() {
