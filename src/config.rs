@@ -897,7 +897,31 @@ impl Validator<'_> {
                 "[security]: account_delay_max_ms must be at most 60000",
             ));
         }
-        const TEN_YEARS: u64 = 10 * 365 * 86400;
+        // Every other duration too: each is added to a clock reading, and
+        // a sum past what the clock can hold ends the task that makes it.
+        let srv = &raw.server;
+        let durations = [
+            ("[server] heartbeat_secs", srv.heartbeat_secs),
+            ("[server] auth_timeout_secs", srv.auth_timeout_secs),
+            (
+                "[limits] first_byte_timeout_secs",
+                l.first_byte_timeout_secs,
+            ),
+            ("[limits] handshake_timeout_secs", l.handshake_timeout_secs),
+            ("[limits] stalled_close_secs", l.stalled_close_secs),
+            ("[limits] write_stall_secs", l.write_stall_secs),
+            (
+                "[routing] request_timeout_ms",
+                raw.routing.request_timeout_ms / 1000,
+            ),
+            ("[turn] max_ttl_secs", raw.turn.max_ttl_secs),
+        ];
+        if let Some((name, _)) = durations.iter().find(|(_, v)| *v > TEN_YEARS) {
+            return Err(self.err(
+                None,
+                format!("{name} must be at most {TEN_YEARS} seconds (ten years)"),
+            ));
+        }
         if [
             sec.reject_window_secs,
             sec.lockout_secs,
@@ -1178,6 +1202,9 @@ fn redact_values(message: &str) -> String {
     out
 }
 
+/// The longest duration any setting may name.
+const TEN_YEARS: u64 = 10 * 365 * 86400;
+
 /// The most one stored password hash may make a check cost: a hash in the
 /// config sizes the verifier's memory and sets its running time, so a
 /// hostile one could abort the process or pin a worker for ever.
@@ -1407,6 +1434,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("ten years"));
+        // The other durations too: each is added to a clock reading.
+        for (section, key) in [
+            ("server", "heartbeat_secs"),
+            ("server", "auth_timeout_secs"),
+            ("limits", "write_stall_secs"),
+            ("routing", "request_timeout_ms"),
+        ] {
+            let text = format!("{}\n[{section}]\n{key} = 9223372036854775807\n", base());
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("ten years"), "{e}");
+        }
     }
 
     #[test]
