@@ -406,8 +406,69 @@ where
     }
 }
 
+/// Lines a second for the refusals any peer can cause at will (an upgrade
+/// from a foreign origin, a request its session lacks the right for).
+pub const REFUSALS_PER_SEC: u32 = 10;
+
+/// Bounds how fast one kind of audit line is written, whoever causes it:
+/// the first `per_sec` lines of each second are written, the rest counted
+/// and reported (`not_audited`) on the next line written. Without it, a
+/// peer repeating a refused request could push everything else out of the
+/// ring `admin.audit.recent` reads and rotate the file's history away.
+pub struct Sampler {
+    per_sec: u32,
+    state: parking_lot::Mutex<SamplerState>,
+}
+
+struct SamplerState {
+    window: Instant,
+    written: u32,
+    quiet: u64,
+}
+
+impl Sampler {
+    pub fn new(per_sec: u32) -> Sampler {
+        Sampler {
+            per_sec,
+            state: parking_lot::Mutex::new(SamplerState {
+                window: Instant::now(),
+                written: 0,
+                quiet: 0,
+            }),
+        }
+    }
+
+    /// `Some(n)`: write this line, noting `n` lines not written since the
+    /// last one (`None` in the line when 0); the outer `None`: count it only.
+    pub fn admit(&self, now: Instant) -> Option<Option<u64>> {
+        let mut s = self.state.lock();
+        if now.saturating_duration_since(s.window) >= Duration::from_secs(1) {
+            s.window = now;
+            s.written = 0;
+        }
+        if s.written >= self.per_sec {
+            s.quiet = s.quiet.saturating_add(1);
+            return None;
+        }
+        s.written += 1;
+        let quiet = std::mem::take(&mut s.quiet);
+        Some((quiet > 0).then_some(quiet))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_sampler_writes_its_lines_a_second_and_counts_the_rest() {
+        let sampler = Sampler::new(3);
+        let t0 = Instant::now();
+        let got: Vec<_> = (0..5).map(|_| sampler.admit(t0)).collect();
+        assert_eq!(got, [Some(None), Some(None), Some(None), None, None]);
+        let later = t0 + Duration::from_millis(1500);
+        assert_eq!(sampler.admit(later), Some(Some(2)), "the two not written");
+        assert_eq!(sampler.admit(later), Some(None));
+    }
     use super::*;
     use tracing_subscriber::layer::SubscriberExt;
 

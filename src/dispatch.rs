@@ -187,7 +187,9 @@ fn call<'a>(
     if let Err(denied) = catalog::gate(&entry, rights, ctx.session.endpoint) {
         if let Some(right) = denied.right() {
             ctx.gw.metrics.forbidden(right);
-            audit_forbidden(ctx.session, &req.method, right);
+            if let Some(quiet) = ctx.gw.refusals.admit(std::time::Instant::now()) {
+                audit_forbidden(ctx.session, &req.method, right, quiet);
+            }
         }
         return Handled::Now(Reply::Error(denied.to_error()));
     }
@@ -202,7 +204,7 @@ fn call<'a>(
     }
 }
 
-fn audit_forbidden(session: &SessionHandle, method: &str, right: Right) {
+fn audit_forbidden(session: &SessionHandle, method: &str, right: Right, quiet: Option<u64>) {
     // The first 128 characters, borrowed rather than copied.
     let shown = match method.char_indices().nth(128) {
         Some((end, _)) => method.get(..end).unwrap_or(method),
@@ -214,6 +216,7 @@ fn audit_forbidden(session: &SessionHandle, method: &str, right: Right) {
         user = session.user().map_or("", |u| &**u),
         method = shown,
         right = right.name(),
+        not_audited = quiet,
         "request refused"
     );
 }

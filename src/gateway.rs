@@ -62,6 +62,8 @@ pub struct Gateway {
     pub writes: crate::bounded::Line,
     /// When this gateway started (`admin.status` uptime).
     pub started: std::time::Instant,
+    /// How fast refusals any peer can cause reach the audit trail.
+    pub refusals: crate::audit::Sampler,
     config_path: PathBuf,
     reload_lock: parking_lot::Mutex<()>,
 }
@@ -97,6 +99,7 @@ impl Gateway {
         };
         Ok(Arc::new(Gateway {
             started: std::time::Instant::now(),
+            refusals: crate::audit::Sampler::new(crate::audit::REFUSALS_PER_SEC),
             config_path: config.path.clone(),
             snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
             hub: Hub::default(),

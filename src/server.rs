@@ -197,6 +197,14 @@ impl Conn {
         };
         let Ok(Some(up)) = upgraded else { return None };
         let handle = self.gw.hub.open(up.endpoint, self.peer);
+        // Opened as shutdown began: `close_all` may have gone over the hub
+        // before this session was in it. Checked after the session is in:
+        // either this sees the cancel or `close_all` sees the session.
+        if self.cancel.is_cancelled() {
+            handle
+                .outbound
+                .close(Close::ShuttingDown, "server shutting down");
+        }
         if let Some(granted) = up.user {
             match auth::bind(&self.gw, &handle, &granted) {
                 Ok(()) => ticket.authenticated(),
@@ -380,7 +388,17 @@ impl Conn {
             }
         };
         if !origin_ok {
-            tracing::warn!(target: "audit", event = "origin_refused", peer = %self.peer, endpoint = endpoint.name(), origin = head.origin.as_deref(), "upgrade from a foreign origin refused");
+            if let Some(quiet) = self.gw.refusals.admit(std::time::Instant::now()) {
+                // The first 256 characters: the head may carry 16 KiB of it.
+                let origin = head
+                    .origin
+                    .as_deref()
+                    .map(|o| match o.char_indices().nth(256) {
+                        Some((end, _)) => o.get(..end).unwrap_or(o),
+                        None => o,
+                    });
+                tracing::warn!(target: "audit", event = "origin_refused", peer = %self.peer, endpoint = endpoint.name(), origin, not_audited = quiet, "upgrade from a foreign origin refused");
+            }
             return Err(Answer::text(403, "Forbidden", "origin not allowed"));
         }
         let block_secs = snap.config.security.ip_block_secs;
@@ -481,22 +499,19 @@ fn refusal(refused: Refused, block_secs: u64) -> Answer {
 /// while the session reads (none while it dozes: `session::link`), writes
 /// handed to TLS in 16 KiB pieces, and the configured message limit.
 ///
-/// The write buffer's bound must take any message the gateway writes on top
-/// of what is not yet handed to TLS, and a pong after it: past the bound
-/// tungstenite refuses the message (the session would end) or keeps the
-/// pong back, which a dozing link would then lose. The largest message is
-/// a batch's answer array: the ids of the batch (one request, at most
-/// `max_message_bytes`) and a result from a provider for each of its
-/// `max_batch` elements (each at most `max_message_bytes`); a single routed
-/// answer is the case of one element.
+/// The write buffer has no bound of tungstenite's own: past one, tungstenite
+/// refuses the message (the session would end) or keeps a pong back, which
+/// a dozing link would then lose; and no fixed bound fits every message the
+/// gateway writes (a batch's array of routed answers can be `max_batch` + 1
+/// times `max_message_bytes`, and both may change by a reload or differ
+/// between cluster nodes). The buffer is bounded all the same: the session
+/// waits for the socket to take what is buffered past 16 KiB before it
+/// buffers the next message, so it holds at most one message and 16 KiB.
 pub fn ws_config(config: &Config) -> WebSocketConfig {
-    let largest_write = (config.limits.max_batch.saturating_add(1))
-        .saturating_mul(config.max_message_bytes)
-        .saturating_add(64 * 1024);
     WebSocketConfig::default()
         .read_buffer_size(crate::session::link::READ_BUFFER)
         .write_buffer_size(16 * 1024)
-        .max_write_buffer_size((4 << 20).max(largest_write))
+        .max_write_buffer_size(usize::MAX)
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes))
 }

@@ -766,6 +766,40 @@ async fn row_a_browser_origin_on_adjunct_needs_to_be_listed() {
     t.check(128).await;
 }
 
+/// Refusals a peer can repeat at will reach the audit trail at a bounded
+/// rate (10 lines a second in all), with a count of those not written, so
+/// they cannot push the rest out of it; the metric still counts each.
+#[tokio::test]
+async fn row_repeated_refusals_reach_the_audit_at_a_bounded_rate() {
+    let t = Target::start("", "").await;
+    let mut s = t.login("/portal", "cti1", CTI_PW).await;
+    for _ in 0..200 {
+        let (code, _) = s.err("admin.config.get", json!(null)).await;
+        assert_eq!(code, -32003, "forbidden");
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    s.err("admin.config.get", json!(null)).await;
+    let log = t.log();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("request refused"))
+        .collect();
+    // 201 refusals over about a second and a half: at most two windows'
+    // worth of lines, and one of them says how many were not written.
+    assert!(
+        (2..=30).contains(&refused.len()),
+        "{} lines:\n{}",
+        refused.len(),
+        refused.join("\n")
+    );
+    assert!(
+        refused.iter().any(|l| l.contains("not_audited")),
+        "{}",
+        refused.join("\n")
+    );
+    t.check(128).await;
+}
+
 /// A name that is not an account is audited as a keyed pseudonym (people
 /// type passwords there), the same one each time; and it is locked and
 /// counted `locked` exactly like a real account, so /metrics tells none
