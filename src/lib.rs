@@ -228,7 +228,14 @@ impl Signals {
 #[cfg(unix)]
 async fn reload_on_hangup(gateway: Arc<Gateway>, mut hup: Hangup) {
     while hup.recv().await.is_some() {
-        match gateway.reload() {
+        // Off the runtime's workers: a reload waits for the configuration
+        // lock, which an admin write may hold across a NATS round trip that
+        // needs those workers to finish.
+        let gw = gateway.clone();
+        let Ok(reloaded) = tokio::task::spawn_blocking(move || gw.reload()).await else {
+            continue;
+        };
+        match reloaded {
             Ok(report) => {
                 // Reopened on every reload, so an external rotation works too.
                 if let Err(e) = audit::global().configure(&gateway.snapshot().config.audit) {

@@ -607,7 +607,14 @@ impl Inner {
                             }
                         }
                         if let Some(i) = self.inbound() {
-                            i.config(&text, e.revision);
+                            // Off the runtime's workers, as a SIGHUP reload:
+                            // installing waits for the configuration lock,
+                            // which an admin write may hold across a NATS
+                            // round trip that needs the workers. Awaited, so
+                            // revisions are installed in order.
+                            let (i, revision) = (i.clone(), e.revision);
+                            let _ = tokio::task::spawn_blocking(move || i.config(&text, revision))
+                                .await;
                         }
                     }
                 }
