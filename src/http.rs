@@ -48,12 +48,24 @@ pub async fn read_head<S: AsyncRead + Unpin>(
 ) -> Result<(Head, Vec<u8>), HeadError> {
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
+    let mut first = true;
     loop {
         let n = io.read(&mut chunk).await.map_err(|_| HeadError::Io)?;
         if n == 0 {
             return Err(HeadError::Io);
         }
+        let scanned = buf.len().saturating_sub(2);
         buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        // Parsed on the first read (garbage gets its 400 at once) and when
+        // the new bytes may end the head; not after every read: a head sent
+        // a byte at a time would cost a parse of all of it per byte.
+        let ends = |b: &[u8]| b.windows(2).any(|w| w == b"\n\n" || w == b"\n\r");
+        if !std::mem::take(&mut first)
+            && !ends(buf.get(scanned..).unwrap_or_default())
+            && buf.len() <= max_bytes
+        {
+            continue;
+        }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
@@ -270,6 +282,65 @@ mod tests {
         assert_eq!(head.ws_version.as_deref(), Some("13"));
         assert_eq!(head.origin.as_deref(), Some("https://x"));
         assert_eq!(rest, b"XYZ");
+    }
+
+    /// Hands out its bytes `step` at a time, as a peer sending the head in
+    /// small TLS records would.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+    }
+
+    impl tokio::io::AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let n = self.step.min(self.bytes.len()).min(buf.remaining());
+            let (now, later) = self.bytes.split_at(n);
+            buf.put_slice(now);
+            self.bytes = later;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Whatever the reads cut, the head ends where it ends (bare LF line
+    /// ends too); garbage is refused at the first read, a head without an
+    /// end at the size bound.
+    #[tokio::test]
+    async fn the_head_is_found_whatever_the_reads_cut() {
+        let crlf: &[u8] = b"GET /portal HTTP/1.1\r\nHost: a\r\nOrigin: https://x\r\n\r\nXYZ";
+        let lf: &[u8] = b"GET /portal HTTP/1.1\nHost: a\nOrigin: https://x\n\nXYZ";
+        for raw in [crlf, lf] {
+            for step in [1, 2, 3, 5, 1024] {
+                let mut t = Trickle { bytes: raw, step };
+                let (head, rest) = read_head(&mut t, 16384).await.unwrap();
+                assert_eq!(
+                    (head.path.as_str(), head.origin.as_deref()),
+                    ("/portal", Some("https://x"))
+                );
+                // What came past the head, then what is still unread.
+                assert_eq!([rest.as_slice(), t.bytes].concat(), b"XYZ", "step {step}");
+            }
+        }
+        let mut t = Trickle {
+            bytes: b"\x16\x03\x01 not http at all",
+            step: 1,
+        };
+        assert!(matches!(
+            read_head(&mut t, 16384).await,
+            Err(HeadError::Malformed)
+        ));
+        let endless = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(20_000));
+        let mut t = Trickle {
+            bytes: endless.as_bytes(),
+            step: 7,
+        };
+        assert!(matches!(
+            read_head(&mut t, 16384).await,
+            Err(HeadError::TooLarge)
+        ));
     }
 
     #[tokio::test]
