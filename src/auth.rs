@@ -92,7 +92,10 @@ pub async fn authenticate(
     // check counts against the address's budget, its share of the verifier
     // and the account's schedule until its failure is counted in their place.
     let mut in_flight = None;
-    let checked: Result<&Account, (Option<Arc<str>>, &'static str)> = match &cred {
+    // The account, and the stamp of the credential that proved it (its
+    // password's or its certificate claim's); or who failed, and why.
+    type Checked<'a> = Result<(&'a Account, u64), (Option<Arc<str>>, &'static str)>;
+    let checked: Checked<'_> = match &cred {
         Credential::Password { user, password } => {
             let throttled = |reason: &str, refused: Refused| {
                 audit(gw, at, user, how, Login::Throttled, reason);
@@ -114,7 +117,11 @@ pub async fn authenticate(
             let turn = guard.schedule(user, Instant::now(), sec).map_err(refused)?;
             tokio::time::sleep_until(turn.into()).await;
             match gw.verifier.login(&snap.directory, user, password).await {
-                Ok(name) => snap.directory.get(&name).ok_or((None, "unknown user")),
+                Ok(name) => snap
+                    .directory
+                    .get(&name)
+                    .map(|a| (a, a.stamp))
+                    .ok_or((None, "unknown user")),
                 Err(LoginFailure::Busy) => {
                     return Err(throttled("verification queue full", Refused::Busy))
                 }
@@ -128,13 +135,13 @@ pub async fn authenticate(
                 .resume
                 .check(token, &snap.directory, now, sec.resume_token_secs)
             {
-                Some(a) if a.enabled => Ok(a),
+                Some((a, stamp)) if a.enabled => Ok((a, stamp)),
                 Some(_) => Err((None, "disabled")),
                 None => Err((None, "invalid or expired token")),
             }
         }
         Credential::Certificate(id) => match snap.directory.by_client_cert(id) {
-            Some(a) if a.enabled => Ok(a),
+            Some(a) if a.enabled => Ok((a, a.cert_stamp)),
             Some(_) => Err((None, "disabled")),
             None => Err((None, "no service user for this certificate")),
         },
@@ -144,13 +151,13 @@ pub async fn authenticate(
     // lock is per (account, source address). A certificate is a credential
     // of its own and is not locked out.
     let checked = match checked {
-        Ok(a) if !is_certificate && gw.lockout.is_locked(&a.name, ip, Instant::now()) => {
+        Ok((a, _)) if !is_certificate && gw.lockout.is_locked(&a.name, ip, Instant::now()) => {
             Err((Some(a.name.clone()), "account locked"))
         }
         other => other,
     };
     let (name, stamp) = match checked {
-        Ok(a) => (a.name.clone(), if is_certificate { 0 } else { a.stamp }),
+        Ok((a, stamp)) => (a.name.clone(), stamp),
         Err((_, reason)) if is_certificate => {
             // Not a guess: an unclaimed certificate may still log in.
             audit(gw, at, "", how, Login::Failed, reason);
@@ -265,12 +272,18 @@ pub fn resume_token(gw: &Gateway, session: &SessionHandle) -> Option<(String, u6
     let snap = gw.snapshot();
     let account = snap.directory.get(session.user()?)?;
     let stamp = session.stamp();
-    if !account.enabled || (stamp != 0 && stamp != account.stamp) {
+    if !account.enabled || (stamp != 0 && !account.credential_current(stamp)) {
         return None;
     }
     let secs = snap.config.security.resume_token_secs;
     let expires = crate::util::unix_now().saturating_add(secs);
-    Some((gw.resume.issue(account, expires), expires))
+    // A certificate session's token rests on the claim, like the session.
+    let token = if stamp != 0 && stamp == account.cert_stamp {
+        gw.resume.issue_certificate(account, expires)?
+    } else {
+        gw.resume.issue(account, expires)
+    };
+    Some((token, expires))
 }
 
 /// A user name as the audit trail shows it: a known account as it is; any

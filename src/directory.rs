@@ -30,7 +30,14 @@ pub struct Account {
     pub stamp: u64,
     /// Resume tokens of another generation are void (bumped on disable).
     pub token_generation: u64,
+    /// Identifies the client certificate the user claims (0: none):
+    /// sessions and tokens resting on another claim, or on a claim removed,
+    /// are void. Never equal to a password's `stamp` in practice (another
+    /// digest domain).
+    pub cert_stamp: u64,
     hash: Arc<str>,
+    /// What a token issued to a certificate session is bound to.
+    cert_claim: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Account {
@@ -49,6 +56,18 @@ impl Account {
     pub fn password_stamp(&self) -> &str {
         // The salt+hash tail is unique per password setting; never shown.
         &self.hash
+    }
+
+    /// What tokens of certificate sessions are bound to: the claim, set
+    /// apart from any password hash. `None` without a claim.
+    pub fn certificate_stamp(&self) -> Option<&str> {
+        self.cert_claim.as_deref()
+    }
+
+    /// Whether a session or token resting on credential `stamp` still may:
+    /// the current password's, or the current certificate claim's.
+    pub fn credential_current(&self, stamp: u64) -> bool {
+        stamp == self.stamp || (self.cert_stamp != 0 && stamp == self.cert_stamp)
     }
 }
 
@@ -78,6 +97,11 @@ impl Directory {
                     stamp: stamp_of(&u.password),
                     token_generation: u.token_generation,
                     hash: Arc::from(u.password.as_str()),
+                    cert_stamp: u
+                        .client_cert
+                        .as_deref()
+                        .map_or(0, |c| stamp_of(&cert_claim(c))),
+                    cert_claim: u.client_cert.as_deref().map(|c| Arc::from(cert_claim(c))),
                 };
                 (name, account)
             })
@@ -122,7 +146,14 @@ impl Directory {
     }
 }
 
-/// A stable 64-bit digest of a PHC string (never 0, which means "none").
+/// A certificate claim as stamps and tokens see it: apart from any PHC
+/// string (which starts with `$`).
+fn cert_claim(claim: &str) -> String {
+    format!("client_cert:{claim}")
+}
+
+/// A stable 64-bit digest of a PHC string or a certificate claim (never 0,
+/// which means "none").
 fn stamp_of(phc: &str) -> u64 {
     use sha2::Digest;
     let d = sha2::Sha256::digest(phc.as_bytes());

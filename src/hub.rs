@@ -195,7 +195,7 @@ impl Hub {
             {
                 Some("rights revoked")
             }
-            Some(a) if stamp != 0 && stamp != a.stamp => Some("credentials changed"),
+            Some(a) if stamp != 0 && !a.credential_current(stamp) => Some("credentials changed"),
             Some(a) => {
                 s.set_rights(a.rights);
                 None

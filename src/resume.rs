@@ -76,15 +76,23 @@ impl ResumeKey {
         Ok(ResumeKey { keyed })
     }
 
-    /// A token for `account`, valid until `expires` (Unix seconds).
+    /// A token for `account`, valid until `expires` (Unix seconds), bound to
+    /// its password.
     pub fn issue(&self, account: &Account, expires: u64) -> String {
+        self.issue_bound(account, expires, account.password_stamp())
+    }
+
+    /// A token for a session `account` authenticated by client certificate,
+    /// bound to the certificate claim instead: it dies with the claim, not
+    /// with the password (the session never showed one). `None` without a
+    /// claim.
+    pub fn issue_certificate(&self, account: &Account, expires: u64) -> Option<String> {
+        Some(self.issue_bound(account, expires, account.certificate_stamp()?))
+    }
+
+    fn issue_bound(&self, account: &Account, expires: u64, stamp: &str) -> String {
         let user = URL_SAFE_NO_PAD.encode(account.name.as_bytes());
-        let mac = self.mac(
-            &user,
-            expires,
-            account.password_stamp(),
-            account.token_generation,
-        );
+        let mac = self.mac(&user, expires, stamp, account.token_generation);
         format!(
             "{PREFIX}.{user}.{expires}.{}",
             URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
@@ -92,15 +100,17 @@ impl ResumeKey {
     }
 
     /// The account a token names, if it is genuine, unexpired at `now`, not
-    /// longer-lived than `max_secs` allows, and the account's password is the
-    /// one it was issued under. Enabled-ness is the caller's check.
+    /// longer-lived than `max_secs` allows, and the account's password (or
+    /// certificate claim) is the one it was issued under; with the stamp of
+    /// that credential (`Account::stamp` or `Account::cert_stamp`).
+    /// Enabled-ness is the caller's check.
     pub fn check<'d>(
         &self,
         token: &str,
         directory: &'d Directory,
         now: u64,
         max_secs: u64,
-    ) -> Option<&'d Account> {
+    ) -> Option<(&'d Account, u64)> {
         if token.len() > MAX_TOKEN_BYTES {
             return None;
         }
@@ -117,18 +127,35 @@ impl ResumeKey {
         }
         let name = String::from_utf8(URL_SAFE_NO_PAD.decode(user).ok()?).ok()?;
         let mac_bytes = URL_SAFE_NO_PAD.decode(mac).ok()?;
-        // The MAC is computed and compared whether or not the name exists,
-        // so a forged token's timing does not say which names do.
+        // Both MACs are computed and compared whether or not the name exists
+        // or claims a certificate, so a forged token's timing does not say
+        // which names do.
         let account = directory.get(&name);
-        let (stamp, generation) = account.map_or((UNKNOWN_STAMP, 0), |a| {
-            (a.password_stamp(), a.token_generation)
-        });
-        // Constant-time comparison inside `verify_slice`.
-        let genuine = self
-            .mac(user, expires, stamp, generation)
+        let (password, certificate, generation) =
+            account.map_or((UNKNOWN_STAMP, UNKNOWN_STAMP, 0), |a| {
+                (
+                    a.password_stamp(),
+                    a.certificate_stamp().unwrap_or(UNKNOWN_STAMP),
+                    a.token_generation,
+                )
+            });
+        // Constant-time comparisons inside `verify_slice`.
+        let by_password = self
+            .mac(user, expires, password, generation)
             .verify_slice(&mac_bytes)
             .is_ok();
-        account.filter(|_| genuine)
+        let by_certificate = self
+            .mac(user, expires, certificate, generation)
+            .verify_slice(&mac_bytes)
+            .is_ok();
+        let account = account?;
+        if by_password {
+            Some((account, account.stamp))
+        } else if by_certificate && account.cert_stamp != 0 {
+            Some((account, account.cert_stamp))
+        } else {
+            None
+        }
     }
 
     /// A stable pseudonym of `text` for `purpose`: 16 hex digits of an HMAC
@@ -184,7 +211,7 @@ thread_local! {
 mod tests {
     use super::*;
 
-    /// A forged token costs one MAC whether or not its name exists: the
+    /// A forged token costs two MACs whether or not its name exists: the
     /// lookup must not end the check early (a timing oracle on names).
     #[test]
     fn a_forged_token_computes_its_mac_for_unknown_names_too() {
@@ -197,7 +224,7 @@ mod tests {
             let forged = format!("v1.{}.1000.{mac}A", URL_SAFE_NO_PAD.encode(user));
             let before = MACS.with(|n| n.get());
             assert!(key.check(&forged, &d, 999, 86_400).is_none(), "{user}");
-            assert_eq!(MACS.with(|n| n.get()), before + 1, "{user}");
+            assert_eq!(MACS.with(|n| n.get()), before + 2, "{user}");
         }
         // A genuine-looking MAC under another name is not a token for it.
         let moved = format!("v1.{}.1000.{mac}", URL_SAFE_NO_PAD.encode("nobody"));
@@ -225,7 +252,7 @@ mod tests {
         let key = ResumeKey::load_or_create(&dir.path().join("k")).unwrap();
         let d = directory(H1);
         let t = key.issue(d.get("app1").unwrap(), 1_000);
-        assert_eq!(&*key.check(&t, &d, 999, 86_400).unwrap().name, "app1");
+        assert_eq!(&*key.check(&t, &d, 999, 86_400).unwrap().0.name, "app1");
         assert!(key.check(&t, &d, 1_000, 86_400).is_none());
         // Longer-lived than the current maximum allows.
         assert!(key.check(&t, &d, 100, 60).is_none());

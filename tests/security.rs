@@ -449,6 +449,59 @@ async fn a_client_certificate_authenticates_an_adjunct_server() {
     gw.shutdown().await;
 }
 
+/// A certificate session, and the tokens it asked for, rest on the claim:
+/// a password change leaves them be, the claim's removal closes the session
+/// (1008 `credentials changed`) and voids its tokens. Before, a certificate
+/// session was never rechecked and its token was bound to the password.
+#[tokio::test]
+async fn removing_a_certificate_claim_revokes_its_sessions_and_tokens() {
+    let gw = TestGateway::start().await;
+    let ca = ClientCa::new("adjunct client CA");
+    std::fs::write(gw.dir.path().join("client-ca.pem"), &ca.pem).unwrap();
+    let (cert, key, _) = ca.client("appserver-7");
+    gw.edit_and_reload(|t| {
+        t.replace(
+            "key = \"server.key\"\n",
+            "key = \"server.key\"\nclient_ca = \"client-ca.pem\"\n",
+        )
+        .replace(
+            "name = \"app1\"\n",
+            "name = \"app1\"\nclient_cert = \"appserver-7\"\n",
+        )
+    })
+    .unwrap();
+    let connector = connector_with_cert(&gw.ca_pem, cert, key);
+    let mut by_cert = ws_with(&gw, &connector, "/adjunct").await.unwrap();
+    let token = by_cert.ok("session.token", json!(null)).await["resumeToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A session resumed with that token rests on the claim too.
+    let mut resumed = gw.ws("/adjunct", &[]).await.unwrap();
+    resumed.ok("session.resume", json!({"token": token})).await;
+    let mut by_password = gw.login("/adjunct", "app1", APP_PW).await;
+
+    // A new password: the password session goes, the certificate ones stay.
+    gw.edit_and_reload(|t| t.replacen(&cheap_hash(APP_PW), &cheap_hash("new-Pass-9x"), 1))
+        .unwrap();
+    assert_eq!(by_password.closed().await, Some(1008));
+    assert_eq!(
+        by_cert.ok("session.info", json!(null)).await["user"],
+        "app1"
+    );
+    resumed.ok("session.ping", json!(null)).await;
+
+    // The claim removed: both close, and the token is void.
+    gw.edit_and_reload(|t| t.replace("client_cert = \"appserver-7\"\n", ""))
+        .unwrap();
+    assert_eq!(by_cert.closed().await, Some(1008));
+    assert_eq!(resumed.closed().await, Some(1008));
+    let mut again = gw.ws("/adjunct", &[]).await.unwrap();
+    let (code, _) = again.err("session.resume", json!({"token": token})).await;
+    assert_eq!(code, -32002);
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_client_certificate_is_never_refused_by_lockout_or_the_address_block() {
     let gw = TestGateway::start_with(
