@@ -449,16 +449,13 @@ async fn a_client_certificate_authenticates_an_adjunct_server() {
     gw.shutdown().await;
 }
 
-/// A certificate session, and the tokens it asked for, rest on the claim:
-/// a password change leaves them be, the claim's removal closes the session
-/// (1008 `credentials changed`) and voids its tokens. Before, a certificate
-/// session was never rechecked and its token was bound to the password.
-#[tokio::test]
-async fn removing_a_certificate_claim_revokes_its_sessions_and_tokens() {
-    let gw = TestGateway::start().await;
+/// Trusts a new client CA and lets app1 claim the certificate with subject
+/// CN "appserver-7"; returns that certificate and its key.
+fn app1_claims_a_certificate(
+    gw: &TestGateway,
+) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
     let ca = ClientCa::new("adjunct client CA");
     std::fs::write(gw.dir.path().join("client-ca.pem"), &ca.pem).unwrap();
-    let (cert, key, _) = ca.client("appserver-7");
     gw.edit_and_reload(|t| {
         t.replace(
             "key = \"server.key\"\n",
@@ -470,6 +467,18 @@ async fn removing_a_certificate_claim_revokes_its_sessions_and_tokens() {
         )
     })
     .unwrap();
+    let (cert, key, _) = ca.client("appserver-7");
+    (cert, key)
+}
+
+/// A certificate session, and the tokens it asked for, rest on the claim:
+/// a password change leaves them be, the claim's removal closes the session
+/// (1008 `credentials changed`) and voids its tokens. Before, a certificate
+/// session was never rechecked and its token was bound to the password.
+#[tokio::test]
+async fn removing_a_certificate_claim_revokes_its_sessions_and_tokens() {
+    let gw = TestGateway::start().await;
+    let (cert, key) = app1_claims_a_certificate(&gw);
     let connector = connector_with_cert(&gw.ca_pem, cert, key);
     let mut by_cert = ws_with(&gw, &connector, "/adjunct").await.unwrap();
     let token = by_cert.ok("session.token", json!(null)).await["resumeToken"]
@@ -509,20 +518,7 @@ async fn a_client_certificate_is_never_refused_by_lockout_or_the_address_block()
         "[security]\nreject_limit = 2\nip_reject_limit = 3\nip_block_secs = 60\n",
     )
     .await;
-    let ca = ClientCa::new("adjunct client CA");
-    std::fs::write(gw.dir.path().join("client-ca.pem"), &ca.pem).unwrap();
-    let (cert, key, _) = ca.client("appserver-7");
-    gw.edit_and_reload(|t| {
-        t.replace(
-            "key = \"server.key\"\n",
-            "key = \"server.key\"\nclient_ca = \"client-ca.pem\"\n",
-        )
-        .replace(
-            "name = \"app1\"\n",
-            "name = \"app1\"\nclient_cert = \"appserver-7\"\n",
-        )
-    })
-    .unwrap();
+    let (cert, key) = app1_claims_a_certificate(&gw);
     // Lock app1 for this address, then block the address itself.
     let mut c = gw.ws("/portal", &[]).await.unwrap();
     let mut failures = 0;
