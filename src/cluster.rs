@@ -230,18 +230,11 @@ impl Inbound for Node {
         let Some(gw) = self.gw() else {
             return Presence::default();
         };
-        let sessions = gw.hub.list();
-        let mut users = std::collections::HashMap::new();
-        for s in &sessions {
-            if let Some(u) = s.user() {
-                *users.entry(u.to_string()).or_insert(0) += 1;
-            }
-        }
         Presence {
             node: gw.bus.node().to_owned(),
-            sessions: sessions.len(),
+            sessions: gw.hub.len(),
             revision: gw.snapshot().config.source.revision().to_owned(),
-            users,
+            users: heaviest_users(gw.hub.users(), PRESENCE_USERS_BYTES),
         }
     }
 
@@ -266,5 +259,52 @@ impl Inbound for Node {
         if let Some(gw) = self.gw() {
             gw.metrics.cluster_up(up);
         }
+    }
+}
+
+/// Room for the user counts in a heartbeat: well under NATS's smallest
+/// usual message limit (1 MB), which a heartbeat must never exceed (a node
+/// whose heartbeats fail is declared gone).
+const PRESENCE_USERS_BYTES: usize = 256 * 1024;
+
+/// The users with the most sessions, as many as fit in about `budget` bytes
+/// of JSON: the ones the cluster-wide per-user limit is most likely to stop.
+fn heaviest_users(
+    mut users: Vec<(Arc<str>, usize)>,
+    budget: usize,
+) -> std::collections::HashMap<String, usize> {
+    // A name, its quotes, colon, count and comma.
+    let cost = |name: &str| name.len() + 24;
+    if users.iter().map(|(u, _)| cost(u)).sum::<usize>() > budget {
+        users.sort_unstable_by_key(|u| std::cmp::Reverse(u.1));
+    }
+    let mut left = budget;
+    let mut out = std::collections::HashMap::new();
+    for (user, n) in users {
+        let Some(rest) = left.checked_sub(cost(&user)) else {
+            break;
+        };
+        left = rest;
+        out.insert(user.to_string(), n);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_carries_the_heaviest_users_that_fit() {
+        let users: Vec<(Arc<str>, usize)> = (0..1000)
+            .map(|n| (Arc::from(format!("user-{n:04}").as_str()), n % 7 + 1))
+            .collect();
+        let all = heaviest_users(users.clone(), usize::MAX);
+        assert_eq!(all.len(), 1000);
+        let some = heaviest_users(users, 100 * 33);
+        assert_eq!(some.len(), 100);
+        assert!(some.values().all(|n| *n == 7), "the heaviest first");
+        let json = serde_json::to_string(&some).unwrap();
+        assert!(json.len() <= 100 * 33, "{}", json.len());
     }
 }

@@ -209,6 +209,14 @@ impl Hub {
         reason
     }
 
+    /// Every user holding authenticated sessions, with how many.
+    pub fn users(&self) -> Vec<(Arc<str>, usize)> {
+        self.per_user
+            .iter()
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect()
+    }
+
     /// Authenticated sessions `user` holds now.
     pub fn sessions_of(&self, user: &str) -> usize {
         self.per_user.get(user).map_or(0, |n| *n)

@@ -50,6 +50,8 @@ const LEFT_REMEMBERED: Duration = Duration::from_secs(5);
 const LEFT_MAX: usize = 1024;
 /// How long a cluster-wide list or close waits for the other nodes.
 const GATHER_WITHIN: Duration = Duration::from_millis(500);
+/// The largest piece of a node's answer to a cluster-wide list.
+const LIST_PIECE: usize = 256 * 1024;
 /// How long an admin write waits for the key-value store.
 const WRITE_WITHIN: Duration = Duration::from_secs(3);
 /// Messages waiting for the publisher task before more are dropped.
@@ -271,6 +273,29 @@ fn parse_key(hex: &[u8]) -> Option<[u8; 32]> {
     Some(key)
 }
 
+/// `list` as JSON arrays of at most `max` bytes each (an item larger than
+/// that alone in its array); at least one array, empty for an empty list.
+fn list_pieces(list: &[Value], max: usize) -> Vec<Vec<u8>> {
+    let mut pieces: Vec<Vec<u8>> = Vec::new();
+    let mut piece: Vec<u8> = b"[".to_vec();
+    for item in list {
+        let Ok(text) = serde_json::to_vec(item) else {
+            continue;
+        };
+        if piece.len() > 1 && piece.len() + text.len() + 2 > max {
+            piece.push(b']');
+            pieces.push(std::mem::replace(&mut piece, b"[".to_vec()));
+        }
+        if piece.len() > 1 {
+            piece.push(b',');
+        }
+        piece.extend_from_slice(&text);
+    }
+    piece.push(b']');
+    pieces.push(piece);
+    pieces
+}
+
 fn header<'a>(m: &'a async_nats::Message, name: &str) -> Option<&'a str> {
     m.headers.as_ref()?.get(name).map(|v| v.as_str())
 }
@@ -295,12 +320,25 @@ impl Inner {
 
     /// The one task that publishes what `send` queued, so events from one
     /// node reach the others in the order they were published.
+    /// A message NATS refuses (larger than the server's `max_payload`, the
+    /// connection closed) is lost to the other nodes: said on the log, at
+    /// most every ten seconds, with how many.
     async fn publisher(self: Arc<Self>, mut rx: mpsc::Receiver<(String, HeaderMap, Bytes)>) {
+        let mut failed = 0u64;
+        let mut said: Option<Instant> = None;
         while let Some((subject, headers, body)) = rx.recv().await {
-            let _ = self
+            let bytes = body.len();
+            if let Err(e) = self
                 .client
                 .publish_with_headers(subject, headers, body)
-                .await;
+                .await
+            {
+                failed += 1;
+                if said.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                    said = Some(Instant::now());
+                    tracing::warn!(error = %e, bytes, lost = std::mem::take(&mut failed), "cluster message not published (NATS max_payload?)");
+                }
+            }
         }
     }
 
@@ -522,6 +560,33 @@ impl Inner {
         }
     }
 
+    /// Answers a cluster-wide list with this node's part, in pieces of at
+    /// most `LIST_PIECE` bytes (NATS refuses a message past its
+    /// `max_payload`, 1 MB by default: a node with many thousand sessions
+    /// would otherwise be missing from the list). Every piece but the last
+    /// says `Agw-More`; [`Inner::gather`] waits for each node's last.
+    fn reply_list(self: &Arc<Self>, m: &async_nats::Message, list: &[Value]) {
+        let Some(reply) = m.reply.clone() else { return };
+        let pieces = list_pieces(list, LIST_PIECE);
+        let me = self.clone();
+        self.rt.spawn(async move {
+            let last = pieces.len().saturating_sub(1);
+            for (n, piece) in pieces.into_iter().enumerate() {
+                let mut h = HeaderMap::new();
+                if n < last {
+                    h.insert("Agw-More", "1");
+                }
+                let sent = me
+                    .client
+                    .publish_with_headers(reply.clone(), h, piece.into())
+                    .await;
+                if sent.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
     /// Watches a node that took one of our requests as a peer, heard from
     /// now, if its heartbeat has not come yet: should it never come (the
     /// node died first), the node is declared gone after `GONE_AFTER` and
@@ -671,9 +736,17 @@ impl Inner {
             return out;
         }
         let deadline = tokio::time::Instant::now() + GATHER_WITHIN;
-        while out.len() < want {
+        // A node's answer may come in pieces (`reply_list`): only its last
+        // counts as that node's.
+        let mut whole = 0;
+        while whole < want {
             match tokio::time::timeout_at(deadline, sub.next()).await {
-                Ok(Some(m)) => out.push(m.payload),
+                Ok(Some(m)) => {
+                    if header(&m, "Agw-More").is_none() {
+                        whole += 1;
+                    }
+                    out.push(m.payload);
+                }
                 _ => break,
             }
         }
@@ -705,8 +778,7 @@ impl Bus for Nats {
         me.listen(me.subject("login"), None, |me, m| me.on_login(m));
         me.listen(me.subject("sessions"), None, |me, m| {
             if let Some(i) = me.inbound() {
-                let list = i.sessions();
-                me.reply(&m, serde_json::to_vec(&list).unwrap_or_default().into());
+                me.reply_list(&m, &i.sessions());
             }
         });
         me.listen(me.subject("close"), None, |me, m| {
@@ -976,4 +1048,28 @@ pub async fn status(file: &Config) -> anyhow::Result<Vec<Presence>> {
     let mut list: Vec<Presence> = nodes.into_values().collect();
     list.sort_by(|a, b| a.node.cmp(&b.node));
     Ok(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_goes_in_pieces_that_each_fit_and_together_are_the_list() {
+        let list: Vec<Value> = (0..500)
+            .map(|n| serde_json::json!({"id": n, "user": "app1", "pad": "x".repeat(n % 50)}))
+            .collect();
+        let pieces = list_pieces(&list, 2048);
+        assert!(pieces.len() > 5);
+        let mut back = Vec::new();
+        for p in &pieces {
+            assert!(p.len() <= 2048, "{}", p.len());
+            let part: Vec<Value> = serde_json::from_slice(p).unwrap();
+            back.extend(part);
+        }
+        assert_eq!(back, list);
+        assert_eq!(list_pieces(&[], 2048), [b"[]".to_vec()]);
+        let big = [serde_json::json!("y".repeat(5000))];
+        assert_eq!(list_pieces(&big, 2048).len(), 1, "alone in its piece");
+    }
 }
