@@ -255,7 +255,17 @@ pub fn bind(gw: &Gateway, session: &SessionHandle, granted: &Granted) -> Result<
         );
         return Err(refused);
     }
-    if let Some(reason) = gw.hub.recheck(session, &gw.snapshot().directory) {
+    // Against the configuration installed last, until none is installed
+    // meanwhile: a reload that lands during the recheck applies its rights
+    // to this session too, and an older recheck must not write over them.
+    let stale = loop {
+        let snap = gw.snapshot_owned();
+        let reason = gw.hub.recheck(session, &snap.directory);
+        if reason.is_some() || Arc::ptr_eq(&snap, &gw.snapshot()) {
+            break reason;
+        }
+    };
+    if let Some(reason) = stale {
         // The credential went stale during the check (a password reset, a
         // disable): the session is closing with no rights, and is told so.
         tracing::warn!(target: "audit", event = "revoked", session = %session.id_string(), user = &*granted.user, peer = %session.peer, endpoint = session.endpoint.name(), reason, "session closed: changed while logging in");
