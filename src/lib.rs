@@ -101,7 +101,7 @@ impl Running {
             let _ = stop.send(());
         }
         let _ = (&mut self.task).await;
-        self.gateway.bus.stop();
+        self.gateway.bus.stop().await;
         if let Some(exporter) = self.exporter.take() {
             exporter.abort();
         }
@@ -177,7 +177,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(addr = %server.local_addr()?, "listening");
     server.run(shutdown).await;
-    gateway.bus.stop();
+    gateway.bus.stop().await;
     reloader.abort();
     if let Some(exporter) = exporter {
         exporter.abort();

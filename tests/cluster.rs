@@ -595,16 +595,22 @@ async fn try_start(extra: &str) -> Option<TestGateway> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_node_killed_fails_what_it_served_and_its_clients_resume_elsewhere() {
-    let nats = NatsServer::single();
-    let nodes = three_nodes(&[nats.url()]).await;
-    let b = &nodes[1];
-    // Node d is the real binary, so it can be killed with SIGKILL: it says
-    // goodbye to nobody, the others notice its silence.
-    let prefix = b.gateway().snapshot().config.cluster.prefix.clone();
+/// Node `name` of cluster `prefix` as the real binary (so it can be
+/// signalled and killed), with app1 registered on it as a provider of
+/// `cti`: the process, its address and CA, its directory, the provider.
+async fn binary_node_with_provider(
+    nats: &NatsServer,
+    prefix: &str,
+    name: &str,
+) -> (
+    tokio::process::Child,
+    std::net::SocketAddr,
+    String,
+    tempfile::TempDir,
+    Client,
+) {
     let dir = tempfile::tempdir().unwrap();
-    let (path, ca_pem) = write_config(dir.path(), "", &node_extra("d", &[nats.url()], &prefix));
+    let (path, ca_pem) = write_config(dir.path(), "", &node_extra(name, &[nats.url()], prefix));
     let port = free_port();
     let text = std::fs::read_to_string(&path).unwrap().replacen(
         "127.0.0.1:0",
@@ -612,7 +618,7 @@ async fn a_node_killed_fails_what_it_served_and_its_clients_resume_elsewhere() {
         1,
     );
     std::fs::write(&path, text).unwrap();
-    let mut d = tokio::process::Command::new(env!("CARGO_BIN_EXE_adjunct-gateway"))
+    let d = tokio::process::Command::new(env!("CARGO_BIN_EXE_adjunct-gateway"))
         .args(["serve", "--config"])
         .arg(&path)
         .stdout(Stdio::null())
@@ -639,6 +645,19 @@ async fn a_node_killed_fails_what_it_served_and_its_clients_resume_elsewhere() {
     let mut prov = prov.expect("node d serves");
     prov.ok("adjunct.register", json!({"namespaces": ["cti"]}))
         .await;
+    (d, addr, ca_pem, dir, prov)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_fails_what_it_served_and_its_clients_resume_elsewhere() {
+    let nats = NatsServer::single();
+    let nodes = three_nodes(&[nats.url()]).await;
+    let b = &nodes[1];
+    // Node d is the real binary, so it can be killed with SIGKILL: it says
+    // goodbye to nobody, the others notice its silence.
+    let prefix = b.gateway().snapshot().config.cluster.prefix.clone();
+    let (mut d, addr, ca_pem, _dir, mut prov) =
+        binary_node_with_provider(&nats, &prefix, "d").await;
     let mut on_d = ws_connect(addr, &ca_pem, "/portal", &[]).await.unwrap();
     let token = on_d
         .ok("session.login", json!({"user": "cti1", "password": CTI_PW}))
@@ -895,4 +914,55 @@ async fn an_ok_that_trails_its_nodes_goodbye_does_not_bring_the_node_back() {
         "the node that left was taken back and declared gone again:\n{text}"
     );
     a.shutdown().await;
+}
+
+/// A node stopped with SIGTERM sends what it owes the other nodes before it
+/// leaves: the answer its provider sent as the signal came reaches the
+/// caller on another node, and its goodbye is heard (the other node does
+/// not wait for its silence). Before, the stopping node dropped its queue
+/// and left the goodbye to a task the exiting process never ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_stopping_sends_what_it_owes_and_says_goodbye() {
+    let logs = capture_logs("warn");
+    let nats = NatsServer::single();
+    let prefix = format!("t{}", free_port());
+    let b = TestGateway::start_with("", &node_extra("b-stays", &[nats.url()], &prefix)).await;
+    let (mut d, _, _, _dir, mut prov) = binary_node_with_provider(&nats, &prefix, "d-stops").await;
+    let mut caller = b.login("/portal", "portal1", PORTAL_PW).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    caller
+        .send_text(r#"{"jsonrpc":"2.0","id":"p","method":"cti.make_call","params":{}}"#)
+        .await;
+    let req = prov.recv().await;
+    prov.send_text(json!({"jsonrpc": "2.0", "id": req["id"], "result": {"callId": 9}}).to_string())
+        .await;
+    let pid = d.id().expect("d runs").to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let v = caller
+        .recv_within(Duration::from_secs(5))
+        .await
+        .expect("the answer");
+    assert_eq!(
+        v,
+        json!({"jsonrpc": "2.0", "id": "p", "result": {"callId": 9}})
+    );
+    let exited = tokio::time::timeout(Duration::from_secs(15), d.wait())
+        .await
+        .expect("d stops")
+        .unwrap();
+    assert!(exited.success(), "{exited:?}");
+    // Past the silence that would declare d gone (0.7 s): its goodbye came.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("stopped answering") && l.contains("d-stops")),
+        "d went silent instead of saying goodbye:\n{text}"
+    );
+    b.shutdown().await;
 }

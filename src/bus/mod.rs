@@ -112,7 +112,8 @@ pub trait Bus: Send + Sync {
     /// Starts delivering what arrives to `inbound`.
     fn start(&self, inbound: Arc<dyn Inbound>);
     /// Leaves the cluster: nothing more is sent or delivered (shutdown).
-    fn stop(&self);
+    /// What was queued for the other nodes goes first, within a bound.
+    fn stop(&self) -> BoxFuture<'_, ()>;
 
     /// Reads the configuration this node runs: the file, and in a cluster
     /// the shared sections from the cluster.
@@ -180,7 +181,9 @@ impl Bus for Local {
         false
     }
     fn start(&self, _inbound: Arc<dyn Inbound>) {}
-    fn stop(&self) {}
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 
     fn load(&self, path: &Path) -> Result<Config, ConfigError> {
         Config::load(path)

@@ -50,6 +50,9 @@ const LEFT_REMEMBERED: Duration = Duration::from_secs(5);
 const LEFT_MAX: usize = 1024;
 /// How long a cluster-wide list or close waits for the other nodes.
 const GATHER_WITHIN: Duration = Duration::from_millis(500);
+/// How long a stopping node waits for what it queued for the other nodes
+/// (answers, its goodbye) to be published.
+const LEAVE_WITHIN: Duration = Duration::from_secs(1);
 /// The largest piece of a node's answer to a cluster-wide list.
 const LIST_PIECE: usize = 256 * 1024;
 /// How long an admin write waits for the key-value store.
@@ -91,11 +94,21 @@ struct Inner {
     /// events are not taken for ones the other nodes already delivered.
     next_event: AtomicU64,
     /// Events and answers, published in order by one task.
-    outgoing: mpsc::Sender<(String, HeaderMap, Bytes)>,
+    outgoing: mpsc::Sender<Outgoing>,
+    /// The task that publishes `outgoing`: not in `tasks`, as `stop` lets
+    /// it finish what is queued first.
+    publisher: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Every task of this bus, aborted by `stop`.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Recently delivered events (an event may match two of our patterns).
     seen: Mutex<Seen>,
+}
+
+/// What the publisher task takes, in order.
+enum Outgoing {
+    Message(String, HeaderMap, Bytes),
+    /// Everything before it is published and flushed: say so.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Event ids (origin node, number) delivered lately, and their order.
@@ -252,10 +265,12 @@ impl Nats {
             events: Mutex::new(Some(events)),
             next_event: AtomicU64::new(u64::from(rand::random::<u32>()) << 32),
             outgoing,
+            publisher: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
             seen: Mutex::new((HashSet::new(), VecDeque::new())),
         });
-        inner.spawn(inner.clone().publisher(outgoing_rx));
+        let publisher = inner.rt.spawn(inner.clone().publisher(outgoing_rx));
+        *inner.publisher.lock() = Some(publisher);
         tracing::info!(node = %c.node, revision, "joined the cluster");
         Ok((Arc::new(Nats { inner }), config))
     }
@@ -313,7 +328,11 @@ impl Inner {
     /// holds what it can and sends it on reconnecting (an answer is not lost
     /// to a server switch); past `OUTGOING` waiting messages, dropped.
     fn send(&self, subject: String, headers: HeaderMap, body: Bytes) {
-        if self.outgoing.try_send((subject, headers, body)).is_err() {
+        if self
+            .outgoing
+            .try_send(Outgoing::Message(subject, headers, body))
+            .is_err()
+        {
             tracing::debug!("cluster publish queue full; message dropped");
         }
     }
@@ -323,10 +342,18 @@ impl Inner {
     /// A message NATS refuses (larger than the server's `max_payload`, the
     /// connection closed) is lost to the other nodes: said on the log, at
     /// most every ten seconds, with how many.
-    async fn publisher(self: Arc<Self>, mut rx: mpsc::Receiver<(String, HeaderMap, Bytes)>) {
+    async fn publisher(self: Arc<Self>, mut rx: mpsc::Receiver<Outgoing>) {
         let mut failed = 0u64;
         let mut said: Option<Instant> = None;
-        while let Some((subject, headers, body)) = rx.recv().await {
+        while let Some(item) = rx.recv().await {
+            let (subject, headers, body) = match item {
+                Outgoing::Message(subject, headers, body) => (subject, headers, body),
+                Outgoing::Flush(done) => {
+                    let _ = self.client.flush().await;
+                    let _ = done.send(());
+                    continue;
+                }
+            };
             let bytes = body.len();
             if let Err(e) = self
                 .client
@@ -803,32 +830,40 @@ impl Bus for Nats {
         }
     }
 
-    fn stop(&self) {
-        self.inner.leaving.store(true, Ordering::Release);
-        for t in self.inner.tasks.lock().drain(..) {
-            t.abort();
-        }
-        if self.inner.up.swap(false, Ordering::AcqRel) {
-            // The others fail what this node served at once, rather than
-            // after its heartbeat goes silent.
-            let me = self.inner.clone();
-            let bye = Presence {
-                node: me.node.clone(),
-                ..Presence::default()
-            };
-            let mut h = me.headers();
-            h.insert("Agw-Leaving", "1");
-            self.inner.rt.spawn(async move {
-                let _saying = me.saying.lock().await;
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let me = &self.inner;
+            me.leaving.store(true, Ordering::Release);
+            for t in me.tasks.lock().drain(..) {
+                t.abort();
+            }
+            if me.up.swap(false, Ordering::AcqRel) {
+                // Behind everything queued (answers to other nodes' callers
+                // among it): the others fail what this node served at once,
+                // rather than after its heartbeat goes silent. Bounded: a
+                // NATS that takes nothing does not hold the shutdown.
+                let bye = Presence {
+                    node: me.node.clone(),
+                    ..Presence::default()
+                };
+                let mut h = me.headers();
+                h.insert("Agw-Leaving", "1");
                 let body = serde_json::to_vec(&bye).unwrap_or_default();
                 let subject = me.subject(&format!("node.{}", me.node));
-                let _ = me
-                    .client
-                    .publish_with_headers(subject, h, body.into())
-                    .await;
-                let _ = me.client.flush().await;
-            });
-        }
+                let (done, flushed) = tokio::sync::oneshot::channel();
+                let said = async {
+                    let _saying = me.saying.lock().await;
+                    let bye = Outgoing::Message(subject, h, body.into());
+                    me.outgoing.send(bye).await.ok()?;
+                    me.outgoing.send(Outgoing::Flush(done)).await.ok()?;
+                    flushed.await.ok()
+                };
+                let _ = tokio::time::timeout(LEAVE_WITHIN, said).await;
+            }
+            if let Some(publisher) = me.publisher.lock().take() {
+                publisher.abort();
+            }
+        })
     }
 
     fn load(&self, path: &Path) -> Result<Config, ConfigError> {
