@@ -69,6 +69,8 @@ impl Server {
         let cancel = CancellationToken::new();
         let refusing = Arc::new(AtomicUsize::new(0));
         let sweeper = tokio::spawn(expire_routed(self.gw.clone()));
+        let mut failed_accepts = 0u64;
+        let mut accept_said: Option<std::time::Instant> = None;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -85,8 +87,13 @@ impl Server {
                         tracker.spawn(conn.serve(tcp));
                     }
                     Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
+                        // EMFILE and friends: back off instead of spinning,
+                        // and say so at most every ten seconds.
+                        failed_accepts += 1;
+                        if accept_said.is_none_or(|at: std::time::Instant| at.elapsed() >= Duration::from_secs(10)) {
+                            accept_said = Some(std::time::Instant::now());
+                            tracing::warn!(error = %e, failures = std::mem::take(&mut failed_accepts), "accept failed");
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },

@@ -246,10 +246,12 @@ impl Session {
                     self.read_at = last_seen.into_std();
                     // The request budget refills once per wake-up, on the
                     // clock already read: not once per frame.
+                    // And the write stall follows reloads, on the same read.
                     {
                         let snap = self.gw.snapshot();
                         let l = &snap.config.limits;
                         self.rate.refill(last_seen.into_std(), l.requests_per_sec, l.request_burst);
+                        self.write_stall = Duration::from_secs(l.write_stall_secs);
                     }
                     let was_authenticated = self.handle.rights().is_some();
                     if let Some(end) = self.burst(ws, Some(first)).await {
@@ -270,6 +272,7 @@ impl Session {
                 }
                 () = &mut timer => {
                     let now = Instant::now();
+                    self.write_stall = Duration::from_secs(self.gw.snapshot().config.limits.write_stall_secs);
                     if self.handle.rights().is_none() && now >= auth_deadline {
                         return End::Close(Close::Policy, "authentication timeout");
                     }
