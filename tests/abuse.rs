@@ -779,7 +779,15 @@ async fn row_repeated_refusals_reach_the_audit_at_a_bounded_rate() {
     }
     tokio::time::sleep(Duration::from_millis(1100)).await;
     s.err("admin.config.get", json!(null)).await;
-    let log = t.log();
+    // The log is written after the answer: wait for the last line.
+    let mut log = t.log();
+    for _ in 0..50 {
+        if log.contains("not_audited") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        log = t.log();
+    }
     let refused: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("request refused"))
