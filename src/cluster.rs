@@ -226,6 +226,15 @@ impl Inbound for Node {
         }
     }
 
+    fn unlocked(&self, user: &str) {
+        if let Some(gw) = self.gw() {
+            let cleared = gw
+                .lockout
+                .unlock(user, Instant::now(), &gw.snapshot().config.security);
+            tracing::info!(user, cleared, "account lockout cleared on another node");
+        }
+    }
+
     fn presence(&self) -> Presence {
         let Some(gw) = self.gw() else {
             return Presence::default();

@@ -418,6 +418,19 @@ async fn a_token_from_one_node_works_on_another_and_lockout_counts_across_nodes(
         code, LOGIN_FAILED,
         "locked on node a by guesses on a, b and c"
     );
+    // An operator on node b clears the lock: on every node.
+    let mut op = b.login("/portal", "admin", ADMIN_PW).await;
+    let revision = op.ok("admin.users.list", json!(null)).await["revision"].clone();
+    op.ok(
+        "admin.users.unlock",
+        json!({"revision": revision, "name": "cti1"}),
+    )
+    .await;
+    // Lets the unlock cross to node a (ordering, not a measurement).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut s = a.ws("/portal", &[]).await.unwrap();
+    s.ok("session.login", json!({"user": "cti1", "password": CTI_PW}))
+        .await;
     for n in nodes {
         n.shutdown().await;
     }

@@ -169,6 +169,9 @@ pub fn unlock(gw: &Arc<Gateway>, req: &Request<'_>, name: &str) -> Result<Unlock
         return Err(ChangeError::Refused(refusal));
     }
     let cleared = gw.lockout.unlock(name, std::time::Instant::now(), security);
+    // Every node keeps its own counts (each failure is told to all): each
+    // clears its own.
+    gw.bus.unlocked(name);
     let s = req.session;
     tracing::info!(
         target: "audit",

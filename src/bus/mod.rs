@@ -92,6 +92,8 @@ pub trait Inbound: Send + Sync {
     fn login_failed(&self, user: Option<&str>, ip: IpAddr);
     /// A password login from `ip` succeeded on another node.
     fn login_ok(&self, user: &str, ip: IpAddr);
+    /// An operator cleared `user`'s lockout on another node.
+    fn unlocked(&self, user: &str);
     /// This node's state for its heartbeat.
     fn presence(&self) -> Presence;
     /// The cluster became reachable (true) or not.
@@ -157,6 +159,9 @@ pub trait Bus: Send + Sync {
     fn login_failed(&self, user: Option<&str>, ip: IpAddr);
     /// Tells the other nodes of a successful password login from `ip`.
     fn login_ok(&self, user: &str, ip: IpAddr);
+    /// Tells the other nodes that an operator cleared account `user`'s
+    /// lockout (`admin.users.unlock`), so they clear theirs.
+    fn unlocked(&self, user: &str);
 }
 
 /// A single node: nothing crosses, the configuration is the file.
@@ -230,4 +235,5 @@ impl Bus for Local {
     }
     fn login_failed(&self, _user: Option<&str>, _ip: IpAddr) {}
     fn login_ok(&self, _user: &str, _ip: IpAddr) {}
+    fn unlocked(&self, _user: &str) {}
 }

@@ -568,6 +568,13 @@ impl Inner {
             return;
         };
         let user = v["user"].as_str();
+        // An operator's unlock: no address (older nodes ignore it).
+        if v["unlock"].as_bool() == Some(true) {
+            if let Some(u) = user {
+                inbound.unlocked(u);
+            }
+            return;
+        }
         let Some(ip) = v["ip"].as_str().and_then(|s| s.parse().ok()) else {
             return;
         };
@@ -1049,6 +1056,13 @@ impl Bus for Nats {
 
     fn login_ok(&self, user: &str, ip: IpAddr) {
         let body = serde_json::json!({ "ok": true, "user": user, "ip": ip.to_string() });
+        let subject = self.inner.subject("login");
+        self.inner
+            .send(subject, self.inner.headers(), Bytes::from(body.to_string()));
+    }
+
+    fn unlocked(&self, user: &str) {
+        let body = serde_json::json!({ "unlock": true, "user": user });
         let subject = self.inner.subject("login");
         self.inner
             .send(subject, self.inner.headers(), Bytes::from(body.to_string()));
