@@ -170,7 +170,7 @@ pub async fn authenticate(
             let locked = account.is_some_and(|a| gw.lockout.is_locked(a, ip, now));
             let tripped = gw.lockout.failed(account, ip, now, sec);
             // Guesses spread over nodes count once on every node.
-            gw.bus.login_failed(account, ip);
+            gw.bus.login_failed(account.map(|a| gw.lockout.name(a)), ip);
             if locked {
                 audit(gw, at, claimed, how, Login::Locked, "account locked");
             } else {
@@ -217,7 +217,7 @@ pub async fn authenticate(
     if matches!(cred, Credential::Password { .. }) {
         // Only the password resets its own failure count.
         gw.lockout.succeeded(&name, ip);
-        gw.bus.login_ok(&name, ip);
+        gw.bus.login_ok(gw.lockout.name(&name), ip);
     }
     gw.metrics.login(Login::Ok);
     tracing::info!(target: "audit", event = "login", outcome = "ok", user = &*name, peer = %at.peer, endpoint = at.endpoint.name(), credential = how, "login succeeded");

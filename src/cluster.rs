@@ -213,16 +213,16 @@ impl Inbound for Node {
         }
     }
 
-    fn login_failed(&self, user: Option<&str>, ip: IpAddr) {
+    fn login_failed(&self, name: Option<u64>, ip: IpAddr) {
         let Some(gw) = self.gw() else { return };
         // Every typed name counts, known or not (see `lockout`), as here.
         gw.lockout
-            .failed(user, ip, Instant::now(), &gw.snapshot().config.security);
+            .failed_as(name, ip, Instant::now(), &gw.snapshot().config.security);
     }
 
-    fn login_ok(&self, user: &str, ip: IpAddr) {
+    fn login_ok(&self, name: u64, ip: IpAddr) {
         if let Some(gw) = self.gw() {
-            gw.lockout.succeeded(user, ip);
+            gw.lockout.succeeded_as(name, ip);
         }
     }
 

@@ -109,7 +109,8 @@ impl Gateway {
             certs,
             tls: ArcSwap::new(tls),
             admission: Admission::default(),
-            lockout: crate::lockout::Lockout::default(),
+            // Keyed alike on every node: failures travel as name digests.
+            lockout: crate::lockout::Lockout::with_key(&resume.derive("lockout")),
             resume,
             metrics: Metrics::new(),
             bus,

@@ -13,11 +13,12 @@
 //! Every map is bounded by pruning and a hard cap.
 
 use std::collections::VecDeque;
-use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use crate::config::Security;
 
@@ -118,20 +119,45 @@ pub enum Throttle {
     Account,
 }
 
-/// A name as the tables key it: a keyed digest (random per process).
-type Name = u64;
+/// A name as the tables key it: a keyed digest. Under one key (a
+/// cluster's nodes share theirs) the same name has the same digest, so a
+/// failure is told to the other nodes by digest, never by the text typed.
+pub type Name = u64;
 
-#[derive(Default)]
 pub struct Lockout {
     pairs: DashMap<(Name, IpAddr), PairState>,
     names: DashMap<Name, NameState>,
     addresses: DashMap<IpAddr, AddressState>,
-    keys: std::collections::hash_map::RandomState,
+    key: Hmac<Sha256>,
+}
+
+impl Default for Lockout {
+    /// Under a random key.
+    fn default() -> Lockout {
+        Lockout::with_key(&rand::random())
+    }
 }
 
 impl Lockout {
-    fn name(&self, user: &str) -> Name {
-        self.keys.hash_one(user)
+    /// Digests names under `key`.
+    pub fn with_key(key: &[u8; 32]) -> Lockout {
+        Lockout {
+            pairs: DashMap::new(),
+            names: DashMap::new(),
+            addresses: DashMap::new(),
+            // Any key length is accepted; the fallback is never taken.
+            key: Hmac::new_from_slice(key).unwrap_or_else(|_| Hmac::new(&Default::default())),
+        }
+    }
+
+    /// The digest of a typed name, as the tables and the other nodes know it.
+    pub fn name(&self, user: &str) -> Name {
+        let mut mac = self.key.clone();
+        mac.update(user.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(digest.get(..8).unwrap_or(&[0; 8]));
+        u64::from_le_bytes(first)
     }
 
     /// Is `user` locked for logins from `ip` at `now`?
@@ -209,8 +235,18 @@ impl Lockout {
     /// Records a failed login from `ip`, against `user` when the attempt
     /// named one (a password login, known or not; a token of a locked user).
     pub fn failed(&self, user: Option<&str>, ip: IpAddr, now: Instant, sec: &Security) -> Tripped {
-        let account_locked = user.is_some_and(|u| {
-            let name = self.name(u);
+        self.failed_as(user.map(|u| self.name(u)), ip, now, sec)
+    }
+
+    /// [`Lockout::failed`] with the name already digested (another node's).
+    pub fn failed_as(
+        &self,
+        name: Option<Name>,
+        ip: IpAddr,
+        now: Instant,
+        sec: &Security,
+    ) -> Tripped {
+        let account_locked = name.is_some_and(|name| {
             self.name_failed(name, now, sec);
             self.pair_failed(name, source(ip), now, sec)
         });
@@ -313,8 +349,12 @@ impl Lockout {
     /// the account's delay (not a running lock: `auth` refuses locked pairs
     /// before it gets here).
     pub fn succeeded(&self, user: &str, ip: IpAddr) {
+        self.succeeded_as(self.name(user), ip);
+    }
+
+    /// [`Lockout::succeeded`] with the name already digested.
+    pub fn succeeded_as(&self, name: Name, ip: IpAddr) {
         let now = Instant::now();
-        let name = self.name(user);
         self.pairs.remove_if(&(name, source(ip)), |_, a| {
             a.locked_until.is_none_or(|u| now >= u)
         });

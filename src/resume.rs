@@ -158,6 +158,16 @@ impl ResumeKey {
         }
     }
 
+    /// A key for `purpose` derived from this one (the same on every node of
+    /// a cluster, which shares this key): domain-separated from tokens and
+    /// pseudonyms by its prefix.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut mac = self.keyed.clone();
+        mac.update(b"derive\n");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// A stable pseudonym of `text` for `purpose`: 16 hex digits of an HMAC
     /// under this key (domain-separated from tokens, whose MACs start with
     /// the version prefix). The same text gives the same pseudonym until the

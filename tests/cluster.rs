@@ -398,6 +398,13 @@ async fn a_token_from_one_node_works_on_another_and_lockout_counts_across_nodes(
     let r = on_b.ok("session.resume", json!({"token": token})).await;
     assert_eq!(r["user"], "portal1");
 
+    // What the nodes tell each other of logins, as NATS carries it.
+    use futures_util::StreamExt;
+    let prefix = a.gateway().snapshot().config.cluster.prefix.clone();
+    let listener = async_nats::connect(nats.url()).await.unwrap();
+    let mut told = listener.subscribe(format!("{prefix}.login")).await.unwrap();
+    listener.flush().await.unwrap();
+
     // reject_limit = 3: one wrong guess on each node locks the account.
     for gw in [a, b, c] {
         let mut s = gw.ws("/portal", &[]).await.unwrap();
@@ -418,6 +425,17 @@ async fn a_token_from_one_node_works_on_another_and_lockout_counts_across_nodes(
         code, LOGIN_FAILED,
         "locked on node a by guesses on a, b and c"
     );
+    // Told by digest: the name typed (people type passwords there) never
+    // crosses in clear.
+    let mut failures = 0;
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), told.next()).await {
+        let text = String::from_utf8_lossy(&m.payload).into_owned();
+        assert!(!text.contains("cti1"), "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["name"].as_str().map(str::len), Some(16), "{text}");
+        failures += 1;
+    }
+    assert!(failures >= 4, "the four failures were told ({failures})");
     // An operator on node b clears the lock: on every node.
     let mut op = b.login("/portal", "admin", ADMIN_PW).await;
     let revision = op.ok("admin.users.list", json!(null)).await["revision"].clone();

@@ -88,10 +88,12 @@ pub trait Inbound: Send + Sync {
     fn close(&self, id: u64, actor: RightSet) -> Option<Closed>;
     /// A new revision of the shared configuration.
     fn config(&self, shared: &str, revision: u64);
-    /// A failed login on another node (`user`: an existing account).
-    fn login_failed(&self, user: Option<&str>, ip: IpAddr);
-    /// A password login from `ip` succeeded on another node.
-    fn login_ok(&self, user: &str, ip: IpAddr);
+    /// A failed login on another node (`name`: the digest of the name
+    /// typed, `lockout::Lockout::name`).
+    fn login_failed(&self, name: Option<u64>, ip: IpAddr);
+    /// A password login from `ip` succeeded on another node (`name`: the
+    /// account's digest).
+    fn login_ok(&self, name: u64, ip: IpAddr);
     /// An operator cleared `user`'s lockout on another node.
     fn unlocked(&self, user: &str);
     /// This node's state for its heartbeat.
@@ -156,9 +158,9 @@ pub trait Bus: Send + Sync {
     /// Authenticated sessions `user` holds on the other nodes.
     fn sessions_of(&self, user: &str) -> usize;
     /// Tells the other nodes of a failed login.
-    fn login_failed(&self, user: Option<&str>, ip: IpAddr);
+    fn login_failed(&self, name: Option<u64>, ip: IpAddr);
     /// Tells the other nodes of a successful password login from `ip`.
-    fn login_ok(&self, user: &str, ip: IpAddr);
+    fn login_ok(&self, name: u64, ip: IpAddr);
     /// Tells the other nodes that an operator cleared account `user`'s
     /// lockout (`admin.users.unlock`), so they clear theirs.
     fn unlocked(&self, user: &str);
@@ -233,7 +235,7 @@ impl Bus for Local {
     fn sessions_of(&self, _user: &str) -> usize {
         0
     }
-    fn login_failed(&self, _user: Option<&str>, _ip: IpAddr) {}
-    fn login_ok(&self, _user: &str, _ip: IpAddr) {}
+    fn login_failed(&self, _name: Option<u64>, _ip: IpAddr) {}
+    fn login_ok(&self, _name: u64, _ip: IpAddr) {}
     fn unlocked(&self, _user: &str) {}
 }

@@ -10,7 +10,8 @@
 //! - `P.node.<node>`: each node's heartbeat ([`Presence`]) every 200 ms; a
 //!   node silent for 700 ms is gone.
 //! - `P.sessions`, `P.close`: cluster-wide session list and close.
-//! - `P.login`: failed and successful logins, for cluster-wide lockout.
+//! - `P.login`: failed and successful logins, for cluster-wide lockout (the
+//!   name typed as its keyed digest, never as text), and operators' unlocks.
 //!
 //! The shared configuration is key `shared` of the JetStream key-value
 //! bucket `P_config` (its revision is the Management API's), the resume
@@ -567,10 +568,10 @@ impl Inner {
         let Ok(v) = serde_json::from_slice::<Value>(&m.payload) else {
             return;
         };
-        let user = v["user"].as_str();
-        // An operator's unlock: no address (older nodes ignore it).
+        // An operator's unlock: an account name, no address (older nodes
+        // ignore it).
         if v["unlock"].as_bool() == Some(true) {
-            if let Some(u) = user {
+            if let Some(u) = v["user"].as_str() {
                 inbound.unlocked(u);
             }
             return;
@@ -578,10 +579,14 @@ impl Inner {
         let Some(ip) = v["ip"].as_str().and_then(|s| s.parse().ok()) else {
             return;
         };
-        match (v["ok"].as_bool(), user) {
-            (Some(true), Some(u)) => inbound.login_ok(u, ip),
+        // The digest of the name typed (16 hex digits), never the name.
+        let name = v["name"]
+            .as_str()
+            .and_then(|h| u64::from_str_radix(h, 16).ok());
+        match (v["ok"].as_bool(), name) {
+            (Some(true), Some(n)) => inbound.login_ok(n, ip),
             (Some(true), None) => {}
-            _ => inbound.login_failed(user, ip),
+            _ => inbound.login_failed(name, ip),
         }
     }
 
@@ -1047,15 +1052,17 @@ impl Bus for Nats {
             .sum()
     }
 
-    fn login_failed(&self, user: Option<&str>, ip: IpAddr) {
-        let body = serde_json::json!({ "ok": false, "user": user, "ip": ip.to_string() });
+    fn login_failed(&self, name: Option<u64>, ip: IpAddr) {
+        let name = name.map(|n| format!("{n:016x}"));
+        let body = serde_json::json!({ "ok": false, "name": name, "ip": ip.to_string() });
         let subject = self.inner.subject("login");
         self.inner
             .send(subject, self.inner.headers(), Bytes::from(body.to_string()));
     }
 
-    fn login_ok(&self, user: &str, ip: IpAddr) {
-        let body = serde_json::json!({ "ok": true, "user": user, "ip": ip.to_string() });
+    fn login_ok(&self, name: u64, ip: IpAddr) {
+        let name = format!("{name:016x}");
+        let body = serde_json::json!({ "ok": true, "name": name, "ip": ip.to_string() });
         let subject = self.inner.subject("login");
         self.inner
             .send(subject, self.inner.headers(), Bytes::from(body.to_string()));
