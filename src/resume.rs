@@ -159,11 +159,12 @@ impl ResumeKey {
     }
 
     /// A key for `purpose` derived from this one (the same on every node of
-    /// a cluster, which shares this key): domain-separated from tokens and
-    /// pseudonyms by its prefix.
+    /// a cluster, which shares this key): domain-separated from tokens (which
+    /// start with the version prefix) and pseudonyms (a purpose of ours,
+    /// never starting with a NUL) by its NUL-framed prefix.
     pub fn derive(&self, purpose: &str) -> [u8; 32] {
         let mut mac = self.keyed.clone();
-        mac.update(b"derive\n");
+        mac.update(b"\0derive\0");
         mac.update(purpose.as_bytes());
         mac.finalize().into_bytes().into()
     }
