@@ -54,16 +54,13 @@ pub async fn read_head<S: AsyncRead + Unpin>(
         if n == 0 {
             return Err(HeadError::Io);
         }
-        let scanned = buf.len().saturating_sub(2);
-        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-        // Parsed on the first read (garbage gets its 400 at once) and when
-        // the new bytes may end the head; not after every read: a head sent
-        // a byte at a time would cost a parse of all of it per byte.
-        let ends = |b: &[u8]| b.windows(2).any(|w| w == b"\n\n" || w == b"\n\r");
-        if !std::mem::take(&mut first)
-            && !ends(buf.get(scanned..).unwrap_or_default())
-            && buf.len() <= max_bytes
-        {
+        let new = chunk.get(..n).unwrap_or_default();
+        buf.extend_from_slice(new);
+        // Parsed on the first read and whenever a line has ended (a bad
+        // line gets its 400 as soon as it is whole), not after every read: a
+        // head sent a byte at a time would cost a parse of all of it per
+        // byte. Lines are few: past `MAX_HEADERS` the parse refuses the head.
+        if !std::mem::take(&mut first) && !new.contains(&b'\n') && buf.len() <= max_bytes {
             continue;
         }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -306,8 +303,8 @@ mod tests {
     }
 
     /// Whatever the reads cut, the head ends where it ends (bare LF line
-    /// ends too); garbage is refused at the first read, a head without an
-    /// end at the size bound.
+    /// ends too); garbage is refused at the first read or once its line
+    /// ends, a head without an end at the size bound.
     #[tokio::test]
     async fn the_head_is_found_whatever_the_reads_cut() {
         let crlf: &[u8] = b"GET /portal HTTP/1.1\r\nHost: a\r\nOrigin: https://x\r\n\r\nXYZ";
@@ -332,6 +329,19 @@ mod tests {
             read_head(&mut t, 16384).await,
             Err(HeadError::Malformed)
         ));
+        // A good start, then a bad line: refused when that line ends, long
+        // before the size bound.
+        let mut bad = b"GET / HTTP/1.1\r\nno colon here\r\n".to_vec();
+        bad.extend(std::iter::repeat_n(b'x', 20_000));
+        let mut t = Trickle {
+            bytes: &bad,
+            step: 3,
+        };
+        assert!(matches!(
+            read_head(&mut t, 16384).await,
+            Err(HeadError::Malformed)
+        ));
+        assert!(t.bytes.len() > 19_000, "refused at the bad line");
         let endless = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(20_000));
         let mut t = Trickle {
             bytes: endless.as_bytes(),
