@@ -1621,6 +1621,40 @@ impl Reader {
     }
 }
 
+/// A fragmented message begun and left unfinished while the peer answers
+/// every heartbeat: closed with 1008 `message left unfinished` once the
+/// same message is still unfinished a heartbeat later (its fragments would
+/// otherwise be held, up to `max_message_bytes`, for as long as it likes).
+#[tokio::test]
+async fn a_message_left_unfinished_for_a_heartbeat_is_closed() {
+    let gw = TestGateway::start_with("heartbeat_secs = 1", NO_LOCKOUT).await;
+    let mut ws = dozing_then_logged_in(&gw).await;
+    let body = request(2, "session.ping", &json!({})).into_bytes();
+    ws.send(&frame(TEXT, &body[..20])).await;
+    let mut pongs = 0;
+    let closed = loop {
+        if let Some((head, payload, used)) = decode(&ws.rd.buf) {
+            ws.rd.buf.drain(..used);
+            match head & 0x0F {
+                PING => {
+                    // Two heartbeats are enough; more means it stays open.
+                    assert!(pongs < 5, "still open after {pongs} heartbeats");
+                    send(&mut ws.w, &frame(FIN | PONG, &payload)).await;
+                    pongs += 1;
+                    continue;
+                }
+                CLOSE => break payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]])),
+                other => panic!("unexpected frame {other:#x}"),
+            }
+        }
+        if let Err(end) = ws.rd.fill(WAIT).await {
+            panic!("no close after {pongs} pongs: {end:?}");
+        }
+    };
+    assert_eq!(closed, Some(1008), "after {pongs} pongs");
+    assert!(pongs >= 1, "a heartbeat passed first");
+}
+
 /// Waits until `adjunct_gateway_sessions_dozing` is `want`.
 async fn until_dozing(gw: &TestGateway, want: f64, step: &str) {
     let deadline = Instant::now() + WAIT;

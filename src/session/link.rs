@@ -193,6 +193,13 @@ pub async fn open(mut tls: TlsStream<TcpStream>, rest: Vec<u8>, config: WebSocke
     .await
 }
 
+/// While a fragmented message is in progress, which one it is (the same
+/// value for as long as the same message stays unfinished).
+pub fn unfinished(ws: &Ws) -> Option<u64> {
+    let frames = &ws.get_ref().frames;
+    frames.fragmented.then_some(frames.data_messages)
+}
+
 /// True while the link holds no read buffer (and must not be read).
 pub fn dozing(ws: &Ws) -> bool {
     ws.get_config().read_buffer_size == 0
@@ -278,6 +285,9 @@ struct Frames {
     fragmented: bool,
     /// Messages completed: control frames, and data frames with FIN.
     messages: u64,
+    /// Data messages completed: which one a fragmented message in progress
+    /// is (the next).
+    data_messages: u64,
     /// A close frame came: the link never dozes after it (tungstenite's
     /// closing state would be lost with it, and the session ends anyway).
     closed: bool,
@@ -340,6 +350,7 @@ impl Frames {
                 self.fragmented = !fin;
                 if fin {
                     self.messages += 1;
+                    self.data_messages += 1;
                 }
             }
         }

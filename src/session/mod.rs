@@ -70,6 +70,7 @@ pub async fn run(gw: Arc<Gateway>, ws: Box<Ws>, handle: Arc<SessionHandle>, tick
         woken: false,
         grown: false,
         dozing: None,
+        unfinished: None,
     };
     // Ends the session everywhere even if its task unwinds: a leaked hub
     // entry would hold the user's session count forever.
@@ -105,6 +106,8 @@ struct Session {
     grown: bool,
     /// Counts the session in `sessions_dozing` while its link dozes.
     dozing: Option<crate::metrics::Dozing>,
+    /// The fragmented message in progress at the last heartbeat, if any.
+    unfinished: Option<u64>,
 }
 
 /// Why the loop ended.
@@ -281,6 +284,15 @@ impl Session {
                             tracing::info!("peer silent for two heartbeats; dropping");
                             return End::Drop;
                         }
+                        // The same fragmented message still unfinished a
+                        // heartbeat later, the peer answering pings between
+                        // its fragments: what it sent so far is held for
+                        // nothing (up to max_message_bytes), so it goes.
+                        let unfinished = link::unfinished(ws);
+                        if unfinished.is_some() && unfinished == self.unfinished {
+                            return End::Close(Close::Policy, "message left unfinished");
+                        }
+                        self.unfinished = unfinished;
                         if !write(ws, Message::Ping(Default::default()), self.write_stall).await || !flush(ws, self.write_stall).await {
                             return End::Drop;
                         }
