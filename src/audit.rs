@@ -262,7 +262,8 @@ struct Writer {
     sink: Option<Sink>,
     /// Lines lost to write errors since the last report.
     lost: u64,
-    last_report: Option<Instant>,
+    /// Error reports, at most one per `REPORT_EVERY`.
+    reports: crate::util::Every,
 }
 
 impl Writer {
@@ -271,7 +272,7 @@ impl Writer {
             log,
             sink: None,
             lost: 0,
-            last_report: None,
+            reports: crate::util::Every::new(REPORT_EVERY),
         }
     }
 
@@ -303,7 +304,7 @@ impl Writer {
     /// Reports lines the layer dropped on a full queue.
     fn report_drops(&mut self) {
         let dropped = self.log.dropped.load(Ordering::Relaxed);
-        if dropped > 0 && self.may_report() {
+        if dropped > 0 && self.reports.due() {
             self.log.dropped.fetch_sub(dropped, Ordering::Relaxed);
             tracing::error!(
                 lost = dropped,
@@ -313,7 +314,7 @@ impl Writer {
     }
 
     fn report(&mut self, path: &str, error: &str) {
-        if self.may_report() {
+        if self.reports.due() {
             tracing::error!(
                 file = path,
                 error,
@@ -321,18 +322,6 @@ impl Writer {
                 "cannot write the audit log"
             );
         }
-    }
-
-    fn may_report(&mut self) -> bool {
-        let now = Instant::now();
-        if self
-            .last_report
-            .is_some_and(|t| now.duration_since(t) < REPORT_EVERY)
-        {
-            return false;
-        }
-        self.last_report = Some(now);
-        true
     }
 }
 

@@ -168,9 +168,11 @@ pub async fn authenticate(
             let account = account.as_deref();
             // Known or not alike, so the count tells no account apart.
             let locked = account.is_some_and(|a| gw.lockout.is_locked(a, ip, now));
-            let tripped = gw.lockout.failed(account, ip, now, sec);
-            // Guesses spread over nodes count once on every node.
-            gw.bus.login_failed(account.map(|a| gw.lockout.name(a)), ip);
+            // The name's digest, once: counted here and told to the others
+            // (guesses spread over nodes count once on every node).
+            let digest = account.map(|a| gw.lockout.name(a));
+            let tripped = gw.lockout.failed_as(digest, ip, now, sec);
+            gw.bus.login_failed(digest, ip);
             if locked {
                 audit(gw, at, claimed, how, Login::Locked, "account locked");
             } else {
@@ -216,8 +218,9 @@ pub async fn authenticate(
     }
     if matches!(cred, Credential::Password { .. }) {
         // Only the password resets its own failure count.
-        gw.lockout.succeeded(&name, ip);
-        gw.bus.login_ok(gw.lockout.name(&name), ip);
+        let digest = gw.lockout.name(&name);
+        gw.lockout.succeeded_as(digest, ip);
+        gw.bus.login_ok(digest, ip);
     }
     gw.metrics.login(Login::Ok);
     tracing::info!(target: "audit", event = "login", outcome = "ok", user = &*name, peer = %at.peer, endpoint = at.endpoint.name(), credential = how, "login succeeded");

@@ -89,6 +89,7 @@ impl Directory {
             .iter()
             .map(|u| {
                 let name: Arc<str> = Arc::from(u.name.as_str());
+                let claim = u.client_cert.as_deref().map(cert_claim);
                 let account = Account {
                     name: name.clone(),
                     groups: u.groups.clone(),
@@ -97,11 +98,8 @@ impl Directory {
                     stamp: stamp_of(&u.password),
                     token_generation: u.token_generation,
                     hash: Arc::from(u.password.as_str()),
-                    cert_stamp: u
-                        .client_cert
-                        .as_deref()
-                        .map_or(0, |c| stamp_of(&cert_claim(c))),
-                    cert_claim: u.client_cert.as_deref().map(|c| Arc::from(cert_claim(c))),
+                    cert_stamp: claim.as_deref().map_or(0, stamp_of),
+                    cert_claim: claim.map(Arc::from),
                 };
                 (name, account)
             })

@@ -205,11 +205,7 @@ fn call<'a>(
 }
 
 fn audit_forbidden(session: &SessionHandle, method: &str, right: Right, quiet: Option<u64>) {
-    // The first 128 characters, borrowed rather than copied.
-    let shown = match method.char_indices().nth(128) {
-        Some((end, _)) => method.get(..end).unwrap_or(method),
-        None => method,
-    };
+    let shown = crate::util::prefix_chars(method, 128);
     tracing::warn!(
         target: "audit",
         event = "forbidden",

@@ -70,7 +70,7 @@ impl Server {
         let refusing = Arc::new(AtomicUsize::new(0));
         let sweeper = tokio::spawn(expire_routed(self.gw.clone()));
         let mut failed_accepts = 0u64;
-        let mut accept_said: Option<std::time::Instant> = None;
+        let mut accept_report = crate::util::Every::new(Duration::from_secs(10));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -90,8 +90,7 @@ impl Server {
                         // EMFILE and friends: back off instead of spinning,
                         // and say so at most every ten seconds.
                         failed_accepts += 1;
-                        if accept_said.is_none_or(|at: std::time::Instant| at.elapsed() >= Duration::from_secs(10)) {
-                            accept_said = Some(std::time::Instant::now());
+                        if accept_report.due() {
                             tracing::warn!(error = %e, failures = std::mem::take(&mut failed_accepts), "accept failed");
                         }
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -400,10 +399,7 @@ impl Conn {
                 let origin = head
                     .origin
                     .as_deref()
-                    .map(|o| match o.char_indices().nth(256) {
-                        Some((end, _)) => o.get(..end).unwrap_or(o),
-                        None => o,
-                    });
+                    .map(|o| crate::util::prefix_chars(o, 256));
                 tracing::warn!(target: "audit", event = "origin_refused", peer = %self.peer, endpoint = endpoint.name(), origin, not_audited = quiet, "upgrade from a foreign origin refused");
             }
             return Err(Answer::text(403, "Forbidden", "origin not allowed"));

@@ -345,7 +345,7 @@ impl Inner {
     /// most every ten seconds, with how many.
     async fn publisher(self: Arc<Self>, mut rx: mpsc::Receiver<Outgoing>) {
         let mut failed = 0u64;
-        let mut said: Option<Instant> = None;
+        let mut report = crate::util::Every::new(Duration::from_secs(10));
         while let Some(item) = rx.recv().await {
             let (subject, headers, body) = match item {
                 Outgoing::Message(subject, headers, body) => (subject, headers, body),
@@ -362,8 +362,7 @@ impl Inner {
                 .await
             {
                 failed += 1;
-                if said.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
-                    said = Some(Instant::now());
+                if report.due() {
                     tracing::warn!(error = %e, bytes, lost = std::mem::take(&mut failed), "cluster message not published (NATS max_payload?)");
                 }
             }
@@ -588,6 +587,12 @@ impl Inner {
             (Some(true), None) => {}
             _ => inbound.login_failed(name, ip),
         }
+    }
+
+    /// Tells the other nodes of a login or an unlock (`P.login`).
+    fn tell_login(&self, body: Value) {
+        let subject = self.subject("login");
+        self.send(subject, self.headers(), Bytes::from(body.to_string()));
     }
 
     fn reply(self: &Arc<Self>, m: &async_nats::Message, body: Bytes) {
@@ -1054,25 +1059,19 @@ impl Bus for Nats {
 
     fn login_failed(&self, name: Option<u64>, ip: IpAddr) {
         let name = name.map(|n| format!("{n:016x}"));
-        let body = serde_json::json!({ "ok": false, "name": name, "ip": ip.to_string() });
-        let subject = self.inner.subject("login");
         self.inner
-            .send(subject, self.inner.headers(), Bytes::from(body.to_string()));
+            .tell_login(serde_json::json!({ "ok": false, "name": name, "ip": ip.to_string() }));
     }
 
     fn login_ok(&self, name: u64, ip: IpAddr) {
         let name = format!("{name:016x}");
-        let body = serde_json::json!({ "ok": true, "name": name, "ip": ip.to_string() });
-        let subject = self.inner.subject("login");
         self.inner
-            .send(subject, self.inner.headers(), Bytes::from(body.to_string()));
+            .tell_login(serde_json::json!({ "ok": true, "name": name, "ip": ip.to_string() }));
     }
 
     fn unlocked(&self, user: &str) {
-        let body = serde_json::json!({ "unlock": true, "user": user });
-        let subject = self.inner.subject("login");
         self.inner
-            .send(subject, self.inner.headers(), Bytes::from(body.to_string()));
+            .tell_login(serde_json::json!({ "unlock": true, "user": user }));
     }
 }
 

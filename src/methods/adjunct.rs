@@ -124,5 +124,5 @@ pub fn publish(ctx: &Ctx<'_>, snap: &Snapshot, params: Params<'_>) -> Result<Val
 
 /// Caps what of a peer's string goes into an error message.
 pub fn truncate(s: &str) -> String {
-    s.chars().take(64).collect()
+    crate::util::prefix_chars(s, 64).to_owned()
 }
